@@ -1,0 +1,148 @@
+"""Top-k selection over dense score matrices, and the long result table.
+
+Ties are broken by the lower item index, so results are deterministic whatever the partition algorithm
+does. Excluded items score ``-inf``; an ``-inf`` entry is never a recommendation and comes back with
+index ``-1`` (it is dropped by :func:`to_recommendations`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from recsys.data import Histories
+from recsys.errors import ConfigError, DataError
+from recsys.schema import ITEM_ID, RANK, SCORE, USER_ID, empty_recommendations
+
+__all__ = ["check_k", "mask_seen", "to_recommendations", "topk"]
+
+
+def check_k(k: object) -> int:
+    """``k`` as an int; :class:`ConfigError` unless it is a positive integer."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be a positive integer (for example 10), got {k!r}.")
+    return int(k)
+
+
+def _check_scores(scores: np.ndarray) -> None:
+    if not isinstance(scores, np.ndarray) or scores.ndim != 2:
+        shape = getattr(scores, "shape", None)
+        raise DataError(f"scores must be a 2-D numpy array (n_users, n_items), got shape {shape}.")
+    if np.isnan(scores).any():
+        raise DataError("scores hold NaN; fix the scoring stage or replace NaN with -inf before topk.")
+
+
+def mask_seen(scores: np.ndarray, histories: Histories) -> None:
+    """Set ``scores[u, i] = -inf`` in place for every item ``i`` in user ``u``'s history.
+
+    Parameters
+    ----------
+    scores:
+        Writable float array of shape ``(histories.n_users, n_items)``.
+    histories:
+        Row ``u`` of ``scores`` belongs to user ``u`` of ``histories``.
+    """
+    if scores.shape[0] != histories.n_users:
+        raise DataError(
+            f"scores has {scores.shape[0]} rows but the exclusion histories have {histories.n_users} users; "
+            "pass the histories of exactly the scored users, in the same order."
+        )
+    scores[histories.event_user(), histories.item_idx] = -np.inf
+
+
+def _select_top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Bool mask of shape ``scores.shape``, exactly ``k`` True per row: the best, lower index on ties."""
+    n_items = scores.shape[1]
+    threshold = np.partition(scores, n_items - k, axis=1)[:, n_items - k, None]  # (n_users, 1)
+    chosen = scores > threshold
+    at = scores == threshold
+    need = k - np.count_nonzero(chosen, axis=1)  # (n_users,), >= 1
+    crowded = np.nonzero(np.count_nonzero(at, axis=1) > need)[0]  # rows with more ties than places
+    if crowded.size:
+        first = np.cumsum(at[crowded], axis=1, dtype=np.int32) <= need[crowded, None]
+        at[crowded] &= first  # keep the lowest-index ties only
+    chosen |= at
+    return chosen
+
+
+def topk(
+    scores: np.ndarray, k: int, exclude: Histories | None = None, *, overwrite: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best items per row of ``scores``, best first.
+
+    Parameters
+    ----------
+    scores:
+        float32 array of shape ``(n_users, n_items)``; no NaN.
+    k:
+        Items per user. When fewer than ``k`` items are left (small catalogue, exclusions), the tail is
+        padded with index ``-1`` and score ``-inf``.
+    exclude:
+        Histories of the ``n_users`` scored users (same order); their items get ``-inf``.
+    overwrite:
+        Write the exclusions into ``scores`` itself instead of a copy (saves memory when the caller owns
+        the array). Read-only arrays are always copied.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``idx``: int64 array of shape ``(n_users, k)``, item indices (``-1`` where the score is ``-inf``);
+        ``vals``: float32 array of shape ``(n_users, k)``, their scores, descending along each row.
+        Equal scores are ordered by the lower item index.
+    """
+    k = check_k(k)
+    _check_scores(scores)
+    if exclude is not None:
+        if not overwrite or not scores.flags.writeable:
+            scores = scores.copy()
+        mask_seen(scores, exclude)
+    n_users, n_items = scores.shape
+    kk = min(k, n_items)
+    idx = np.full((n_users, k), -1, dtype=np.int64)
+    vals = np.full((n_users, k), -np.inf, dtype=np.float32)
+    if kk == 0 or n_users == 0:
+        return idx, vals
+    chosen = np.nonzero(_select_top(scores, kk))[1].reshape(n_users, kk)  # ascending index per row
+    chosen_vals = np.take_along_axis(scores, chosen, axis=1).astype(np.float32)
+    order = np.argsort(-chosen_vals, axis=1, kind="stable")  # stable: ties keep the lower index first
+    idx[:, :kk] = np.take_along_axis(chosen, order, axis=1)
+    vals[:, :kk] = np.take_along_axis(chosen_vals, order, axis=1)
+    idx[np.isneginf(vals)] = -1
+    return idx, vals
+
+
+def to_recommendations(
+    user_ids: pl.Series, idx: np.ndarray, vals: np.ndarray, item_ids: pl.Series
+) -> pl.DataFrame:
+    """The long result table from :func:`topk` output.
+
+    Parameters
+    ----------
+    user_ids:
+        Series of length ``n_users``: the user of each row of ``idx``.
+    idx, vals:
+        int64 and float32 arrays of shape ``(n_users, k)`` from :func:`topk`; ``-1`` entries are dropped.
+    item_ids:
+        Series of length ``n_items``: the id of each catalogue row.
+
+    Returns
+    -------
+    polars.DataFrame
+        ``user_id, item_id, score (Float32), rank (UInt32, 1..k)``, users in the order of ``user_ids``,
+        best first.
+    """
+    if idx.shape != vals.shape or idx.ndim != 2 or idx.shape[0] != len(user_ids):
+        raise DataError(
+            f"idx {idx.shape} and vals {vals.shape} must both have shape (len(user_ids)={len(user_ids)}, k)."
+        )
+    rows, cols = np.nonzero(idx >= 0)
+    if rows.size == 0:
+        return empty_recommendations(user_ids.dtype, item_ids.dtype)
+    return pl.DataFrame(
+        {
+            USER_ID: user_ids.gather(rows),
+            ITEM_ID: item_ids.gather(idx[rows, cols]),
+            SCORE: pl.Series(vals[rows, cols], dtype=pl.Float32),
+            RANK: pl.Series((cols + 1).astype(np.uint32), dtype=pl.UInt32),
+        }
+    )

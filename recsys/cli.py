@@ -1,0 +1,190 @@
+"""The ``recsys`` command line: thin wrappers over the public API.
+
+Exit codes: 0 success, 2 bad data or settings, 3 missing file or dataset, 4 bad model directory,
+1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+
+from recsys.data import DataConfig, Dataset, read_table
+from recsys.datasets import available_datasets, load_dataset
+from recsys.errors import DatasetNotFoundError, ModelFormatError, RecsysError
+from recsys.evaluation import EvalConfig, evaluate_many, results_table, save_results
+from recsys.models.text_encoder import TextEncoderConfig
+from recsys.pipeline import Recommender, RecommenderConfig
+from recsys.schema import USER_ID
+from recsys.zoo import MODEL_NAMES, make_model
+
+app = typer.Typer(
+    help="Text-memory recommendation: item texts -> user embeddings -> FAISS candidates -> LightGBM ranking.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+logger = logging.getLogger("recsys.cli")
+
+DataDir = Annotated[
+    Path | None, typer.Option(help="Folder holding the public datasets (default: $RECSYS_DATA_DIR, ./shared/data, ../shared/data).")
+]
+CacheDir = Annotated[
+    Path | None, typer.Option(help="Embedding cache folder (default: $RECSYS_CACHE_DIR or ~/.cache/recsys/embeddings).")
+]
+
+
+def _text_config(cache_dir: Path | None) -> TextEncoderConfig:
+    return TextEncoderConfig(cache_dir=str(cache_dir) if cache_dir else None)
+
+
+def _write_table(frame: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        frame.write_csv(path)
+    else:
+        frame.write_parquet(path)
+
+
+@app.command()
+def datasets() -> None:
+    """List the datasets that `--dataset` accepts."""
+    for name in available_datasets():
+        typer.echo(name)
+
+
+@app.command()
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("recsys-output/quickstart"),
+    k: Annotated[int, typer.Option(help="Recommendations per user.")] = 10,
+    cache_dir: CacheDir = None,
+) -> None:
+    """The main job on the embedded ml-latest-small: fit, recommend, evaluate against baselines.
+
+    Writes OUT/recommendations.parquet (top-k for every user, from all their events), OUT/metrics.json and
+    prints the leave-one-out test metrics of the pipeline and the baselines (full catalogue, history
+    items excluded).
+    """
+    started = time.perf_counter()
+    dataset = load_dataset("ml-latest-small")
+    typer.echo(f"dataset ml-latest-small (embedded): {dataset.fingerprint()}")
+    text = _text_config(cache_dir)
+    models = {name: make_model(name, text) for name in MODEL_NAMES}
+    results = evaluate_many(models, dataset, EvalConfig(split="loo"))
+    recs = models["pipeline"].recommend(None, k=k, history=dataset.interactions)  # type: ignore[arg-type]
+    _write_table(recs, out / "recommendations.parquet")
+    save_results(results, out / "metrics.json")
+    typer.echo(results_table(results))
+    typer.echo(f"\nwrote {recs.height:,} recommendations for {recs[USER_ID].n_unique():,} users to "
+               f"{out / 'recommendations.parquet'}; metrics to {out / 'metrics.json'} "
+               f"({time.perf_counter() - started:.0f} s)")
+
+
+def _load_input(
+    dataset: str | None, data_dir: Path | None, interactions: Path | None, items: Path | None,
+    config: DataConfig,
+) -> Dataset:
+    if dataset is not None:
+        return load_dataset(dataset, data_dir=data_dir)
+    if interactions is None or items is None:
+        raise typer.BadParameter("give --dataset NAME, or both --interactions FILE and --items FILE.")
+    return Dataset.from_frames(read_table(interactions), read_table(items), config, name=interactions.stem)
+
+
+@app.command()
+def fit(
+    out: Annotated[Path, typer.Option(help="Model directory to write.")],
+    dataset: Annotated[str | None, typer.Option(help="A dataset name (see `recsys datasets`).")] = None,
+    interactions: Annotated[Path | None, typer.Option(help="Interactions file (Parquet, CSV, JSON lines).")] = None,
+    items: Annotated[Path | None, typer.Option(help="Items file (Parquet, CSV, JSON lines).")] = None,
+    text_field: Annotated[list[str] | None, typer.Option(help="Item text column; repeat for several.")] = None,
+    order_column: Annotated[str, typer.Option(help="Interaction time or order column.")] = "timestamp",
+    weight_column: Annotated[str | None, typer.Option(help="Optional weight column, e.g. rating.")] = None,
+    repair: Annotated[bool, typer.Option(help="Drop bad rows (counted and reported) instead of failing.")] = False,
+    n_candidates: Annotated[int, typer.Option(help="FAISS candidates re-ranked per user.")] = 200,
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Fit the pipeline on a dataset or on your own files and save it to OUT."""
+    config = DataConfig(
+        text_fields=tuple(text_field or ["text"]), order_column=order_column, weight_column=weight_column,
+        on_invalid="repair" if repair else "raise",
+    )
+    data = _load_input(dataset, data_dir, interactions, items, config)
+    typer.echo(f"{data.name}: {data.fingerprint()}; {data.report.summary()}")
+    model = Recommender(RecommenderConfig(text=_text_config(cache_dir), n_candidates=n_candidates))
+    model.fit(data.interactions, data.items)
+    typer.echo(f"saved model to {model.save(out)}")
+
+
+@app.command()
+def recommend(
+    model: Annotated[Path, typer.Option(help="Model directory written by `recsys fit`.")],
+    out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv).")],
+    users: Annotated[Path | None, typer.Option(help="File with a user_id column (default: every user).")] = None,
+    k: Annotated[int, typer.Option(help="Recommendations per user.")] = 10,
+    include_seen: Annotated[bool, typer.Option(help="Allow items already in the user's history.")] = False,
+) -> None:
+    """Recommend the top K items for users with a saved model."""
+    recommender = Recommender.load(model)
+    wanted = read_table(users)[USER_ID] if users is not None else None
+    recs = recommender.recommend(wanted, k=k, exclude_seen=not include_seen)
+    _write_table(recs, out)
+    typer.echo(f"wrote {recs.height:,} rows for {recs[USER_ID].n_unique():,} users to {out}")
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[str, typer.Option(help="A dataset name (see `recsys datasets`).")] = "ml-latest-small",
+    split: Annotated[str, typer.Option(help="loo, temporal or published.")] = "loo",
+    model: Annotated[list[str] | None, typer.Option(help=f"Model(s) to run: {', '.join(MODEL_NAMES)}.")] = None,
+    k: Annotated[list[int] | None, typer.Option(help="Cut-offs (repeat), default 10 and 50.")] = None,
+    include_seen: Annotated[bool, typer.Option(help="Do not exclude history items from the ranking.")] = False,
+    sampled: Annotated[int | None, typer.Option(help="Also report metrics over N sampled negatives.")] = None,
+    max_users: Annotated[int | None, typer.Option(help="Evaluate a random subset of users.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Fit models on a split and report full-catalogue ranking metrics on its test targets."""
+    data = load_dataset(dataset, data_dir=data_dir)
+    typer.echo(f"dataset {data.name}: {data.fingerprint()}")
+    config = EvalConfig(split=split, ks=tuple(k or (10, 50)), exclude_seen=not include_seen,  # type: ignore[arg-type]
+                        sampled_negatives=sampled, max_users=max_users)
+    models = {name: make_model(name, _text_config(cache_dir)) for name in (model or MODEL_NAMES)}
+    results = evaluate_many(models, data, config)
+    typer.echo(results_table(results))
+    if json_out is not None:
+        typer.echo(f"wrote {save_results(results, json_out)}")
+
+
+_EXIT_CODES: list[tuple[type[Exception], int]] = [(DatasetNotFoundError, 3), (ModelFormatError, 4), (RecsysError, 2)]
+
+
+def main() -> None:
+    """Entry point: run the app, mapping library errors to one-line messages and exit codes."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("faiss.loader", "httpx", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        app(standalone_mode=False)
+    except (typer.Abort, typer.Exit) as stop:
+        sys.exit(getattr(stop, "exit_code", 1))
+    except Exception as err:  # noqa: BLE001 - mapped to an exit code below
+        for kind, code in _EXIT_CODES:
+            if isinstance(err, kind):
+                typer.echo(f"error: {err}", err=True)
+                sys.exit(code)
+        if err.__class__.__module__.startswith("click"):
+            typer.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Public recommender datasets with item text, loaded by name as a validated :class:`~recsys.data.Dataset`.
+
+``ml-latest-small`` ships inside the package; the others are read from a data folder (the ``data_dir``
+argument, ``$RECSYS_DATA_DIR``, ``./shared/data`` or ``../shared/data``)::
+
+    from recsys.datasets import available_datasets, load_dataset
+
+    dataset = load_dataset("ml-latest-small", with_tags=True)
+    print(dataset.fingerprint())
+"""
+
+from recsys.datasets._mind import load_mind
+from recsys.datasets._paths import DATA_DIR_ENV
+from recsys.datasets._registry import available_datasets, load_dataset
+
+__all__ = ["DATA_DIR_ENV", "available_datasets", "load_dataset", "load_mind"]

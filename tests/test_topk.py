@@ -1,0 +1,118 @@
+"""Tests of top-k selection and the long result table."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys._topk import to_recommendations, topk
+from recsys.data import Histories
+from recsys.errors import ConfigError, DataError
+
+
+def histories(rows: list[list[int]]) -> Histories:
+    """Histories of ``len(rows)`` users with the given catalogue rows."""
+    lengths = [len(r) for r in rows]
+    flat = np.array([i for r in rows for i in r], dtype=np.int64)
+    return Histories(
+        user_ids=pl.Series("user_id", list(range(len(rows)))),
+        indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        item_idx=flat,
+        timestamps=np.arange(flat.size, dtype=np.int64),
+    )
+
+
+def reference_topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """Full sort by (score descending, index ascending): the slow, obvious answer."""
+    n_items = scores.shape[1]
+    return np.stack([np.lexsort((np.arange(n_items), -row))[:k] for row in scores])
+
+
+def test_ties_are_broken_by_the_lower_index() -> None:
+    scores = np.array([[1.0, 3.0, 3.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    idx, vals = topk(scores, 2)
+    np.testing.assert_array_equal(idx, [[1, 2], [0, 1]])
+    np.testing.assert_array_equal(vals, [[3.0, 3.0], [0.0, 0.0]])
+    assert idx.dtype == np.int64 and vals.dtype == np.float32
+
+
+def test_matches_a_full_sort_on_many_ties() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(50, 40)).astype(np.float32)
+    for k in (1, 5, 39, 40):
+        idx, vals = topk(scores, k)
+        expected = reference_topk(scores, k)
+        np.testing.assert_array_equal(idx, expected)
+        np.testing.assert_array_equal(vals, np.take_along_axis(scores, expected, axis=1))
+
+
+def test_excluded_items_become_minus_one_and_input_is_untouched() -> None:
+    scores = np.array([[5.0, 4.0, 3.0], [1.0, 2.0, 3.0]], dtype=np.float32)
+    before = scores.copy()
+    idx, vals = topk(scores, 3, exclude=histories([[0, 2], [0, 1, 2]]))
+    np.testing.assert_array_equal(idx, [[1, -1, -1], [-1, -1, -1]])
+    assert vals[0, 0] == 4.0 and np.isneginf(vals[0, 1:]).all() and np.isneginf(vals[1]).all()
+    np.testing.assert_array_equal(scores, before)
+
+
+def test_overwrite_writes_exclusions_in_place() -> None:
+    scores = np.array([[5.0, 4.0, 3.0]], dtype=np.float32)
+    idx, _ = topk(scores, 1, exclude=histories([[0]]), overwrite=True)
+    assert idx[0, 0] == 1
+    assert np.isneginf(scores[0, 0])
+
+
+def test_read_only_input_is_copied_even_with_overwrite() -> None:
+    scores = np.broadcast_to(np.array([1.0, 2.0], dtype=np.float32), (2, 2))
+    idx, _ = topk(scores, 1, exclude=histories([[1], []]), overwrite=True)
+    np.testing.assert_array_equal(idx[:, 0], [0, 1])
+
+
+def test_k_larger_than_the_catalogue_is_padded() -> None:
+    idx, vals = topk(np.array([[0.5, 1.0]], dtype=np.float32), 4)
+    np.testing.assert_array_equal(idx, [[1, 0, -1, -1]])
+    assert np.isneginf(vals[0, 2:]).all()
+
+
+def test_minus_inf_scores_are_marked() -> None:
+    idx, _ = topk(np.array([[-np.inf, 1.0, -np.inf]], dtype=np.float32), 2)
+    np.testing.assert_array_equal(idx, [[1, -1]])
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, True])
+def test_bad_k_raises(k: object) -> None:
+    with pytest.raises(ConfigError, match="k must be"):
+        topk(np.zeros((1, 3), dtype=np.float32), k)  # type: ignore[arg-type]
+
+
+def test_nan_scores_raise() -> None:
+    with pytest.raises(DataError, match="NaN"):
+        topk(np.array([[np.nan, 1.0]], dtype=np.float32), 1)
+
+
+def test_to_recommendations_drops_minus_one_and_ranks_from_one() -> None:
+    idx = np.array([[2, 0, -1], [-1, -1, -1], [1, 2, 0]], dtype=np.int64)
+    vals = np.array([[3, 1, -np.inf], [-np.inf] * 3, [9, 8, 7]], dtype=np.float32)
+    out = to_recommendations(
+        pl.Series("user_id", ["a", "b", "c"]), idx, vals, pl.Series("item_id", [10, 11, 12])
+    )
+    assert out.columns == ["user_id", "item_id", "score", "rank"]
+    assert out.schema["score"] == pl.Float32 and out.schema["rank"] == pl.UInt32
+    assert out.rows() == [
+        ("a", 12, 3.0, 1),
+        ("a", 10, 1.0, 2),
+        ("c", 11, 9.0, 1),
+        ("c", 12, 8.0, 2),
+        ("c", 10, 7.0, 3),
+    ]
+
+
+def test_to_recommendations_of_nothing_is_an_empty_typed_table() -> None:
+    idx = np.full((1, 2), -1, dtype=np.int64)
+    vals = np.full((1, 2), -np.inf, dtype=np.float32)
+    out = to_recommendations(pl.Series("user_id", [1]), idx, vals, pl.Series("item_id", ["x"]))
+    assert out.height == 0
+    assert out.schema == pl.Schema(
+        {"user_id": pl.Int64, "item_id": pl.String, "score": pl.Float32, "rank": pl.UInt32}
+    )
