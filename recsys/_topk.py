@@ -111,9 +111,7 @@ def topk(
     return idx, vals
 
 
-def to_recommendations(
-    user_ids: pl.Series, idx: np.ndarray, vals: np.ndarray, item_ids: pl.Series
-) -> pl.DataFrame:
+def to_recommendations(user_ids: pl.Series, idx: np.ndarray, vals: np.ndarray, item_ids: pl.Series) -> pl.DataFrame:
     """The long result table from :func:`topk` output.
 
     Parameters

@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import polars as pl
 import typer
@@ -18,7 +18,7 @@ import typer
 from recsys.data import DataConfig, Dataset, read_table
 from recsys.datasets import available_datasets, load_dataset
 from recsys.errors import DatasetNotFoundError, ModelFormatError, RecsysError
-from recsys.evaluation import EvalConfig, evaluate_many, results_table, save_results
+from recsys.evaluation import EvalConfig, SplitKind, evaluate_many, results_table, save_results
 from recsys.models.text_encoder import TextEncoderConfig
 from recsys.pipeline import Recommender, RecommenderConfig
 from recsys.schema import USER_ID
@@ -32,7 +32,8 @@ app = typer.Typer(
 logger = logging.getLogger("recsys.cli")
 
 DataDir = Annotated[
-    Path | None, typer.Option(help="Folder holding the public datasets (default: $RECSYS_DATA_DIR, ./shared/data, ../shared/data).")
+    Path | None,
+    typer.Option(help="Folder holding the public datasets (default: $RECSYS_DATA_DIR, ./shared/data, ../shared/data)."),
 ]
 CacheDir = Annotated[
     Path | None, typer.Option(help="Embedding cache folder (default: $RECSYS_CACHE_DIR or ~/.cache/recsys/embeddings).")
@@ -80,13 +81,18 @@ def quickstart(
     _write_table(recs, out / "recommendations.parquet")
     save_results(results, out / "metrics.json")
     typer.echo(results_table(results))
-    typer.echo(f"\nwrote {recs.height:,} recommendations for {recs[USER_ID].n_unique():,} users to "
-               f"{out / 'recommendations.parquet'}; metrics to {out / 'metrics.json'} "
-               f"({time.perf_counter() - started:.0f} s)")
+    typer.echo(
+        f"\nwrote {recs.height:,} recommendations for {recs[USER_ID].n_unique():,} users to "
+        f"{out / 'recommendations.parquet'}; metrics to {out / 'metrics.json'} "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
 
 
 def _load_input(
-    dataset: str | None, data_dir: Path | None, interactions: Path | None, items: Path | None,
+    dataset: str | None,
+    data_dir: Path | None,
+    interactions: Path | None,
+    items: Path | None,
     config: DataConfig,
 ) -> Dataset:
     if dataset is not None:
@@ -112,7 +118,9 @@ def fit(
 ) -> None:
     """Fit the pipeline on a dataset or on your own files and save it to OUT."""
     config = DataConfig(
-        text_fields=tuple(text_field or ["text"]), order_column=order_column, weight_column=weight_column,
+        text_fields=tuple(text_field or ["text"]),
+        order_column=order_column,
+        weight_column=weight_column,
         on_invalid="repair" if repair else "raise",
     )
     data = _load_input(dataset, data_dir, interactions, items, config)
@@ -154,8 +162,13 @@ def evaluate(
     """Fit models on a split and report full-catalogue ranking metrics on its test targets."""
     data = load_dataset(dataset, data_dir=data_dir)
     typer.echo(f"dataset {data.name}: {data.fingerprint()}")
-    config = EvalConfig(split=split, ks=tuple(k or (10, 50)), exclude_seen=not include_seen,  # type: ignore[arg-type]
-                        sampled_negatives=sampled, max_users=max_users)
+    config = EvalConfig(
+        split=cast(SplitKind, split),
+        ks=tuple(k or (10, 50)),
+        exclude_seen=not include_seen,
+        sampled_negatives=sampled,
+        max_users=max_users,
+    )
     models = {name: make_model(name, _text_config(cache_dir)) for name in (model or MODEL_NAMES)}
     results = evaluate_many(models, data, config)
     typer.echo(results_table(results))
@@ -175,7 +188,7 @@ def main() -> None:
         app(standalone_mode=False)
     except (typer.Abort, typer.Exit) as stop:
         sys.exit(getattr(stop, "exit_code", 1))
-    except Exception as err:  # noqa: BLE001 - mapped to an exit code below
+    except Exception as err:
         for kind, code in _EXIT_CODES:
             if isinstance(err, kind):
                 typer.echo(f"error: {err}", err=True)

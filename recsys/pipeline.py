@@ -9,20 +9,26 @@ import dataclasses
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from recsys._persist import (
+    arrays_to_sparse,
+    config_from_dict,
+    load_arrays,
+    read_model_dir,
+    sparse_to_arrays,
+    write_model_dir,
+)
+from recsys._topk import topk
 from recsys.data import Histories, item_index
-from recsys._persist import arrays_to_sparse, config_from_dict, load_arrays, read_model_dir, sparse_to_arrays, write_model_dir
 from recsys.errors import ConfigError, DataError, ModelFormatError, check_is_fitted
 from recsys.features.popularity import Popularity
-from recsys.features.transitions import Transitions
-from recsys._topk import topk
 from recsys.features.ranking import (
     QUERY,
     RETRIEVAL_RANK,
@@ -31,6 +37,7 @@ from recsys.features.ranking import (
     FeatureConfig,
     RankingFeatures,
 )
+from recsys.features.transitions import Transitions
 from recsys.models.ranker import LambdaRanker, RankerConfig
 from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
 from recsys.models.zero_shot import ZeroShotConfig, ZeroShotUserEncoder
@@ -99,8 +106,10 @@ def merge_sources(sources: dict[str, tuple[pl.DataFrame, int]]) -> pl.DataFrame:
     """Union of the sources' candidates, one row per (query, item); a source's rank is its list length + 1
     where it did not propose the item."""
     frames = [frame for frame, _ in sources.values()]
-    merged = pl.concat(frames, how="diagonal").group_by(QUERY, ITEM_IDX, maintain_order=True).agg(
-        pl.col(name).min() for name in sources
+    merged = (
+        pl.concat(frames, how="diagonal")
+        .group_by(QUERY, ITEM_IDX, maintain_order=True)
+        .agg(pl.col(name).min() for name in sources)
     )
     return merged.with_columns(pl.col(name).fill_null(k + 1) for name, (_, k) in sources.items())
 
@@ -127,16 +136,17 @@ def training_queries(interactions: pl.DataFrame, n_cutoffs: int) -> tuple[pl.Dat
         ``user_id`` replaced by the query key; ``labels``: ``user_id`` (the query key), ``item_id``,
         ``owner`` (the real user).
     """
-    df = interactions.with_columns(
-        _pos=pl.int_range(pl.len()).over(USER_ID), _len=pl.len().over(USER_ID)
-    ).with_columns(_first_cut=pl.col("_len") - n_cutoffs)
+    df = interactions.with_columns(_pos=pl.int_range(pl.len()).over(USER_ID), _len=pl.len().over(USER_ID)).with_columns(
+        _first_cut=pl.col("_len") - n_cutoffs
+    )
     past = df.filter(pl.col("_pos") < pl.col("_first_cut")).drop("_pos", "_len", "_first_cut")
     histories, labels = [], []
     for c in range(1, n_cutoffs + 1):
         key = pl.concat_str([pl.col(USER_ID).cast(pl.String), pl.lit(f"#{c}")]).alias(USER_ID)
         cut = pl.col("_len") - c
-        labels.append(df.filter((pl.col("_pos") == cut) & (cut >= 1)).select(
-            key, ITEM_ID, pl.col(USER_ID).alias("owner")))
+        labels.append(
+            df.filter((pl.col("_pos") == cut) & (cut >= 1)).select(key, ITEM_ID, pl.col(USER_ID).alias("owner"))
+        )
         histories.append(df.filter(pl.col("_pos") < cut).with_columns(key))
     history = pl.concat(histories).drop("_pos", "_len", "_first_cut")
     return past, history, pl.concat(labels)
@@ -192,8 +202,12 @@ class Recommender:
             labels.select(QUERY, "owner"), on=QUERY, how="left", maintain_order="left"
         )
         hit = frame.group_by(QUERY).agg(pl.col("label").max())
-        logger.info("ranker training: %d queries, candidate recall@%d = %.3f", labels.height,
-                    self.config.n_candidates, hit["label"].sum() / labels.height)
+        logger.info(
+            "ranker training: %d queries, candidate recall@%d = %.3f",
+            labels.height,
+            self.config.n_candidates,
+            hit["label"].sum() / labels.height,
+        )
         frame = frame.join(hit.filter(pl.col("label") > 0).select(QUERY), on=QUERY, how="semi")
         in_valid = (pl.col("owner").hash(self.config.seed) % 1000) < int(1000 * self.config.valid_fraction)
         names = features.feature_names
@@ -206,13 +220,19 @@ class Recommender:
         return Histories.from_interactions(source, self.index_, users)  # type: ignore[arg-type]
 
     def _candidate_features(
-        self, history: pl.DataFrame | None, users: pl.Series, features: RankingFeatures, exclude_seen: bool
+        self,
+        history: pl.DataFrame | None,
+        users: pl.Series,
+        features: RankingFeatures,
+        exclude_seen: bool,
+        k: int = 0,
     ) -> pl.DataFrame:
-        """Candidates with features for ``users``; ``query`` is the position in ``users``."""
+        """Candidates (at least ``k`` per user where the catalogue allows) with features for ``users``;
+        ``query`` is the position in ``users``."""
         histories = self._histories(users, history)
         queries = self.user_encoder_.encode(histories)  # type: ignore[union-attr]  # (n_users, dim)
-        n_candidates = min(self.config.n_candidates, self.index_.height)  # type: ignore[union-attr]
-        idx, scores = self.vector_index_.search(  # type: ignore[union-attr]
+        n_candidates = min(max(self.config.n_candidates, k), self.index_.height)  # type: ignore[union-attr]
+        idx, _ = self.vector_index_.search(  # type: ignore[union-attr]
             queries, n_candidates, exclude=histories if exclude_seen else None
         )
         idx = self._cold_start(idx, histories, features)
@@ -223,18 +243,22 @@ class Recommender:
         else:
             sources[TRANSITION_RANK] = (pl.DataFrame(schema={QUERY: pl.UInt32, ITEM_IDX: pl.UInt32}), 0)
         frame = merge_sources(sources)
-        score = pair_dot(queries, self.item_vectors_, frame[QUERY].to_numpy(), frame[ITEM_IDX].to_numpy())
+        score = pair_dot(
+            queries,
+            self.item_vectors_,  # type: ignore[arg-type]
+            frame[QUERY].to_numpy(),
+            frame[ITEM_IDX].to_numpy(),
+        )
         frame = features.transform(frame.with_columns(pl.Series(RETRIEVAL_SCORE, score)), histories)
         item_ids = self.index_.select(ITEM_IDX, ITEM_ID)  # type: ignore[union-attr]
         return frame.join(item_ids, on=ITEM_IDX, how="left", maintain_order="left")
 
-    def _transition_candidates(
-        self, histories: Histories, features: RankingFeatures, exclude_seen: bool
-    ) -> np.ndarray:
+    def _transition_candidates(self, histories: Histories, features: RankingFeatures, exclude_seen: bool) -> np.ndarray:
         """int64 ``(n_users, n_transition_candidates)``: items most reachable from the recent history."""
         scores = features.transitions_.score(histories)  # type: ignore[union-attr]  # (n_users, n_items)
-        idx, vals = topk(scores, self.config.n_transition_candidates, histories if exclude_seen else None,
-                         overwrite=True)
+        idx, vals = topk(
+            scores, self.config.n_transition_candidates, histories if exclude_seen else None, overwrite=True
+        )
         idx[vals <= 0] = -1  # no transition evidence: not a candidate
         return idx
 
@@ -274,7 +298,9 @@ class Recommender:
         users = self._user_series(users)
         parts = []
         chunks = range(0, len(users), self.config.chunk_users)
-        for start in tqdm(chunks, desc="recommend", unit="chunk", disable=not self.config.show_progress or len(chunks) < 2):
+        for start in tqdm(
+            chunks, desc="recommend", unit="chunk", disable=not self.config.show_progress or len(chunks) < 2
+        ):
             parts.append(self._recommend_chunk(users.slice(start, self.config.chunk_users), k, history, exclude_seen))
         return pl.concat(parts) if parts else self._recommend_chunk(users, k, history, exclude_seen)
 
@@ -285,13 +311,13 @@ class Recommender:
         series = users if isinstance(users, pl.Series) else pl.Series(USER_ID, list(users))
         try:
             return series.cast(dtype, strict=True).rename(USER_ID)
-        except Exception as err:  # noqa: BLE001 - polars raises several error types here
+        except Exception as err:
             raise DataError(f"users have dtype {series.dtype}; the fitted user_id has {dtype}. Cast them.") from err
 
     def _recommend_chunk(
         self, users: pl.Series, k: int, history: pl.DataFrame | None, exclude_seen: bool
     ) -> pl.DataFrame:
-        frame = self._candidate_features(history, users, self.features_, exclude_seen)  # type: ignore[arg-type]
+        frame = self._candidate_features(history, users, self.features_, exclude_seen, k)  # type: ignore[arg-type]
         frame = frame.with_columns(pl.Series(SCORE, self.ranker_.score(frame), dtype=pl.Float32))  # type: ignore[union-attr]
         top = (
             frame.sort([QUERY, SCORE, ITEM_IDX], descending=[False, True, False])

@@ -10,13 +10,14 @@ first: dimension, dtype (C-contiguous float32), finite values, and ``-1`` labels
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 
 from recsys.data import Histories
-from recsys.errors import ConfigError, DataError, check_is_fitted
+from recsys.errors import ConfigError, DataError, ModelFormatError, check_is_fitted
 
 __all__ = ["ExactIndex", "FaissIndex", "IndexConfig"]
 
@@ -106,9 +107,7 @@ class _BaseIndex:
     def _search_raw(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def search(
-        self, queries: np.ndarray, k: int, exclude: Histories | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, exclude: Histories | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` items per query by inner product.
 
         Parameters
@@ -168,7 +167,7 @@ class ExactIndex(_BaseIndex):
 class FaissIndex(_BaseIndex):
     """FAISS inner-product index over item vectors; saved with FAISS's own index file format."""
 
-    index_: object | None = None
+    index_: Any = None
 
     def fit(self, vectors: np.ndarray) -> FaissIndex:
         """Index ``vectors``: float array of shape ``(n_items, dim)``."""
@@ -184,22 +183,31 @@ class FaissIndex(_BaseIndex):
         return self
 
     def _search_raw(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, idx = self.index_.search(queries, k)  # type: ignore[attr-defined]
+        scores, idx = self.index_.search(queries, k)
         return idx.astype(np.int64), scores
 
-    def save(self, path: str) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write FAISS's own index file."""
         import faiss
 
         check_is_fitted(self, ("index_",))
-        faiss.write_index(self.index_, path)
+        faiss.write_index(self.index_, os.fspath(path))
 
     @classmethod
-    def load(cls, path: str, config: IndexConfig | None = None) -> FaissIndex:
-        """Read an index written by :meth:`save` (FAISS's format; no pickle)."""
+    def load(cls, path: str | os.PathLike[str], config: IndexConfig | None = None) -> FaissIndex:
+        """Read an index written by :meth:`save` (FAISS's format; no pickle).
+
+        Raises
+        ------
+        ModelFormatError
+            The file is missing or not a FAISS index.
+        """
         import faiss
 
         self = cls(config)
-        self.index_ = faiss.read_index(path)
-        self.n_items_, self.dim_ = self.index_.ntotal, self.index_.d  # type: ignore[attr-defined]
+        try:
+            self.index_ = faiss.read_index(os.fspath(path))
+        except RuntimeError as err:
+            raise ModelFormatError(f"{os.fspath(path)!r} is not a readable FAISS index file: {err}") from err
+        self.n_items_, self.dim_ = self.index_.ntotal, self.index_.d
         return self

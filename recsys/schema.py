@@ -12,17 +12,17 @@ import polars as pl
 
 __all__ = [
     "EVENT",
+    "ID_DTYPES",
     "ITEM_ID",
     "ITEM_IDX",
     "RANK",
+    "RECOMMENDATION_COLUMNS",
     "SCORE",
     "TEXT",
     "TIMESTAMP",
+    "TIMESTAMP_DTYPES",
     "USER_ID",
     "WEIGHT",
-    "ID_DTYPES",
-    "RECOMMENDATION_COLUMNS",
-    "TIMESTAMP_DTYPES",
     "empty_recommendations",
 ]
 
@@ -50,6 +50,4 @@ RECOMMENDATION_COLUMNS: Final = (USER_ID, ITEM_ID, SCORE, RANK)
 
 def empty_recommendations(user_dtype: pl.DataType, item_dtype: pl.DataType) -> pl.DataFrame:
     """An empty result table with the right dtypes: ``user_id, item_id, score (f32), rank (u32)``."""
-    return pl.DataFrame(
-        schema={USER_ID: user_dtype, ITEM_ID: item_dtype, SCORE: pl.Float32, RANK: pl.UInt32}
-    )
+    return pl.DataFrame(schema={USER_ID: user_dtype, ITEM_ID: item_dtype, SCORE: pl.Float32, RANK: pl.UInt32})

@@ -26,12 +26,30 @@ def data_dir() -> Path:
 
 
 TOPICS = {
-    "dogs": ["funny dog movie", "puppy training guide", "dog food for puppies", "dog leash and collar",
-             "a documentary about sheepdogs", "dog grooming brush"],
-    "space": ["rocket launch documentary", "telescope for stargazing", "astronaut biography", "mars rover model kit",
-              "planetarium poster of the solar system", "book about black holes"],
-    "cooking": ["cast iron frying pan", "italian pasta cookbook", "chef knife set", "spice rack with herbs",
-                "baking recipes for bread", "kitchen mixing bowls"],
+    "dogs": [
+        "funny dog movie",
+        "puppy training guide",
+        "dog food for puppies",
+        "dog leash and collar",
+        "a documentary about sheepdogs",
+        "dog grooming brush",
+    ],
+    "space": [
+        "rocket launch documentary",
+        "telescope for stargazing",
+        "astronaut biography",
+        "mars rover model kit",
+        "planetarium poster of the solar system",
+        "book about black holes",
+    ],
+    "cooking": [
+        "cast iron frying pan",
+        "italian pasta cookbook",
+        "chef knife set",
+        "spice rack with herbs",
+        "baking recipes for bread",
+        "kitchen mixing bowls",
+    ],
 }
 
 

@@ -58,9 +58,7 @@ def make(text_config: TextEncoderConfig) -> Callable[[str], Factory]:
                 return PopularityRecommender(PopularityRecommenderConfig(chunk_size=chunk_size))
             if kind == "transition":
                 return TransitionRecommender(TransitionRecommenderConfig(chunk_size=chunk_size))
-            return ZeroShotTextRecommender(
-                ZeroShotTextRecommenderConfig(text=text_config, chunk_size=chunk_size)
-            )
+            return ZeroShotTextRecommender(ZeroShotTextRecommenderConfig(text=text_config, chunk_size=chunk_size))
 
         return build
 
@@ -71,9 +69,7 @@ def make(text_config: TextEncoderConfig) -> Callable[[str], Factory]:
 def zero_shot(
     text_config: TextEncoderConfig, topic_interactions: pl.DataFrame, topic_items: pl.DataFrame
 ) -> ZeroShotTextRecommender:
-    return ZeroShotTextRecommender(ZeroShotTextRecommenderConfig(text=text_config)).fit(
-        topic_interactions, topic_items
-    )
+    return ZeroShotTextRecommender(ZeroShotTextRecommenderConfig(text=text_config)).fit(topic_interactions, topic_items)
 
 
 # ----------------------------------------------------------------------------- known answers
@@ -196,7 +192,10 @@ def test_chunked_scoring_equals_unchunked(
     users = [99, *range(9)]
     whole = make(kind)(1024).fit(topic_interactions, topic_items).recommend(users, k=4)
     chunked = make(kind)(2).fit(topic_interactions, topic_items).recommend(users, k=4)
-    assert whole.equals(chunked)
+    # Same items and ranks; scores equal up to BLAS rounding (a matmul of 2 rows and of 10 rows may round
+    # differently in the last bit).
+    assert whole.drop("score").equals(chunked.drop("score"))
+    assert np.allclose(whole["score"].to_numpy(), chunked["score"].to_numpy(), atol=1e-6)
     assert whole["user_id"].unique(maintain_order=True).to_list() == users
 
 
@@ -272,7 +271,5 @@ def test_zero_shot_encoder_recency_weighted_mean() -> None:
     np.testing.assert_array_equal(users[0], 0.0)
     np.testing.assert_allclose(users[1], [0, 1, 0])
     np.testing.assert_allclose(users[2], np.array([0.5, 1.0, 0]) / np.sqrt(1.25), rtol=1e-6)
-    last_only = (
-        ZeroShotUserEncoder(ZeroShotConfig(max_events=1)).fit(vectors).encode(chain_histories([[0, 1]]))
-    )
+    last_only = ZeroShotUserEncoder(ZeroShotConfig(max_events=1)).fit(vectors).encode(chain_histories([[0, 1]]))
     np.testing.assert_allclose(last_only[0], [0, 1, 0])

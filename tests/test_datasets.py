@@ -199,9 +199,7 @@ def test_unisrec_keeps_the_published_split_exactly() -> None:
     assert test.height == valid.height == 8442
     assert mismatches(sequences, test, back=1).height == 0
     assert mismatches(sequences, valid, back=2).height == 0
-    assert (
-        sequences.filter(pl.col("splits").list.slice(0, pl.col("n") - 2).list.contains("valid")).height == 0
-    )
+    assert sequences.filter(pl.col("splits").list.slice(0, pl.col("n") - 2).list.contains("valid")).height == 0
 
 
 @pytest.mark.realdata
@@ -227,9 +225,7 @@ def test_unisrec_rejects_a_valid_row_that_disagrees_with_the_test_row(tmp_path: 
 
 @pytest.mark.realdata
 def test_lcrec() -> None:
-    data = require_data(
-        "amazon-scientific-lcrec/Scientific.inter.json", "amazon-scientific-lcrec/Scientific.item.json"
-    )
+    data = require_data("amazon-scientific-lcrec/Scientific.inter.json", "amazon-scientific-lcrec/Scientific.item.json")
     dataset = load_dataset("amazon-scientific-lcrec", data_dir=data)
     assert sizes(dataset) == (8317, 4344, 58_492)
     assert not dataset.has_time

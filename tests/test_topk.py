@@ -94,9 +94,7 @@ def test_nan_scores_raise() -> None:
 def test_to_recommendations_drops_minus_one_and_ranks_from_one() -> None:
     idx = np.array([[2, 0, -1], [-1, -1, -1], [1, 2, 0]], dtype=np.int64)
     vals = np.array([[3, 1, -np.inf], [-np.inf] * 3, [9, 8, 7]], dtype=np.float32)
-    out = to_recommendations(
-        pl.Series("user_id", ["a", "b", "c"]), idx, vals, pl.Series("item_id", [10, 11, 12])
-    )
+    out = to_recommendations(pl.Series("user_id", ["a", "b", "c"]), idx, vals, pl.Series("item_id", [10, 11, 12]))
     assert out.columns == ["user_id", "item_id", "score", "rank"]
     assert out.schema["score"] == pl.Float32 and out.schema["rank"] == pl.UInt32
     assert out.rows() == [
@@ -113,6 +111,4 @@ def test_to_recommendations_of_nothing_is_an_empty_typed_table() -> None:
     vals = np.full((1, 2), -np.inf, dtype=np.float32)
     out = to_recommendations(pl.Series("user_id", [1]), idx, vals, pl.Series("item_id", ["x"]))
     assert out.height == 0
-    assert out.schema == pl.Schema(
-        {"user_id": pl.Int64, "item_id": pl.String, "score": pl.Float32, "rank": pl.UInt32}
-    )
+    assert out.schema == pl.Schema({"user_id": pl.Int64, "item_id": pl.String, "score": pl.Float32, "rank": pl.UInt32})

@@ -51,6 +51,4 @@ class DataConfig:
         if not self.text_fields:
             raise ConfigError("DataConfig.text_fields is empty; name at least one item text column.")
         if self.on_invalid not in ("raise", "repair"):
-            raise ConfigError(
-                f"DataConfig.on_invalid={self.on_invalid!r} is not allowed; use 'raise' or 'repair'."
-            )
+            raise ConfigError(f"DataConfig.on_invalid={self.on_invalid!r} is not allowed; use 'raise' or 'repair'.")

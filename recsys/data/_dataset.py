@@ -28,12 +28,18 @@ class Fingerprint:
     content_hash: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"users": self.users, "items": self.items, "interactions": self.interactions,
-                "content_hash": self.content_hash}
+        return {
+            "users": self.users,
+            "items": self.items,
+            "interactions": self.interactions,
+            "content_hash": self.content_hash,
+        }
 
     def __str__(self) -> str:
-        return (f"{self.users:,} users, {self.items:,} items, {self.interactions:,} interactions, "
-                f"sha256 {self.content_hash}")
+        return (
+            f"{self.users:,} users, {self.items:,} items, {self.interactions:,} interactions, "
+            f"sha256 {self.content_hash}"
+        )
 
 
 @dataclass(frozen=True)

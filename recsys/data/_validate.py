@@ -108,13 +108,27 @@ def validate_items(items: pl.DataFrame, config: DataConfig) -> tuple[pl.DataFram
     _require_columns(items, [ITEM_ID, *config.text_fields], "items")
     _check_id_dtype(items, ITEM_ID, "items")
     items = items.with_columns(_text_expr(items, config.text_fields, config.text_separator))
-    items = _bad_rows(items, pl.col(ITEM_ID).is_null(), "null item id", ITEM_ID,
-                      "remove or fill the null ids", config, report)
-    items = _bad_rows(items, ~pl.col(ITEM_ID).is_first_distinct(), "duplicate item id", ITEM_ID,
-                      "keep one row per item", config, report)
-    items = _bad_rows(items, pl.col(TEXT) == "", "empty item text", ITEM_ID,
-                      f"give these items text in {list(config.text_fields)} or add another text field",
-                      config, report)
+    items = _bad_rows(
+        items, pl.col(ITEM_ID).is_null(), "null item id", ITEM_ID, "remove or fill the null ids", config, report
+    )
+    items = _bad_rows(
+        items,
+        ~pl.col(ITEM_ID).is_first_distinct(),
+        "duplicate item id",
+        ITEM_ID,
+        "keep one row per item",
+        config,
+        report,
+    )
+    items = _bad_rows(
+        items,
+        pl.col(TEXT) == "",
+        "empty item text",
+        ITEM_ID,
+        f"give these items text in {list(config.text_fields)} or add another text field",
+        config,
+        report,
+    )
     others = [c for c in items.columns if c not in (ITEM_ID, TEXT)]
     return items.select(ITEM_ID, TEXT, *others), report
 
@@ -134,16 +148,25 @@ def _order_expr(df: pl.DataFrame, column: str) -> pl.Expr:
 def _check_order_values(df: pl.DataFrame, column: str, config: DataConfig, report: ValidationReport) -> pl.DataFrame:
     dtype = df.schema[column]
     if dtype.is_float():
-        bad = pl.col(column).is_nan() | pl.col(column).is_infinite()
-        df = _bad_rows(df, bad, "non-finite order value", column, "remove NaN/inf timestamps", config, report)
+        bad = ~pl.col(column).is_finite().fill_null(True) | (pl.col(column).abs() >= 2.0**63).fill_null(False)
+        df = _bad_rows(
+            df, bad, "non-finite or out-of-range order value", column, "remove NaN/inf/huge timestamps", config, report
+        )
         frac = df.filter(pl.col(column) != pl.col(column).floor())
         if frac.height:
             raise SchemaError(
                 f"interactions column {column!r} holds fractional values (for example {_examples(frac[column])}); "
                 f"expected whole unix seconds or positions. Fix: pl.col({column!r}).round().cast(pl.Int64)."
             )
-    return _bad_rows(df, pl.col(column).is_null(), "null order value", column,
-                     "fill or remove the missing timestamps", config, report)
+    return _bad_rows(
+        df,
+        pl.col(column).is_null(),
+        "null order value",
+        column,
+        "fill or remove the missing timestamps",
+        config,
+        report,
+    )
 
 
 def _optional_columns(df: pl.DataFrame, config: DataConfig, report: ValidationReport) -> list[pl.Expr]:
@@ -182,15 +205,30 @@ def validate_interactions(
         )
     df = interactions
     for column in (USER_ID, ITEM_ID):
-        df = _bad_rows(df, pl.col(column).is_null(), f"null {column}", column,
-                       "remove or fill the null ids", config, report)
+        df = _bad_rows(
+            df, pl.col(column).is_null(), f"null {column}", column, "remove or fill the null ids", config, report
+        )
     df = _check_order_values(df, order, config, report)
-    df = _bad_rows(df, ~pl.col(ITEM_ID).is_in(item_ids.implode()), "unknown item (not in the items table)",
-                   ITEM_ID, "add these items (with text) to the items table or remove their events", config, report)
+    df = _bad_rows(
+        df,
+        ~pl.col(ITEM_ID).is_in(item_ids.implode()),
+        "unknown item (not in the items table)",
+        ITEM_ID,
+        "add these items (with text) to the items table or remove their events",
+        config,
+        report,
+    )
     extra = _optional_columns(df, config, report)
     if config.weight_column is not None:
-        df = _bad_rows(df, ~pl.col(config.weight_column).cast(pl.Float64).is_finite(), "non-finite weight",
-                       config.weight_column, "remove NaN/inf weights", config, report)
+        df = _bad_rows(
+            df,
+            ~pl.col(config.weight_column).cast(pl.Float64).is_finite().fill_null(False),
+            "null or non-finite weight",
+            config.weight_column,
+            "fill or remove null/NaN/inf weights",
+            config,
+            report,
+        )
     keep = ["split"] if "split" in df.columns else []
     df = df.select(USER_ID, ITEM_ID, _order_expr(df, order), *extra, *keep)
     return _sort_events(df, report), report
@@ -198,8 +236,10 @@ def validate_interactions(
 
 def _sort_events(df: pl.DataFrame, report: ValidationReport) -> pl.DataFrame:
     out_of_order = (
-        df.group_by(USER_ID).agg((pl.col(TIMESTAMP).diff() < 0).any().alias("unsorted"))
-        .filter(pl.col("unsorted")).height
+        df.group_by(USER_ID)
+        .agg((pl.col(TIMESTAMP).diff() < 0).any().alias("unsorted"))
+        .filter(pl.col("unsorted"))
+        .height
     )
     if out_of_order:
         report.repaired["users whose events were sorted by time"] = out_of_order

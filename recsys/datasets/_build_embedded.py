@@ -66,9 +66,7 @@ def build(src: str | Path, out: str | Path = EMBEDDED_DIR) -> dict[str, int]:
     needed = [src / f"{t}.csv" for t in _SCHEMAS] + [src / "README.txt"]
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
-        raise DatasetNotFoundError(
-            f"missing source file(s): {', '.join(missing)}; pass the ml-latest-small folder."
-        )
+        raise DatasetNotFoundError(f"missing source file(s): {', '.join(missing)}; pass the ml-latest-small folder.")
     out.mkdir(parents=True, exist_ok=True)
     counts = {table: _convert(src, out, table) for table in _SCHEMAS}
     shutil.copyfile(src / "README.txt", out / "README.txt")
@@ -79,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", type=Path, help="folder with ratings.csv, movies.csv, tags.csv and README.txt")
-    parser.add_argument(
-        "--out", type=Path, default=EMBEDDED_DIR, help="output folder (default: the package's)"
-    )
+    parser.add_argument("--out", type=Path, default=EMBEDDED_DIR, help="output folder (default: the package's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

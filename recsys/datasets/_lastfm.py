@@ -30,9 +30,7 @@ def _read_names(path: Path) -> pl.DataFrame:
     frame = parts.unnest("line").rename({"1": ITEM_ID, "2": "name"})
     bad = frame.filter(pl.col(ITEM_ID).is_null())
     if bad.height:
-        raise DataError(
-            f"{bad.height} line(s) of {path} are not 'id::name'; the file is damaged, re-fetch it."
-        )
+        raise DataError(f"{bad.height} line(s) of {path} are not 'id::name'; the file is damaged, re-fetch it.")
     return frame.with_columns(pl.col(ITEM_ID).cast(pl.Int64))
 
 
@@ -68,9 +66,7 @@ def _train_events(train: pl.DataFrame) -> pl.DataFrame:
     starts = pl.col("seq").list.len() == 0
     if train.height and train["seq"][0].len() != 0:
         raise DataError("train_data.jsonl does not start with an empty history; it is not the LLaRA layout.")
-    train = train.with_columns(
-        (starts.cum_sum() - 1).alias("sequence"), pl.col("seq").list.len().alias("seq_len")
-    )
+    train = train.with_columns((starts.cum_sum() - 1).alias("sequence"), pl.col("seq").list.len().alias("seq_len"))
     train = train.with_columns(pl.int_range(pl.len()).over("sequence").alias("position"))
     _check_windows(train, window=int(train.select(pl.col("seq_len").max().fill_null(0)).item()))
     return train.select(
@@ -94,10 +90,7 @@ def _holdout_events(samples: pl.DataFrame, split: str) -> pl.DataFrame:
         USER_ID,
         ITEM_ID,
         pl.col(TIMESTAMP).cast(pl.Int64),
-        pl.when(pl.col(TIMESTAMP) == pl.col("n"))
-        .then(pl.lit(split))
-        .otherwise(pl.lit("train"))
-        .alias("split"),
+        pl.when(pl.col(TIMESTAMP) == pl.col("n")).then(pl.lit(split)).otherwise(pl.lit("train")).alias("split"),
     )
 
 

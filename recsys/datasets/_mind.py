@@ -47,9 +47,7 @@ def _history_events(behaviors: pl.DataFrame) -> pl.DataFrame:
         pl.col("history").first(), pl.col("time").first().alias("first_time")
     )
     events = (
-        first.with_columns(
-            pl.col("history").str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
-        )
+        first.with_columns(pl.col("history").str.split(" ").list.eval(pl.element().filter(pl.element() != "")))
         .explode("history")
         .drop_nulls("history")
     )
@@ -108,9 +106,7 @@ def load_mind(folder: str | Path, name: str = "mind", on_invalid: OnInvalid = "r
     return finish(interactions, items, config, name)
 
 
-def load_mind_small_fragment(
-    data_dir: str | Path | None = None, *, on_invalid: OnInvalid = "repair"
-) -> Dataset:
+def load_mind_small_fragment(data_dir: str | Path | None = None, *, on_invalid: OnInvalid = "repair") -> Dataset:
     """The first 2,000 news and 5,000 impressions of MIND-small train: a format fixture, not a benchmark.
 
     Most history and clicked ids have no news row here, so most events are dropped (see ``dataset.report``).

@@ -66,9 +66,7 @@ def find_files(folder: str, names: Sequence[str], data_dir: str | Path | None = 
         paths = [root / folder / name for name in names]
         if all(p.is_file() for p in paths):
             return paths
-    looked = [
-        str(root / folder / name) for root in roots for name in names if not (root / folder / name).is_file()
-    ]
+    looked = [str(root / folder / name) for root in roots for name in names if not (root / folder / name).is_file()]
     raise DatasetNotFoundError(
         f"Dataset {folder!r} is missing file(s); looked at (from {_source(data_dir)}): {', '.join(looked)}. "
         f"Fix: pass data_dir='/path/to/data' (the folder that holds {folder}/) or set the environment "

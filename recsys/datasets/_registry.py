@@ -79,9 +79,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **options: Any) 
     allowed = _options_of(loader)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ConfigError(
-            f"Dataset {name!r} has no option(s) {unknown}; its options are {allowed or 'none'}."
-        )
+        raise ConfigError(f"Dataset {name!r} has no option(s) {unknown}; its options are {allowed or 'none'}.")
     start = time.perf_counter()
     dataset = loader(data_dir, **options)
     logger.info("load_dataset(%r) took %.2f s", name, time.perf_counter() - start)

@@ -78,9 +78,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.split not in get_args(SplitKind):
-            raise ConfigError(
-                f"EvalConfig.split={self.split!r} is not known; use one of {list(get_args(SplitKind))}."
-            )
+            raise ConfigError(f"EvalConfig.split={self.split!r} is not known; use one of {list(get_args(SplitKind))}.")
         object.__setattr__(self, "ks", tuple(self.ks))
         if not self.ks or not all(_positive_int(k) for k in self.ks):
             raise ConfigError(
@@ -93,8 +91,7 @@ class EvalConfig:
             )
         if self.max_users is not None and not _positive_int(self.max_users):
             raise ConfigError(
-                f"EvalConfig.max_users={self.max_users!r} must be a positive integer or None "
-                "(every test user)."
+                f"EvalConfig.max_users={self.max_users!r} must be a positive integer or None (every test user)."
             )
 
 
@@ -150,9 +147,7 @@ class EvalResult:
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise DataError(
-                f"EvalResult data has unknown key(s) {unknown}; allowed keys are {sorted(known)}."
-            )
+            raise DataError(f"EvalResult data has unknown key(s) {unknown}; allowed keys are {sorted(known)}.")
         return cls(**data)
 
     @classmethod
@@ -163,9 +158,7 @@ class EvalResult:
 
 def _git(args: list[str], cwd: str) -> str:
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # read-only: never take the index lock
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True, timeout=30
-    )
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True, timeout=30)
     return done.stdout.strip()
 
 
@@ -225,9 +218,7 @@ def _sampled_metrics(
     )
     scored = model.score_items(pairs, history=history)
     if SCORE not in scored.columns:
-        raise DataError(
-            f"score_items returned columns {scored.columns}; it must return user_id, item_id, score."
-        )
+        raise DataError(f"score_items returned columns {scored.columns}; it must return user_id, item_id, score.")
     scored = pairs.join(scored.select(USER_ID, ITEM_ID, SCORE), on=[USER_ID, ITEM_ID], how="left")
     return sampled_ranking_metrics(scored, targets, config.ks)
 
@@ -259,9 +250,7 @@ def _evaluate_on_split(
     predict_seconds = time.perf_counter() - start
     metrics = ranking_metrics(recs, targets, dataset.items.height, config.ks)
     if config.sampled_negatives is not None:
-        metrics.update(
-            _sampled_metrics(model, targets, history, dataset.items, config.sampled_negatives, config)
-        )
+        metrics.update(_sampled_metrics(model, targets, history, dataset.items, config.sampled_negatives, config))
     result = EvalResult(
         dataset=dataset.name,
         fingerprint=dataset.fingerprint().as_dict(),
@@ -313,9 +302,7 @@ def evaluate(model: RecommenderLike, dataset: Dataset, config: EvalConfig, name:
     return evaluate_many({name: model}, dataset, config)[0]
 
 
-def evaluate_many(
-    models: Mapping[str, RecommenderLike], dataset: Dataset, config: EvalConfig
-) -> list[EvalResult]:
+def evaluate_many(models: Mapping[str, RecommenderLike], dataset: Dataset, config: EvalConfig) -> list[EvalResult]:
     """Evaluate several models on one split made once (see :func:`evaluate`); results in ``models`` order."""
     if not models:
         raise ConfigError("models is empty; pass a dict of name -> recommender.")
@@ -332,9 +319,7 @@ def _protocol_line(result: EvalResult) -> str:
     users = f"{p.get('n_eval_users')} test users"
     if p.get("max_users") is not None:
         users += f" (random subsample, max_users={p['max_users']}, seed={p.get('seed')})"
-    sampled = (
-        f"; sampled_ metrics vs {p['sampled_negatives']} negatives" if p.get("sampled_negatives") else ""
-    )
+    sampled = f"; sampled_ metrics vs {p['sampled_negatives']} negatives" if p.get("sampled_negatives") else ""
     return (
         f"Dataset {result.dataset}, split {result.split}, ranked against the {p.get('catalogue', 'full')} "
         f"catalogue, {seen}, {users}{sampled}; commit {result.commit}."
@@ -356,9 +341,7 @@ def results_table(results: Sequence[EvalResult], metrics: Sequence[str] = DEFAUL
     ]
     for r in results:
         values = [f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in metrics]
-        rows.append(
-            "| " + " | ".join([r.model, *values, f"{r.fit_seconds:.2f}", f"{r.predict_seconds:.2f}"]) + " |"
-        )
+        rows.append("| " + " | ".join([r.model, *values, f"{r.fit_seconds:.2f}", f"{r.predict_seconds:.2f}"]) + " |")
     return "\n".join([*lines, "", *rows])
 
 

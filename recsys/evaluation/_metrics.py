@@ -40,9 +40,7 @@ def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
 def _require(df: pl.DataFrame, columns: tuple[str, ...], frame: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise SchemaError(
-            f"{frame} lacks column(s) {missing}; it has {df.columns}. It needs {list(columns)}."
-        )
+        raise SchemaError(f"{frame} lacks column(s) {missing}; it has {df.columns}. It needs {list(columns)}.")
 
 
 def _align_ids(recs: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFrame:
@@ -100,9 +98,7 @@ def _per_user(hits: pl.DataFrame, per_user_targets: pl.DataFrame, k: int) -> pl.
     )
     return (
         per_user_targets.join(found, on=USER_ID, how="left")
-        .with_columns(
-            pl.col("_hits", "_dcg", "mrr").fill_null(0.0), pl.min_horizontal("_n_targets", k).alias("_n")
-        )
+        .with_columns(pl.col("_hits", "_dcg", "mrr").fill_null(0.0), pl.min_horizontal("_n_targets", k).alias("_n"))
         .join(_ideal_dcg(k), on="_n", how="left")
         .select(
             (pl.col("_hits") / pl.col("_n_targets")).alias("recall"),
@@ -175,9 +171,7 @@ def _draw_round(
     if short.height == 0:
         return taken.clear()
     free = (short["_avail"] - short["_have"]).clip(lower_bound=1).to_numpy()
-    draws = np.minimum(np.ceil(short["_short"].to_numpy() * n_cat / free * 1.3) + 8, 2 * n_cat).astype(
-        np.int64
-    )
+    draws = np.minimum(np.ceil(short["_short"].to_numpy() * n_cat / free * 1.3) + 8, 2 * n_cat).astype(np.int64)
     candidates = pl.DataFrame(
         {
             "_pos": np.repeat(short["_pos"].to_numpy(), draws),

@@ -134,9 +134,7 @@ def _check_fractions(valid_fraction: float, test_fraction: float) -> None:
         )
 
 
-def temporal_cutoffs(
-    ds: Dataset, valid_fraction: float = 0.1, test_fraction: float = 0.1
-) -> tuple[float, float]:
+def temporal_cutoffs(ds: Dataset, valid_fraction: float = 0.1, test_fraction: float = 0.1) -> tuple[float, float]:
     """The two global cutoffs of :func:`temporal_split`: event-time quantiles (linear interpolation).
 
     Returns
@@ -228,9 +226,7 @@ def published_split(ds: Dataset) -> Split:
             "'valid' and 'test'. Fix: map the other labels onto these three."
         )
     df = _sorted(ds.interactions.with_columns(labels))
-    train, valid, test = (
-        df.filter(pl.col(SPLIT_COLUMN) == s).drop(SPLIT_COLUMN) for s in ("train", "valid", "test")
-    )
+    train, valid, test = (df.filter(pl.col(SPLIT_COLUMN) == s).drop(SPLIT_COLUMN) for s in ("train", "valid", "test"))
     split = Split("published", train, valid, test)
     logger.info("%s", split.summary())
     return split

@@ -1,0 +1,123 @@
+"""Foundation benchmark: every baseline and the pipeline, full-catalogue metrics, in one harness.
+
+Runs ml-100k (leave-one-out) and amazon-scientific-unisrec (its published split), each with history items
+excluded (our default) and not excluded (RecBole's protocol for sequential models), writes raw results to
+``benchmarks/results/foundation.json`` and regenerates the tables in ``benchmarks/README.md``.
+
+    python benchmarks/foundation.py [--data-dir ../shared/data] [--datasets ml-100k ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from recsys.datasets import load_dataset
+from recsys.evaluation import EvalConfig, EvalResult, evaluate_many, results_table
+from recsys.models.text_encoder import TextEncoderConfig
+from recsys.zoo import MODEL_NAMES, make_model
+
+HERE = Path(__file__).resolve().parent
+RUNS = {"ml-100k": "loo", "amazon-scientific-unisrec": "published"}
+START, END = "<!-- foundation:start -->", "<!-- foundation:end -->"
+
+
+def machine() -> dict[str, object]:
+    cpu = "unknown"
+    if Path("/proc/cpuinfo").exists():
+        match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = match.group(1).strip() if match else cpu
+    import torch
+
+    versions = {}
+    for name in ("textmemory-recsys", "torch", "transformers", "faiss-cpu", "polars", "lightgbm", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def run(datasets: list[str], data_dir: str | None, cache_dir: str | None) -> list[EvalResult]:
+    text = TextEncoderConfig(cache_dir=cache_dir, show_progress=False)
+    results: list[EvalResult] = []
+    for name in datasets:
+        dataset = load_dataset(name, data_dir=data_dir)
+        for exclude_seen in (True, False):
+            models = {m: make_model(m, text) for m in MODEL_NAMES}
+            config = EvalConfig(split=RUNS[name], exclude_seen=exclude_seen)  # type: ignore[arg-type]
+            results += evaluate_many(models, dataset, config)
+    return results
+
+
+def render(results: list[EvalResult], info: dict[str, object], command: str, seconds: float) -> str:
+    lines = [
+        START,
+        "",
+        f"Command: `{command}` ({seconds:.0f} s in all). Commit `{results[0].commit}`.",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, "
+        f"Python {info['python']}; " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
+        "",
+    ]
+    groups: dict[tuple[str, bool], list[EvalResult]] = {}
+    for r in results:
+        groups.setdefault((r.dataset, bool(r.protocol["exclude_seen"])), []).append(r)
+    for (dataset, exclude), group in groups.items():
+        lines += [
+            f"### {dataset}, {'history items excluded' if exclude else 'history items NOT excluded'}",
+            "",
+            f"Fingerprint: {group[0].fingerprint}",
+            "",
+            results_table(group),
+            "",
+        ]
+    return "\n".join([*lines, END])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=None, help="public datasets folder (default: RECSYS_DATA_DIR ...)")
+    parser.add_argument("--cache-dir", default=None, help="embedding cache folder")
+    parser.add_argument("--datasets", nargs="+", default=list(RUNS), choices=list(RUNS))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    started = time.perf_counter()
+    results = run(args.datasets, args.data_dir, args.cache_dir)
+    seconds = time.perf_counter() - started
+    info = machine()
+    command = "python benchmarks/foundation.py " + " ".join(sys.argv[1:])
+    out = HERE / "results" / "foundation.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {"machine": info, "command": command, "seconds": seconds, "results": [r.to_dict() for r in results]},
+            indent=2,
+        )
+    )
+    readme = HERE / "README.md"
+    text = readme.read_text() if readme.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    block = render(results, info, command.strip(), seconds)
+    text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
+    readme.write_text(text)
+    for group_start in range(0, len(results), len(MODEL_NAMES)):
+        print(results_table(results[group_start : group_start + len(MODEL_NAMES)]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The end-to-end pipeline: known answers on synthetic topics, contracts, save/load, real data."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from conftest import TOPICS, require_data
+
+from recsys.datasets import load_dataset
+from recsys.errors import ModelFormatError, NotFittedError
+from recsys.evaluation import EvalConfig, evaluate_many
+from recsys.models.baselines import PopularityRecommender
+from recsys.models.ranker import RankerConfig
+from recsys.models.text_encoder import TextEncoderConfig
+from recsys.pipeline import Recommender, RecommenderConfig, training_queries
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("embeddings"))
+
+
+@pytest.fixture(scope="session")
+def topic_data() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """18 items in 3 topics; 36 users, each reading 5 items of one topic in a rotating order."""
+    rows = [(i, text, topic) for i, (topic, text) in enumerate((t, x) for t, xs in TOPICS.items() for x in xs)]
+    items = pl.DataFrame(rows, schema={"item_id": pl.Int64, "text": pl.String, "topic": pl.String}, orient="row")
+    events = []
+    for t, topic in enumerate(TOPICS):
+        ids = items.filter(pl.col("topic") == topic)["item_id"].to_list()
+        for u in range(12):
+            order = ids[u % 6 :] + ids[: u % 6]
+            events += [(t * 12 + u, item, 10 * step) for step, item in enumerate(order[:5])]
+    interactions = pl.DataFrame(
+        events, schema={"user_id": pl.Int64, "item_id": pl.Int64, "timestamp": pl.Int64}, orient="row"
+    )
+    return interactions, items
+
+
+def _config(cache_dir: str) -> RecommenderConfig:
+    return RecommenderConfig(
+        text=TextEncoderConfig(cache_dir=cache_dir, show_progress=False),
+        n_candidates=12,
+        n_transition_candidates=6,
+        ranker=RankerConfig(min_child_samples=2, n_estimators=30),
+        show_progress=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def fitted(topic_data: tuple[pl.DataFrame, pl.DataFrame], cache_dir: str) -> Recommender:
+    interactions, items = topic_data
+    return Recommender(_config(cache_dir)).fit(interactions, items)
+
+
+def test_user_with_one_topic_gets_that_topic(fitted: Recommender, topic_data: tuple[pl.DataFrame, pl.DataFrame]):
+    _, items = topic_data
+    recs = fitted.recommend([0, 12, 24], k=1)
+    topics = recs.join(items.select("item_id", "topic"), on="item_id").sort("user_id")["topic"].to_list()
+    assert topics == ["dogs", "space", "cooking"]
+
+
+def test_result_contract(fitted: Recommender, topic_data: tuple[pl.DataFrame, pl.DataFrame]):
+    interactions, _ = topic_data
+    recs = fitted.recommend(None, k=3)
+    assert recs.columns == ["user_id", "item_id", "score", "rank"]
+    assert recs.schema["rank"] == pl.UInt32 and recs.schema["score"] == pl.Float32
+    assert recs.height == 36 * 3
+    assert recs.select(pl.struct("user_id", "item_id").is_unique().all()).item()
+    assert (
+        recs.group_by("user_id")
+        .agg(pl.col("rank").sort())
+        .select(pl.col("rank").list.eval(pl.element()))["rank"]
+        .to_list()
+        == [[1, 2, 3]] * 36
+    )
+    seen = recs.join(interactions, on=["user_id", "item_id"], how="semi")
+    assert seen.height == 0, "history items must be excluded by default"
+
+
+def test_include_seen_can_return_history_items(fitted: Recommender):
+    recs = fitted.recommend([0], k=18, exclude_seen=False)
+    assert recs.height == 18
+
+
+def test_history_override_and_unknown_user(fitted: Recommender, topic_data: tuple[pl.DataFrame, pl.DataFrame]):
+    _, items = topic_data
+    space_ids = items.filter(pl.col("topic") == "space")["item_id"].head(4).to_list()
+    inline = pl.DataFrame({"user_id": [999] * 4, "item_id": space_ids, "timestamp": [1, 2, 3, 4]})
+    recs = fitted.recommend([999], k=1, history=inline)
+    assert recs.join(items, on="item_id")["topic"].to_list() == ["space"]
+    cold = fitted.recommend([12345], k=2)  # no history at all: popular items, never a crash
+    assert cold.height == 2
+
+
+def test_not_fitted_and_fit_twice(topic_data: tuple[pl.DataFrame, pl.DataFrame], cache_dir: str, fitted: Recommender):
+    with pytest.raises(NotFittedError, match="Recommender"):
+        Recommender(_config(cache_dir)).recommend([0])
+    interactions, items = topic_data
+    again = Recommender(_config(cache_dir)).fit(interactions, items).fit(interactions, items)
+    assert again.recommend(None, k=3).equals(fitted.recommend(None, k=3))
+
+
+def test_save_load_round_trip_and_tampering(fitted: Recommender, tmp_path):
+    path = fitted.save(tmp_path / "model")
+    loaded = Recommender.load(path)
+    assert loaded.recommend(None, k=3).equals(fitted.recommend(None, k=3))
+    (path / "evil.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(ModelFormatError, match="unexpected"):
+        Recommender.load(path)
+    (path / "evil.pkl").unlink()
+    (path / "ranker.txt").write_text((path / "ranker.txt").read_text() + "\n")
+    with pytest.raises(ModelFormatError, match="sha256"):
+        Recommender.load(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert set(manifest["files"]) >= {"config.json", "index.faiss", "ranker.txt", "item_vectors.safetensors"}
+
+
+def test_training_queries_never_see_the_label():
+    events = pl.DataFrame(
+        {"user_id": [1] * 5 + [2] * 2, "item_id": [10, 11, 12, 13, 14, 20, 21], "timestamp": list(range(7))}
+    )
+    past, history, labels = training_queries(events, n_cutoffs=2)
+    assert past.filter(pl.col("user_id") == 1)["item_id"].to_list() == [10, 11, 12]
+    assert past.filter(pl.col("user_id") == 2).height == 0
+    assert sorted(labels["item_id"].to_list()) == [13, 14, 21]
+    for key, label in labels.select("user_id", "item_id").iter_rows():
+        seen = history.filter(pl.col("user_id") == key)
+        assert label not in seen["item_id"].to_list()
+        assert seen.height >= 1
+
+
+@pytest.mark.realdata
+def test_pipeline_beats_popularity_on_ml_100k(cache_dir: str):
+    data_dir = require_data("ml-100k/ml-100k.inter", "ml-100k/ml-100k.item")
+    dataset = load_dataset("ml-100k", data_dir=data_dir)
+    text = TextEncoderConfig(cache_dir=cache_dir, show_progress=False)
+    models = {
+        "popularity": PopularityRecommender(),
+        "pipeline": Recommender(RecommenderConfig(text=text, show_progress=False)),
+    }
+    results = {r.model: r.metrics for r in evaluate_many(models, dataset, EvalConfig(split="loo"))}
+    assert results["pipeline"]["ndcg@10"] > 1.5 * results["popularity"]["ndcg@10"]
+    assert results["pipeline"]["recall@50"] > results["popularity"]["recall@50"]
