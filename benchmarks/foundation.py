@@ -89,6 +89,30 @@ def render(results: list[EvalResult], info: dict[str, object], command: str, sec
     return "\n".join([*lines, END])
 
 
+def plot(results: list[EvalResult], path: Path) -> None:
+    """Grouped bars of NDCG@10 per model, one panel per dataset and protocol."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[EvalResult]] = {}
+    for r in results:
+        groups.setdefault(
+            f"{r.dataset}\n{'history excluded' if r.protocol['exclude_seen'] else 'not excluded'}", []
+        ).append(r)
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.2), sharey=False, squeeze=False)
+    for ax, (title, group) in zip(axes[0], groups.items(), strict=True):
+        names = [r.model for r in group]
+        ax.bar(names, [r.metrics["ndcg@10"] for r in group], color=["#999", "#6a9", "#69c", "#d62"][: len(names)])
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+        ax.set_ylabel("NDCG@10 (full catalogue)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="public datasets folder (default: RECSYS_DATA_DIR ...)")
@@ -110,6 +134,7 @@ def main() -> None:
             indent=2,
         )
     )
+    plot(results, HERE / "results" / "foundation.png")
     readme = HERE / "README.md"
     text = readme.read_text() if readme.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
     block = render(results, info, command.strip(), seconds)

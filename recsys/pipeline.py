@@ -327,6 +327,23 @@ class Recommender:
         owners = pl.DataFrame({USER_ID: users}).with_row_index(QUERY)
         return top.join(owners, on=QUERY, how="left", maintain_order="left").select(USER_ID, ITEM_ID, SCORE, RANK)
 
+    def score_items(self, pairs: pl.DataFrame, *, history: pl.DataFrame | None = None) -> pl.DataFrame:
+        """Ranker scores of given ``(user_id, item_id)`` pairs, as ``recommend`` would rank them.
+
+        The pipeline is two-stage: an item its candidate sources do not propose for a user (within
+        ``n_candidates`` / ``n_transition_candidates``, history items excluded) cannot be recommended and gets
+        score ``-inf``. Returns ``pairs`` with a ``score`` (Float32) column, rows in input order.
+        """
+        check_is_fitted(self)
+        users = self._user_series(pairs[USER_ID].unique(maintain_order=True))
+        frame = self._candidate_features(history, users, self.features_, exclude_seen=True)  # type: ignore[arg-type]
+        scores = pl.Series(SCORE, self.ranker_.score(frame), dtype=pl.Float32)  # type: ignore[union-attr]
+        owners = pl.DataFrame({USER_ID: users}).with_row_index(QUERY)
+        scored = frame.select(QUERY, ITEM_ID).with_columns(scores).join(owners, on=QUERY).drop(QUERY)
+        keyed = pairs.with_columns(pl.col(USER_ID).cast(users.dtype))
+        out = keyed.join(scored, on=[USER_ID, ITEM_ID], how="left", maintain_order="left")
+        return out.with_columns(pl.col(SCORE).fill_null(float("-inf"))).with_columns(pairs[USER_ID])
+
     # -------------------------------------------------------------------------------- save / load
     def save(self, directory: str | Path) -> Path:
         """Write the fitted recommender to ``directory`` (replaced atomically); see :mod:`recsys._persist`."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 from conftest import TOPICS, require_data
 
+from recsys.data import Dataset
 from recsys.datasets import load_dataset
 from recsys.errors import ModelFormatError, NotFittedError
 from recsys.evaluation import EvalConfig, evaluate_many
@@ -144,3 +146,23 @@ def test_pipeline_beats_popularity_on_ml_100k(cache_dir: str):
     results = {r.model: r.metrics for r in evaluate_many(models, dataset, EvalConfig(split="loo"))}
     assert results["pipeline"]["ndcg@10"] > 1.5 * results["popularity"]["ndcg@10"]
     assert results["pipeline"]["recall@50"] > results["popularity"]["recall@50"]
+
+
+def test_score_items_matches_recommend_and_marks_unretrieved(fitted: Recommender):
+    recs = fitted.recommend([0, 12], k=3)
+    pairs = recs.select("user_id", "item_id")
+    scored = fitted.score_items(pairs)
+    assert scored.select("user_id", "item_id").equals(pairs)
+    assert np.allclose(scored["score"].to_numpy(), recs["score"].to_numpy(), atol=1e-6)
+    history_item = fitted.interactions_.filter(pl.col("user_id") == 0)["item_id"][0]
+    unretrieved = fitted.score_items(pl.DataFrame({"user_id": [0], "item_id": [history_item]}))
+    assert unretrieved["score"].to_list() == [float("-inf")]
+
+
+def test_sampled_metrics_for_the_pipeline(topic_data: tuple[pl.DataFrame, pl.DataFrame], cache_dir: str):
+    interactions, items = topic_data
+    dataset = Dataset.from_frames(interactions, items.drop("topic"), name="topics")
+    config = EvalConfig(split="loo", sampled_negatives=5)
+    result = evaluate_many({"pipeline": Recommender(_config(cache_dir))}, dataset, config)[0]
+    assert 0 <= result.metrics["sampled_ndcg@10"] <= 1
+    assert result.protocol["sampled_negatives"] == 5
