@@ -23,7 +23,7 @@ from pathlib import Path
 from recsys.datasets import load_dataset
 from recsys.evaluation import EvalConfig, EvalResult, evaluate_many, results_table
 from recsys.models.text_encoder import TextEncoderConfig
-from recsys.zoo import MODEL_NAMES, make_model
+from recsys.zoo import DEFAULT_MODELS, make_model
 
 HERE = Path(__file__).resolve().parent
 RUNS = {"ml-100k": "loo", "amazon-scientific-unisrec": "published"}
@@ -58,7 +58,7 @@ def run(datasets: list[str], data_dir: str | None, cache_dir: str | None) -> lis
     for name in datasets:
         dataset = load_dataset(name, data_dir=data_dir)
         for exclude_seen in (True, False):
-            models = {m: make_model(m, text) for m in MODEL_NAMES}
+            models = {m: make_model(m, text) for m in DEFAULT_MODELS}
             config = EvalConfig(split=RUNS[name], exclude_seen=exclude_seen)  # type: ignore[arg-type]
             results += evaluate_many(models, dataset, config)
     return results
@@ -140,8 +140,8 @@ def main() -> None:
     block = render(results, info, command.strip(), seconds)
     text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
     readme.write_text(text)
-    for group_start in range(0, len(results), len(MODEL_NAMES)):
-        print(results_table(results[group_start : group_start + len(MODEL_NAMES)]))
+    for group_start in range(0, len(results), len(DEFAULT_MODELS)):
+        print(results_table(results[group_start : group_start + len(DEFAULT_MODELS)]))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from recsys.features.popularity import Popularity, PopularityConfig
 from recsys.features.transitions import TransitionConfig, Transitions
 from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
 from recsys.models.zero_shot import ZeroShotConfig, ZeroShotUserEncoder
-from recsys.schema import ITEM_ID, ITEM_IDX, SCORE, TEXT, TIMESTAMP, USER_ID
+from recsys.schema import ITEM_ID, ITEM_IDX, SCORE, TEXT, TIMESTAMP, USER_ID, WEIGHT
 
 __all__ = [
     "PopularityRecommender",
@@ -127,6 +127,11 @@ class ZeroShotTextRecommenderConfig:
 # ----------------------------------------------------------------------------- helpers
 
 
+def _event_columns(frame: pl.DataFrame) -> list[str]:
+    """The contract's event columns present in ``frame`` (``weight`` is optional)."""
+    return [*_EVENT_COLUMNS, *([WEIGHT] if WEIGHT in frame.columns else [])]
+
+
 def _require_columns(frame: pl.DataFrame, columns: Sequence[str], name: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -208,7 +213,7 @@ class _HistoryRecommender:
         _require_columns(items, [ITEM_ID], "items")
         _same_dtype(interactions, ITEM_ID, items.schema[ITEM_ID], "interactions")
         index = item_index(items)
-        events = interactions.select(_EVENT_COLUMNS)
+        events = interactions.select(_event_columns(interactions))
         self._fit_model(events, items, index)
         self.index_, self.item_ids_, self.interactions_ = index, items[ITEM_ID], events
         logger.info("%s fitted on %d events, %d items", type(self).__name__, events.height, items.height)
@@ -292,7 +297,7 @@ class _HistoryRecommender:
         if history is not None:
             _require_columns(history, _EVENT_COLUMNS, "history")
             _same_dtype(history, ITEM_ID, self.item_ids_.dtype, "history")
-            events = history.select(_EVENT_COLUMNS)
+            events = history.select(_event_columns(history))
         user_series = _as_users(users, events.schema[USER_ID])
         return Histories.from_interactions(events, self.index_, user_series)
 

@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 import polars as pl
 import typer
@@ -22,7 +22,7 @@ from recsys.evaluation import EvalConfig, SplitKind, evaluate_many, results_tabl
 from recsys.models.text_encoder import TextEncoderConfig
 from recsys.pipeline import Recommender, RecommenderConfig
 from recsys.schema import USER_ID
-from recsys.zoo import MODEL_NAMES, make_model
+from recsys.zoo import DEFAULT_MODELS, MODEL_NAMES, make_model
 
 app = typer.Typer(
     help="Text-memory recommendation: item texts -> user embeddings -> FAISS candidates -> LightGBM ranking.",
@@ -75,7 +75,7 @@ def quickstart(
     dataset = load_dataset("ml-latest-small")
     typer.echo(f"dataset ml-latest-small (embedded): {dataset.fingerprint()}")
     text = _text_config(cache_dir)
-    models = {name: make_model(name, text) for name in MODEL_NAMES}
+    models = {name: make_model(name, text) for name in DEFAULT_MODELS}
     results = evaluate_many(models, dataset, EvalConfig(split="loo"))
     recs = models["pipeline"].recommend(None, k=k, history=dataset.interactions)  # type: ignore[arg-type]
     _write_table(recs, out / "recommendations.parquet")
@@ -113,6 +113,9 @@ def fit(
     weight_column: Annotated[str | None, typer.Option(help="Optional weight column, e.g. rating.")] = None,
     repair: Annotated[bool, typer.Option(help="Drop bad rows (counted and reported) instead of failing.")] = False,
     n_candidates: Annotated[int, typer.Option(help="FAISS candidates re-ranked per user.")] = 200,
+    user_encoder: Annotated[
+        str, typer.Option(help="zero-shot (text mean) or memory (the learned long-context encoder).")
+    ] = "zero-shot",
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
 ) -> None:
@@ -125,7 +128,10 @@ def fit(
     )
     data = _load_input(dataset, data_dir, interactions, items, config)
     typer.echo(f"{data.name}: {data.fingerprint()}; {data.report.summary()}")
-    model = Recommender(RecommenderConfig(text=_text_config(cache_dir), n_candidates=n_candidates))
+    config_ = RecommenderConfig(
+        text=_text_config(cache_dir), n_candidates=n_candidates, user_encoder=cast(Any, user_encoder)
+    )
+    model = Recommender(config_)
     model.fit(data.interactions, data.items)
     typer.echo(f"saved model to {model.save(out)}")
 
@@ -150,7 +156,10 @@ def recommend(
 def evaluate(
     dataset: Annotated[str, typer.Option(help="A dataset name (see `recsys datasets`).")] = "ml-latest-small",
     split: Annotated[str, typer.Option(help="loo, temporal or published.")] = "loo",
-    model: Annotated[list[str] | None, typer.Option(help=f"Model(s) to run: {', '.join(MODEL_NAMES)}.")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Model(s) to run, from {', '.join(MODEL_NAMES)} (default: {', '.join(DEFAULT_MODELS)})."),
+    ] = None,
     k: Annotated[list[int] | None, typer.Option(help="Cut-offs (repeat), default 10 and 50.")] = None,
     include_seen: Annotated[bool, typer.Option(help="Do not exclude history items from the ranking.")] = False,
     sampled: Annotated[int | None, typer.Option(help="Also report metrics over N sampled negatives.")] = None,
@@ -169,7 +178,7 @@ def evaluate(
         sampled_negatives=sampled,
         max_users=max_users,
     )
-    models = {name: make_model(name, _text_config(cache_dir)) for name in (model or MODEL_NAMES)}
+    models = {name: make_model(name, _text_config(cache_dir)) for name in (model or DEFAULT_MODELS)}
     results = evaluate_many(models, data, config)
     typer.echo(results_table(results))
     if json_out is not None:

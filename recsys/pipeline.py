@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -38,6 +38,8 @@ from recsys.features.ranking import (
     RankingFeatures,
 )
 from recsys.features.transitions import Transitions
+from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
+from recsys.models.memory_recommender import valid_targets
 from recsys.models.ranker import LambdaRanker, RankerConfig
 from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
 from recsys.models.zero_shot import ZeroShotConfig, ZeroShotUserEncoder
@@ -55,6 +57,11 @@ class RecommenderConfig:
 
     Parameters
     ----------
+    user_encoder:
+        ``"zero-shot"``: recency-weighted mean of the history's text vectors (settings in ``user``);
+        ``"memory"``: the learned long-context memory encoder (settings in ``memory``), trained on the events
+        before the ranker's cut-offs (so its scores on the ranker's labels are out of sample), early-stopped on
+        the first cut-off; its item vectors then replace the text vectors in FAISS.
     n_candidates:
         Items retrieved per user by FAISS (text similarity) and re-ranked by LightGBM.
     n_transition_candidates:
@@ -69,7 +76,9 @@ class RecommenderConfig:
     """
 
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    user_encoder: Literal["zero-shot", "memory"] = "zero-shot"
     user: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    memory: MemoryEncoderConfig = field(default_factory=MemoryEncoderConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
@@ -85,6 +94,8 @@ class RecommenderConfig:
         for name in ("n_candidates", "n_cutoffs", "chunk_users"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"RecommenderConfig.{name}={getattr(self, name)} must be >= 1.")
+        if self.user_encoder not in ("zero-shot", "memory"):
+            raise ConfigError(f"RecommenderConfig.user_encoder={self.user_encoder!r}; use 'zero-shot' or 'memory'.")
         if not 0 <= self.valid_fraction < 1:
             raise ConfigError(f"RecommenderConfig.valid_fraction={self.valid_fraction} must be in [0, 1).")
 
@@ -165,7 +176,7 @@ class Recommender:
     items_: pl.DataFrame | None = None
     index_: pl.DataFrame | None = None
     item_vectors_: np.ndarray | None = None
-    user_encoder_: ZeroShotUserEncoder | None = None
+    user_encoder_: ZeroShotUserEncoder | MemoryEncoder | None = None
     vector_index_: FaissIndex | None = None
     features_: RankingFeatures | None = None
     ranker_: LambdaRanker | None = None
@@ -182,13 +193,27 @@ class Recommender:
         """
         self.items_ = items.select(ITEM_ID, TEXT)
         self.index_ = item_index(items)
-        self.item_vectors_ = ItemTextEncoder(self.config.text).encode(items[TEXT].to_list())
-        self.user_encoder_ = ZeroShotUserEncoder(self.config.user).fit(self.item_vectors_)
+        text_vectors = ItemTextEncoder(self.config.text).encode(items[TEXT].to_list())
+        if self.config.user_encoder == "memory":
+            self.user_encoder_ = self._fit_memory(interactions, text_vectors)
+            self.item_vectors_ = self.user_encoder_.item_vectors()
+        else:
+            self.item_vectors_ = text_vectors
+            self.user_encoder_ = ZeroShotUserEncoder(self.config.user).fit(self.item_vectors_)
         self.vector_index_ = FaissIndex(self.config.index).fit(self.item_vectors_)
         self.ranker_ = self._fit_ranker(interactions)
         self.features_ = RankingFeatures(self.config.features).fit(interactions, self.index_)
         self.interactions_ = interactions
         return self
+
+    def _fit_memory(self, interactions: pl.DataFrame, text_vectors: np.ndarray) -> MemoryEncoder:
+        """Train the memory encoder on the events before the ranker's cut-offs, early-stopped on the first."""
+        past, _, labels = training_queries(interactions, self.config.n_cutoffs)
+        first_cut = labels.filter(pl.col(USER_ID).str.ends_with(f"#{self.config.n_cutoffs}"))
+        histories = Histories.from_interactions(past, self.index_)  # type: ignore[arg-type]
+        valid = first_cut.select(pl.col("owner").alias(USER_ID), ITEM_ID)
+        targets = valid_targets(valid, self.index_, histories.user_ids)  # type: ignore[arg-type]
+        return MemoryEncoder(self.config.memory).fit(histories, text_vectors, targets)
 
     def _fit_ranker(self, interactions: pl.DataFrame) -> LambdaRanker:
         past, history, labels = training_queries(interactions, self.config.n_cutoffs)
@@ -351,6 +376,11 @@ class Recommender:
         features = self.features_
         arrays = {
             "item_vectors": {"vectors": self.item_vectors_},
+            **(
+                {"memory_encoder": self.user_encoder_.to_arrays()}
+                if isinstance(self.user_encoder_, MemoryEncoder)
+                else {}
+            ),
             "features": {
                 "popularity.counts": features.popularity_.counts_,  # type: ignore[union-attr]
                 **sparse_to_arrays(features.transitions_.matrix_, "transitions"),  # type: ignore[union-attr]
@@ -376,7 +406,11 @@ class Recommender:
         self.index_ = item_index(self.items_)
         self.interactions_ = pl.read_parquet(folder / "interactions.parquet")
         self.item_vectors_ = load_arrays(folder / "item_vectors.safetensors")["vectors"]
-        self.user_encoder_ = ZeroShotUserEncoder(config.user).fit(self.item_vectors_)
+        if config.user_encoder == "memory":
+            arrays = load_arrays(folder / "memory_encoder.safetensors")
+            self.user_encoder_ = MemoryEncoder.from_arrays(config.memory, arrays)
+        else:
+            self.user_encoder_ = ZeroShotUserEncoder(config.user).fit(self.item_vectors_)
         self.vector_index_ = FaissIndex.load(str(folder / "index.faiss"), config.index)
         self.ranker_ = LambdaRanker.from_text((folder / "ranker.txt").read_text(), config.ranker)
         if self.ranker_.feature_names_ != manifest.get("feature_names"):

@@ -13,14 +13,27 @@ from recsys.models.baselines import (
     ZeroShotTextRecommender,
     ZeroShotTextRecommenderConfig,
 )
+from recsys.models.memory_encoder import MemoryEncoderConfig
+from recsys.models.memory_recommender import MemoryRecommender, MemoryRecommenderConfig
 from recsys.models.text_encoder import TextEncoderConfig
 from recsys.pipeline import Recommender, RecommenderConfig
 
-__all__ = ["MODEL_NAMES", "make_model"]
+__all__ = ["DEFAULT_MODELS", "MODEL_NAMES", "make_model"]
 
 
 def _pipeline(text: TextEncoderConfig, seed: int) -> RecommenderLike:
     return Recommender(RecommenderConfig(text=text, seed=seed))
+
+
+def _memory(text: TextEncoderConfig, seed: int) -> RecommenderLike:
+    encoder = MemoryEncoderConfig(seed=seed)
+    return MemoryRecommender(MemoryRecommenderConfig(text=text, encoder=encoder))
+
+
+def _pipeline_memory(text: TextEncoderConfig, seed: int) -> RecommenderLike:
+    return Recommender(
+        RecommenderConfig(text=text, seed=seed, user_encoder="memory", memory=MemoryEncoderConfig(seed=seed))
+    )
 
 
 def _zero_shot(text: TextEncoderConfig, seed: int) -> RecommenderLike:
@@ -32,8 +45,13 @@ _FACTORIES: dict[str, Callable[[TextEncoderConfig, int], RecommenderLike]] = {
     "transitions": lambda text, seed: TransitionRecommender(),
     "zero-shot-text": _zero_shot,
     "pipeline": _pipeline,
+    "memory": _memory,
+    "pipeline-memory": _pipeline_memory,
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_FACTORIES)
+DEFAULT_MODELS: tuple[str, ...] = ("popularity", "transitions", "zero-shot-text", "pipeline")
+"""Run by ``recsys quickstart`` and by ``recsys evaluate`` without ``--model`` (the learned encoder trains for
+minutes, so it is asked for by name)."""
 
 
 def make_model(name: str, text: TextEncoderConfig | None = None, seed: int = 0) -> RecommenderLike:

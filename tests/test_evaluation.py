@@ -20,8 +20,10 @@ from recsys.evaluation import (
     evaluate,
     evaluate_many,
     leave_one_out,
+    length_table,
     load_results,
     make_split,
+    metrics_by_history_length,
     published_split,
     ranking_metrics,
     results_table,
@@ -129,6 +131,46 @@ def test_metrics_reject_bad_input() -> None:
         ranking_metrics(recs, targets, 10, ks=(0,))
     with pytest.raises(ConfigError, match="n_items="):
         ranking_metrics(recs, targets, 0)
+
+
+def history_frame(lengths: dict[int, int]) -> pl.DataFrame:
+    """``user -> number of events`` as a history frame (items 0.., times 0..)."""
+    rows = [(user, i, i) for user, n in lengths.items() for i in range(n)]
+    return pl.DataFrame(rows, schema={**ID, "timestamp": pl.Int64}, orient="row")
+
+
+def test_metrics_by_history_length_known_answers() -> None:
+    recs = recs_frame([(1, 10, 1), (1, 11, 2), (2, 20, 1), (2, 21, 2), (2, 22, 3), (3, 31, 1), (5, 51, 1), (5, 50, 2)])
+    targets = targets_frame([(1, 10), (2, 22), (3, 30), (4, 40), (5, 50)])
+    # user 4 is absent from the history (length 0) and has no recommendations
+    history = history_frame({1: 1, 2: 2, 3: 3, 5: 7, 9: 50})
+    table = metrics_by_history_length(recs, targets, history, n_items=100, ks=(10,), buckets=(2, 4, 10))
+    assert table.columns == ["bucket", "users", "recall@10", "ndcg@10", "mrr@10", "hit_rate@10", "coverage@10"]
+    assert table["bucket"].to_list() == ["<=2", "3-4", "5-10", ">10"]
+    assert table["users"].to_list() == [3, 1, 1, 0]
+    assert table["ndcg@10"].to_list()[:3] == pytest.approx([(1 + 0.5 + 0) / 3, 0.0, 1 / math.log2(3)])
+    assert table["recall@10"].to_list()[:3] == pytest.approx([2 / 3, 0.0, 1.0])
+    assert table["coverage@10"].to_list()[:3] == pytest.approx([5 / 100, 1 / 100, 2 / 100])
+    assert table.row(3, named=True) == {"bucket": ">10", "users": 0, **dict.fromkeys(table.columns[2:])}
+    small = targets.filter(pl.col("user_id").is_in([1, 2, 4]))
+    assert table.row(0, named=True) == {"bucket": "<=2", "users": 3, **ranking_metrics(recs, small, 100, (10,))}
+
+
+def test_metrics_by_history_length_labels_dtypes_and_errors() -> None:
+    recs, targets = recs_frame([(1, 5, 1)]), targets_frame([(1, 5), (2, 6)])
+    history = history_frame({1: 2, 2: 3}).with_columns(pl.col("user_id").cast(pl.Int32))
+    table = metrics_by_history_length(recs, targets, history, 10, ks=(1,), buckets=(1, 2))
+    assert table.select("bucket", "users", "ndcg@1").rows() == [("<=1", 0, None), ("2", 1, 1.0), (">2", 1, 0.0)]
+    assert table.schema["ndcg@1"] == pl.Float64
+    for bad in [(), (0, 5), (50, 20), (5, 5), (2.5,)]:
+        with pytest.raises(ConfigError, match="buckets="):
+            metrics_by_history_length(recs, targets, history, 10, buckets=bad)  # type: ignore[arg-type]
+    with pytest.raises(SchemaError, match="history lacks"):
+        metrics_by_history_length(recs, targets, history.drop("user_id"), 10)
+    with pytest.raises(SchemaError, match="history column"):
+        metrics_by_history_length(recs, targets, history.with_columns(pl.col("user_id").cast(pl.String)), 10)
+    with pytest.raises(DataError, match="targets is empty"):
+        metrics_by_history_length(recs, targets.clear(), history, 10)
 
 
 # ---------------------------------------------------------------------------------------------- splits
@@ -247,6 +289,22 @@ class FixedOrder:
         )
 
 
+class EarlyStopping(FixedOrder):
+    """Records the validation targets its ``fit`` is given."""
+
+    def fit(self, interactions: pl.DataFrame, items: pl.DataFrame, valid: pl.DataFrame | None = None) -> FixedOrder:
+        self.valid_seen = valid
+        return super().fit(interactions, items)
+
+
+class KwargsOnly(FixedOrder):
+    """A ``fit`` with ``**kwargs`` only: the harness must not pass ``valid``."""
+
+    def fit(self, interactions: pl.DataFrame, items: pl.DataFrame, **kwargs: Any) -> FixedOrder:
+        self.kwargs_seen = kwargs
+        return super().fit(interactions, items)
+
+
 class FixedOrderScorer(FixedOrder):
     def score_items(self, pairs: pl.DataFrame, *, history: pl.DataFrame) -> pl.DataFrame:
         return pairs.with_columns((-pl.col("item_id")).cast(pl.Float32).alias("score"))
@@ -297,10 +355,12 @@ def test_evaluate_end_to_end_known_ndcg(harness_ds: Dataset) -> None:
         "sampled_negatives": None,
         "max_users": None,
         "seed": 0,
+        "valid_targets_used": False,
     }
     assert (result.dataset, result.split, result.model, result.commit) == ("tiny", "loo", "fixed", "abc1234")
     assert result.fingerprint == harness_ds.fingerprint().as_dict()
     assert result.fit_seconds >= 0 and result.predict_seconds >= 0
+    assert result.by_length is None
 
 
 def test_exclude_seen_off_pushes_targets_down(harness_ds: Dataset) -> None:
@@ -397,3 +457,43 @@ def test_eval_config_rejects_bad_values() -> None:
         EvalConfig(sampled_negatives=0)
     with pytest.raises(ConfigError, match="max_users"):
         EvalConfig(max_users=-1)
+
+
+def test_fit_gets_valid_targets_when_it_takes_them(harness_ds: Dataset) -> None:
+    split = leave_one_out(harness_ds)
+    early, kwargs, plain = EarlyStopping(), KwargsOnly(), FixedOrder()
+    results = evaluate_many({"early": early, "kwargs": kwargs, "plain": plain}, harness_ds, EvalConfig(ks=(10,)))
+    assert early.valid_seen is not None and early.valid_seen.equals(split.valid)
+    assert early.fitted_on is not None and early.fitted_on.equals(split.train)
+    assert kwargs.kwargs_seen == {}
+    assert plain.fitted_on is not None and plain.fitted_on.equals(split.train)
+    assert [r.protocol["valid_targets_used"] for r in results] == [True, False, False]
+    assert results[0].metrics == results[2].metrics
+
+
+def test_evaluate_by_history_length(harness_ds: Dataset, tmp_path: Path) -> None:
+    # test histories (train + valid): user 1 has 2 events, user 2 has 3, user 3 has 2; targets at ranks 1, 1, 8
+    config = EvalConfig(ks=(10,), length_buckets=[2])  # type: ignore[arg-type]
+    assert config.length_buckets == (2,)
+    results = evaluate_many({"a": FixedOrder(), "b": FixedOrder()}, harness_ds, config)
+    by_length = results[0].by_length
+    assert by_length is not None and [(row["bucket"], row["users"]) for row in by_length] == [("<=2", 2), (">2", 1)]
+    assert by_length[0]["ndcg@10"] == pytest.approx((1 + 1 / math.log2(9)) / 2)
+    assert by_length[1]["ndcg@10"] == pytest.approx(1.0)
+    assert by_length[0]["coverage@10"] == pytest.approx(1.0)  # users 1 and 3 get 0-4, 7-9 and 0-6, 9
+    assert EvalResult.from_json(results[0].to_json()) == results[0]
+    assert load_results(save_results(results, tmp_path / "r.json")) == results
+    table = length_table(results, metric="ndcg@10")
+    assert "ndcg@10 by history length" in table and "split loo" in table
+    assert "| model | <=2 (n=2) | >2 (n=1) |" in table
+    assert f"| a | {(1 + 1 / math.log2(9)) / 2:.4f} | 1.0000 |" in table
+    with pytest.raises(ConfigError, match="metric="):
+        length_table(results, metric="ndcg@99")
+    plain = evaluate(FixedOrder(), harness_ds, EvalConfig(ks=(10,)), name="plain")
+    with pytest.raises(ConfigError, match="length_buckets"):
+        length_table([results[0], plain])
+    other = evaluate(FixedOrder(), harness_ds, EvalConfig(ks=(10,), length_buckets=(1,)), name="other")
+    with pytest.raises(ConfigError, match="different"):
+        length_table([results[0], other])
+    with pytest.raises(ConfigError, match="length_buckets"):
+        EvalConfig(length_buckets=(5, 5))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,6 +15,8 @@ from recsys.datasets import load_dataset
 from recsys.errors import ModelFormatError, NotFittedError
 from recsys.evaluation import EvalConfig, evaluate_many
 from recsys.models.baselines import PopularityRecommender
+from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
+from recsys.models.memory_net import MemoryNetConfig
 from recsys.models.ranker import RankerConfig
 from recsys.models.text_encoder import TextEncoderConfig
 from recsys.pipeline import Recommender, RecommenderConfig, training_queries
@@ -166,3 +169,21 @@ def test_sampled_metrics_for_the_pipeline(topic_data: tuple[pl.DataFrame, pl.Dat
     result = evaluate_many({"pipeline": Recommender(_config(cache_dir))}, dataset, config)[0]
     assert 0 <= result.metrics["sampled_ndcg@10"] <= 1
     assert result.protocol["sampled_negatives"] == 5
+
+
+def test_pipeline_with_the_memory_encoder_round_trips(
+    topic_data: tuple[pl.DataFrame, pl.DataFrame], cache_dir: str, tmp_path
+):
+    """The learned encoder replaces the zero-shot user vector with no other change; save/load keeps it."""
+    interactions, items = topic_data
+    memory = MemoryEncoderConfig(
+        net=MemoryNetConfig(dim=32, n_heads=2, segment_len=4, n_memory=2), epochs=2, show_progress=False
+    )
+    config = dataclasses.replace(_config(cache_dir), user_encoder="memory", memory=memory)
+    model = Recommender(config).fit(interactions, items)
+    assert isinstance(model.user_encoder_, MemoryEncoder)
+    assert model.item_vectors_.shape == (18, 32)
+    recs = model.recommend(None, k=3)
+    assert recs.height == 36 * 3
+    loaded = Recommender.load(model.save(tmp_path / "memory-model"))
+    assert loaded.recommend(None, k=3).equals(recs)

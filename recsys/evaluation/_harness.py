@@ -1,12 +1,13 @@
 """The evaluation harness: split once, fit, recommend for the test users, score against the full catalogue.
 
 Every :class:`EvalResult` carries the protocol (catalogue, exclusion of seen items, cut-offs, users, sampled
-negatives), the dataset fingerprint, the timings and the code commit, so that two numbers are only compared
-when they were measured the same way.
+negatives, whether ``fit`` saw the validation targets), the dataset fingerprint, the timings and the code
+commit, so that two numbers are only compared when they were measured the same way.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -24,7 +25,13 @@ import polars as pl
 from recsys._protocols import RecommenderLike
 from recsys.data import Dataset
 from recsys.errors import ConfigError, DataError
-from recsys.evaluation._metrics import ranking_metrics, sample_negatives, sampled_ranking_metrics
+from recsys.evaluation._metrics import (
+    check_length_buckets,
+    metrics_by_history_length,
+    ranking_metrics,
+    sample_negatives,
+    sampled_ranking_metrics,
+)
 from recsys.evaluation._splits import Split, SplitKind, make_split
 from recsys.schema import ITEM_ID, SCORE, USER_ID
 
@@ -34,6 +41,7 @@ __all__ = [
     "EvalResult",
     "evaluate",
     "evaluate_many",
+    "length_table",
     "load_results",
     "results_table",
     "save_results",
@@ -67,6 +75,10 @@ class EvalConfig:
         Seed of the user subsample and of the negative sampling.
     max_users:
         Evaluate a random subsample of at most this many test users (for quick runs); stated in the result.
+    length_buckets:
+        When set, also report the metrics per bucket of history length (events in train + valid) with these
+        edges, e.g. ``(20, 50, 200)`` (see :func:`~recsys.evaluation.metrics_by_history_length`); stored in
+        :attr:`EvalResult.by_length`.
     """
 
     split: SplitKind = "loo"
@@ -75,6 +87,7 @@ class EvalConfig:
     sampled_negatives: int | None = None
     seed: int = 0
     max_users: int | None = None
+    length_buckets: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.split not in get_args(SplitKind):
@@ -93,6 +106,10 @@ class EvalConfig:
             raise ConfigError(
                 f"EvalConfig.max_users={self.max_users!r} must be a positive integer or None (every test user)."
             )
+        if self.length_buckets is not None:
+            object.__setattr__(
+                self, "length_buckets", check_length_buckets(self.length_buckets, "EvalConfig.length_buckets")
+            )
 
 
 @dataclass
@@ -109,7 +126,7 @@ class EvalResult:
         Split kind.
     protocol:
         ``catalogue`` ("full"), ``exclude_seen``, ``ks``, ``n_eval_users``, ``sampled_negatives``,
-        ``max_users``, ``seed``.
+        ``max_users``, ``seed``, ``valid_targets_used`` (``fit`` received the validation targets).
     model:
         Model name.
     metrics:
@@ -120,6 +137,10 @@ class EvalResult:
         Short git commit of the working directory (``-dirty`` with uncommitted changes), or ``"unknown"``.
     created:
         ISO 8601 UTC time of the evaluation.
+    by_length:
+        With ``EvalConfig.length_buckets``: the rows of :func:`~recsys.evaluation.metrics_by_history_length`
+        on the test targets as dicts (``bucket``, ``users`` and the metrics, null for an empty bucket);
+        otherwise ``None``.
     """
 
     dataset: str
@@ -132,6 +153,7 @@ class EvalResult:
     predict_seconds: float
     commit: str = "unknown"
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    by_length: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -223,7 +245,26 @@ def _sampled_metrics(
     return sampled_ranking_metrics(scored, targets, config.ks)
 
 
-def _protocol(config: EvalConfig, n_eval_users: int) -> dict[str, Any]:
+def _accepts_valid(model: Any) -> bool:
+    """Whether ``model.fit`` takes a parameter named ``valid`` by keyword (a ``**kwargs`` does not count)."""
+    try:
+        parameters = inspect.signature(model.fit).parameters
+    except (TypeError, ValueError):  # builtins and some C extensions have no signature
+        return False
+    param = parameters.get("valid")
+    return param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+
+
+def _fit(model: RecommenderLike, split: Split, items: pl.DataFrame) -> bool:
+    """Fit on ``split.train``, passing ``valid=split.valid`` when ``fit`` takes it; whether it was passed."""
+    if _accepts_valid(model) and split.valid.height > 0:
+        model.fit(split.train, items, valid=split.valid)  # type: ignore[call-arg]
+        return True
+    model.fit(split.train, items)
+    return False
+
+
+def _protocol(config: EvalConfig, n_eval_users: int, valid_targets_used: bool) -> dict[str, Any]:
     return {
         "catalogue": "full",
         "exclude_seen": config.exclude_seen,
@@ -232,6 +273,7 @@ def _protocol(config: EvalConfig, n_eval_users: int) -> dict[str, Any]:
         "sampled_negatives": config.sampled_negatives,
         "max_users": config.max_users,
         "seed": config.seed,
+        "valid_targets_used": valid_targets_used,
     }
 
 
@@ -243,7 +285,7 @@ def _evaluate_on_split(
     users = targets[USER_ID].unique().sort()
     history = split.history_for_test().filter(pl.col(USER_ID).is_in(users.implode()))
     start = time.perf_counter()
-    model.fit(split.train, dataset.items)
+    valid_targets_used = _fit(model, split, dataset.items)
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     recs = model.recommend(users, k=max(config.ks), history=history, exclude_seen=config.exclude_seen)
@@ -251,16 +293,23 @@ def _evaluate_on_split(
     metrics = ranking_metrics(recs, targets, dataset.items.height, config.ks)
     if config.sampled_negatives is not None:
         metrics.update(_sampled_metrics(model, targets, history, dataset.items, config.sampled_negatives, config))
+    by_length = None
+    if config.length_buckets is not None:
+        table = metrics_by_history_length(
+            recs, targets, history, dataset.items.height, config.ks, config.length_buckets
+        )
+        by_length = table.to_dicts()
     result = EvalResult(
         dataset=dataset.name,
         fingerprint=dataset.fingerprint().as_dict(),
         split=split.name,
-        protocol=_protocol(config, users.len()),
+        protocol=_protocol(config, users.len(), valid_targets_used),
         model=name,
         metrics=metrics,
         fit_seconds=fit_seconds,
         predict_seconds=predict_seconds,
         commit=_git_commit(os.getcwd()),
+        by_length=by_length,
     )
     logger.info(
         "%s on %s/%s: %s (fit %.2fs, predict %.2fs)",
@@ -280,7 +329,14 @@ def evaluate(model: RecommenderLike, dataset: Dataset, config: EvalConfig, name:
     The model is fitted on ``split.train`` and ``dataset.items``, then asked for ``max(config.ks)`` items per
     test user with ``history = split.history_for_test()`` (train + valid events of those users). Metrics are
     computed against the full catalogue (see :func:`~recsys.evaluation.ranking_metrics`), plus sampled
-    metrics when ``config.sampled_negatives`` is set.
+    metrics when ``config.sampled_negatives`` is set, plus metrics per history-length bucket when
+    ``config.length_buckets`` is set.
+
+    A model that early-stops may declare a keyword parameter ``valid`` in ``fit`` (found with
+    :func:`inspect.signature`; a ``**kwargs`` does not count): it is then called as
+    ``fit(split.train, dataset.items, valid=split.valid)``, the validation target events, whose history is
+    ``split.train``. An empty ``split.valid`` is not passed. ``protocol["valid_targets_used"]`` records which
+    call was made. The test targets are never passed to ``fit``.
 
     Parameters
     ----------
@@ -342,6 +398,61 @@ def results_table(results: Sequence[EvalResult], metrics: Sequence[str] = DEFAUL
     for r in results:
         values = [f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in metrics]
         rows.append("| " + " | ".join([r.model, *values, f"{r.fit_seconds:.2f}", f"{r.predict_seconds:.2f}"]) + " |")
+    return "\n".join([*lines, "", *rows])
+
+
+def _length_buckets(results: Sequence[EvalResult], metric: str) -> list[tuple[str, int]]:
+    """The ``(bucket, users)`` pairs shared by every result's ``by_length``; ConfigError when they differ."""
+    missing = [r.model for r in results if r.by_length is None]
+    if missing:
+        raise ConfigError(
+            f"result(s) of model(s) {missing} have no by_length; "
+            "evaluate with EvalConfig(length_buckets=(20, 50, 200))."
+        )
+    tables = [r.by_length or [] for r in results]
+    buckets = [(str(row["bucket"]), int(row["users"])) for row in tables[0]]
+    if any([(str(row["bucket"]), int(row["users"])) for row in t] != buckets for t in tables[1:]):
+        raise ConfigError(
+            "the results have different history-length buckets or user counts; make one length_table per "
+            "dataset, split and EvalConfig.length_buckets."
+        )
+    known = sorted({key for t in tables for row in t for key in row} - {"bucket", "users"})
+    if metric not in known:
+        raise ConfigError(f"metric={metric!r} is not in by_length; use one of {known}.")
+    return buckets
+
+
+def length_table(results: Sequence[EvalResult], metric: str = "ndcg@10") -> str:
+    """A GitHub markdown table of ``metric`` by history length: one row per model, one column per bucket.
+
+    The header names each bucket with its number of test users (``"21-50 (n=120)"``); an empty bucket or a
+    missing value shows as ``-``, values have 4 decimals. The protocol line(s) of the results come first.
+
+    Parameters
+    ----------
+    results:
+        Results evaluated with ``EvalConfig.length_buckets`` on the same split (same buckets and users).
+    metric:
+        A metric of :func:`~recsys.evaluation.ranking_metrics`, e.g. ``"ndcg@10"`` or ``"recall@50"``.
+
+    Raises
+    ------
+    ConfigError
+        ``results`` is empty, a result has no ``by_length``, the buckets differ, or ``metric`` is unknown.
+    """
+    if not results:
+        raise ConfigError("results is empty; pass the list returned by evaluate_many.")
+    buckets = _length_buckets(results, metric)
+    lines = [*dict.fromkeys(_protocol_line(r) for r in results), f"{metric} by history length (train + valid events)."]
+    header = ["model", *(f"{bucket} (n={users})" for bucket, users in buckets)]
+    rows = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---", *["---:"] * len(buckets)]) + "|",
+    ]
+    for r in results:
+        values = [row.get(metric) for row in r.by_length or []]
+        cells = ["-" if v is None else f"{v:.4f}" for v in values]
+        rows.append("| " + " | ".join([r.model, *cells]) + " |")
     return "\n".join([*lines, "", *rows])
 
 

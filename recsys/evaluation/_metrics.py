@@ -10,13 +10,14 @@ For a user with targets ``T`` (distinct items) and a ranked list whose hits in t
 
 Each is averaged over the users with targets; a user with targets but no recommendations counts as zero.
 ``coverage@K`` is the number of distinct items recommended in the top ``K`` (to users with targets) over the
-catalogue size.
+catalogue size. :func:`metrics_by_history_length` reports the same metrics per bucket of history length.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 import polars as pl
@@ -24,7 +25,13 @@ import polars as pl
 from recsys.errors import ConfigError, DataError, SchemaError
 from recsys.schema import ITEM_ID, RANK, SCORE, USER_ID
 
-__all__ = ["METRIC_NAMES", "ranking_metrics", "sample_negatives", "sampled_ranking_metrics"]
+__all__ = [
+    "METRIC_NAMES",
+    "metrics_by_history_length",
+    "ranking_metrics",
+    "sample_negatives",
+    "sampled_ranking_metrics",
+]
 
 METRIC_NAMES = ("recall", "ndcg", "mrr", "hit_rate", "coverage")
 """Metric families returned by :func:`ranking_metrics`, each once per ``K`` as ``"<name>@<K>"``."""
@@ -155,6 +162,101 @@ def ranking_metrics(
         covered = recs.filter(pl.col(RANK) <= k)[ITEM_ID].n_unique()
         out[f"coverage@{k}"] = covered / n_items
     return out
+
+
+def check_length_buckets(buckets: Sequence[int], name: str = "buckets") -> tuple[int, ...]:
+    """``buckets`` as a tuple, checked: a non-empty, strictly increasing sequence of positive integers.
+
+    Raises
+    ------
+    ConfigError
+        Naming the argument ``name``, when the edges are empty, not positive integers or not increasing.
+    """
+    edges = tuple(buckets)
+    valid = bool(edges) and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in edges)
+    if not valid or any(a >= b for a, b in pairwise(edges)):
+        raise ConfigError(
+            f"{name}={buckets!r} must be a non-empty, strictly increasing tuple of positive integers "
+            "(history-length bucket edges), for example (20, 50, 200)."
+        )
+    return edges
+
+
+def _bucket_labels(edges: tuple[int, ...]) -> list[str]:
+    """``(20, 50, 200)`` -> ``["<=20", "21-50", "51-200", ">200"]``."""
+    middle = [f"{lo + 1}-{hi}" if hi > lo + 1 else str(hi) for lo, hi in pairwise(edges)]
+    return [f"<={edges[0]}", *middle, f">{edges[-1]}"]
+
+
+def _history_lengths(targets: pl.DataFrame, history: pl.DataFrame, edges: tuple[int, ...]) -> pl.DataFrame:
+    """One row per target user: ``user_id, _len`` (its events in ``history``, 0 if none) and ``_bucket``."""
+    _require(history, (USER_ID,), "history")
+    have, want = history.schema[USER_ID], targets.schema[USER_ID]
+    if not (have == want or history.height == 0 or (have.is_integer() and want.is_integer())):
+        raise SchemaError(
+            f"history column {USER_ID!r} has dtype {have} but targets' has dtype {want}; "
+            f"cast both to the same type, e.g. pl.col({USER_ID!r}).cast({want})."
+        )
+    counts = history.select(pl.col(USER_ID).cast(want)).group_by(USER_ID).agg(pl.len().alias("_len"))
+    length = pl.col("_len").fill_null(0)
+    return (
+        targets.select(USER_ID)
+        .unique()
+        .join(counts, on=USER_ID, how="left")
+        .with_columns(pl.sum_horizontal([(length > e).cast(pl.UInt32) for e in edges]).alias("_bucket"))
+    )
+
+
+def metrics_by_history_length(
+    recs: pl.DataFrame,
+    targets: pl.DataFrame,
+    history: pl.DataFrame,
+    n_items: int,
+    ks: Sequence[int] = (10, 50),
+    buckets: Sequence[int] = (20, 50, 200),
+) -> pl.DataFrame:
+    """:func:`ranking_metrics` per bucket of target users grouped by the length of their history.
+
+    A user's history length is its number of events in ``history``; bucket edges ``(20, 50, 200)`` give the
+    buckets ``"<=20"``, ``"21-50"``, ``"51-200"`` and ``">200"`` (a target user absent from ``history`` has
+    length 0).
+
+    Parameters
+    ----------
+    recs, targets, n_items, ks:
+        As for :func:`ranking_metrics`.
+    history:
+        ``user_id, ...``: the events the model scored from (for the test targets, ``split.history_for_test()``).
+    buckets:
+        Bucket edges, strictly increasing positive integers; each bucket includes its upper edge.
+
+    Returns
+    -------
+    pl.DataFrame
+        One row per bucket, in order: ``bucket`` (str), ``users`` (int64, target users in the bucket) and one
+        float64 column per metric of :func:`ranking_metrics`, computed on that bucket's users (``coverage@K``
+        over the full catalogue). An empty bucket has ``users = 0`` and null metrics.
+
+    Raises
+    ------
+    SchemaError, DataError, ConfigError
+        As for :func:`ranking_metrics`; also for bad ``buckets`` or a ``history`` without ``user_id``.
+    """
+    ks = _check_ks(ks)
+    edges = check_length_buckets(buckets)
+    recs = _check_inputs(recs, targets, n_items)
+    users = _history_lengths(targets, history, edges)
+    names = [f"{name}@{k}" for k in ks for name in METRIC_NAMES]
+    rows: list[dict[str, object]] = []
+    for index, label in enumerate(_bucket_labels(edges)):
+        members = users.filter(pl.col("_bucket") == index).select(USER_ID)
+        metrics: dict[str, float | None] = dict.fromkeys(names)
+        if members.height:
+            in_bucket = targets.join(members, on=USER_ID, how="semi")
+            metrics.update(ranking_metrics(recs.join(members, on=USER_ID, how="semi"), in_bucket, n_items, ks))
+        rows.append({"bucket": label, "users": members.height, **metrics})
+    schema = {"bucket": pl.String, "users": pl.Int64, **dict.fromkeys(names, pl.Float64)}
+    return pl.DataFrame(rows, schema=schema)
 
 
 def _draw_round(

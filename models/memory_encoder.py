@@ -1,0 +1,560 @@
+"""The long-context text-memory user encoder as a stage: ``fit``, ``encode``, incremental memory states.
+
+:class:`MemoryEncoder` trains :class:`~recsys.models.memory_net.MemoryNet` on next-item prediction (a
+contrastive loss over in-batch and uniformly sampled negatives, early stopping on validation NDCG@10) and
+encodes whole histories into user vectors in the space of its item vectors.
+
+Encoding reads each history segment by segment and keeps only the memory and the current segment: time is
+linear in the history and memory does not grow with it. :meth:`MemoryEncoder.states` and
+:meth:`MemoryEncoder.update` expose that recurrence: a state holds the memory after the last *complete*
+segment plus the events since (1 to ``segment_len`` of them), so adding events costs
+O(new events + one segment) and gives the same vector as encoding everything again.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import load_file, save_file
+from tqdm.auto import tqdm
+
+from recsys.data import Histories
+from recsys.errors import ConfigError, DataError, check_is_fitted
+from recsys.models.memory_net import EventBatch, MemoryNet, MemoryNetConfig, gap_bucket, init_weights, position_bucket
+from recsys.schema import USER_ID
+
+__all__ = ["MemoryEncoder", "MemoryEncoderConfig", "MemoryStates"]
+
+logger = logging.getLogger(__name__)
+
+NO_TIME = np.iinfo(np.int64).min
+
+
+@dataclass(frozen=True)
+class MemoryEncoderConfig:
+    """Training and inference settings of :class:`MemoryEncoder`.
+
+    Parameters
+    ----------
+    net: the architecture (embedding size ``net.dim``, segment length, memory slots, ...).
+    temperature: softmax temperature of the contrastive loss over cosine scores.
+    n_negatives: uniformly sampled negatives per batch, shared by all positions (plus the in-batch targets);
+        when it reaches the catalogue size, the loss is a full softmax.
+    mask_seen: drop the items already in a user's history from the training softmax (they are excluded from the
+        ranking at evaluation).
+    batch_users, batch_events: at most this many users and padded events per training batch (users of similar
+        length are batched together).
+    max_train_events: train on the last ``max_train_events`` events of each user (bounds an epoch); encoding
+        always reads the whole history.
+    epochs, patience: at most ``epochs`` passes; stop after ``patience`` epochs without a better validation
+        NDCG@10 and keep the best weights.
+    learning_rate, weight_decay: AdamW settings.
+    max_valid_users: validation users scored per epoch (a fixed random subset when there are more).
+    n_threads: torch threads (None keeps torch's default).
+    seed: seeds torch and numpy (training is deterministic for a fixed seed and thread count).
+    encode_batch_users: users encoded together at inference.
+    """
+
+    net: MemoryNetConfig = field(default_factory=MemoryNetConfig)
+    temperature: float = 0.05
+    n_negatives: int = 4096
+    mask_seen: bool = True
+    batch_users: int = 128
+    batch_events: int = 8192
+    max_train_events: int | None = 512
+    epochs: int = 60
+    patience: int = 5
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    max_valid_users: int = 5000
+    n_threads: int | None = None
+    seed: int = 0
+    encode_batch_users: int = 256
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in (
+            "n_negatives",
+            "batch_users",
+            "batch_events",
+            "epochs",
+            "patience",
+            "max_valid_users",
+            "encode_batch_users",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"MemoryEncoderConfig.{name}={getattr(self, name)} must be >= 1.")
+        if not self.temperature > 0:
+            raise ConfigError(f"MemoryEncoderConfig.temperature={self.temperature} must be > 0.")
+        if self.max_train_events is not None and self.max_train_events < 2:
+            raise ConfigError(f"MemoryEncoderConfig.max_train_events={self.max_train_events} must be >= 2 or None.")
+
+
+@dataclass(frozen=True)
+class MemoryStates:
+    """Per-user memory after the last complete segment, plus the events since (the tail).
+
+    Attributes
+    ----------
+    user_ids: Series of length ``n``.
+    memory: float32 ``(n, n_memory, dim)``.
+    committed: int64 ``(n,)``: events folded into ``memory`` (a multiple of ``segment_len``).
+    prev_time: int64 ``(n,)``: time of the last committed event (``NO_TIME`` when none).
+    tail: :class:`Histories` of the uncommitted events (1 to ``segment_len`` per user with events).
+    embeddings: float32 ``(n, dim)``: the L2-normalised user vectors for the whole history.
+    """
+
+    user_ids: pl.Series
+    memory: np.ndarray
+    committed: np.ndarray
+    prev_time: np.ndarray
+    tail: Histories
+    embeddings: np.ndarray
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``memory_states.safetensors`` (arrays) and ``memory_users.parquet`` (ids) to ``directory``."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            "memory": self.memory,
+            "committed": self.committed,
+            "prev_time": self.prev_time,
+            "embeddings": self.embeddings,
+            "tail.indptr": self.tail.indptr,
+            "tail.item_idx": self.tail.item_idx,
+            "tail.timestamps": self.tail.timestamps,
+            "tail.weights": self.tail.weights if self.tail.weights is not None else np.zeros(0, np.float32),
+        }
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / "memory_states.safetensors"))
+        pl.DataFrame({USER_ID: self.user_ids}).write_parquet(folder / "memory_users.parquet")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> MemoryStates:
+        """Read states written by :meth:`save` (safetensors and Parquet; no pickle)."""
+        folder = Path(directory)
+        a = load_file(str(folder / "memory_states.safetensors"))
+        users = pl.read_parquet(folder / "memory_users.parquet")[USER_ID]
+        weights = a["tail.weights"] if len(a["tail.weights"]) == len(a["tail.item_idx"]) else None
+        tail = Histories(users, a["tail.indptr"], a["tail.item_idx"], a["tail.timestamps"], weights)
+        return cls(users, a["memory"], a["committed"], a["prev_time"], tail, a["embeddings"])
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)  # weights and dropout; numpy sampling uses explicit generators
+
+
+class MemoryEncoder:
+    """Train the memory network and encode histories (CSR :class:`Histories`) into user vectors.
+
+    Attributes (after ``fit``)
+    --------------------------
+    net_: the trained :class:`MemoryNet`; weight_stats_: (mean, std) of training weights;
+    best_ndcg_: best validation NDCG@10; epochs_: epochs run; train_seconds_: wall time of ``fit``.
+    """
+
+    net_: MemoryNet | None = None
+    weight_stats_: tuple[float, float] | None = None
+    best_ndcg_: float | None = None
+    epochs_: int | None = None
+    train_seconds_: float | None = None
+
+    def __init__(self, config: MemoryEncoderConfig | None = None) -> None:
+        self.config = config or MemoryEncoderConfig()
+
+    # ------------------------------------------------------------------------------- batching
+    @property
+    def segment_len(self) -> int:
+        return self.config.net.segment_len
+
+    def _segment(
+        self,
+        h: Histories,
+        rows: np.ndarray,
+        starts: np.ndarray,
+        stops: np.ndarray,
+        prev_time: np.ndarray,
+        offset: np.ndarray,
+    ) -> EventBatch:
+        """Events ``starts:stops`` (CSR positions, at most one segment) of users ``rows`` as a padded batch.
+
+        ``prev_time`` is the time before each user's first event in ``h`` (``NO_TIME`` if none) and
+        ``offset`` the absolute index of that first event.
+        """
+        L = self.segment_len
+        pos = starts[:, None] + np.arange(L)[None, :]  # (B, L) CSR positions
+        valid = pos < stops[:, None]
+        flat = np.where(valid, pos, starts[:, None])
+        first = h.indptr[rows][:, None]  # (B, 1)
+        times = h.timestamps[flat]
+        before = np.where(flat > first, h.timestamps[np.maximum(flat - 1, 0)], prev_time[:, None])
+        gaps = np.where(before == NO_TIME, -1, times - np.where(before == NO_TIME, 0, before))
+        weights: np.ndarray = np.zeros(valid.shape, np.float32)
+        if h.weights is not None and self.weight_stats_ is not None:
+            mean, std = self.weight_stats_
+            weights = ((h.weights[flat] - mean) / std).astype(np.float32)
+        return EventBatch(
+            items=torch.from_numpy(np.where(valid, h.item_idx[flat], 0)),
+            gaps=gap_bucket(torch.from_numpy(gaps)),
+            positions=position_bucket(torch.from_numpy(offset[:, None] + flat - first)),
+            weights=torch.from_numpy(np.where(valid, weights, 0).astype(np.float32)),
+            valid=torch.from_numpy(valid),
+        )
+
+    def _padded(self, h: Histories, rows: np.ndarray, max_events: int | None) -> EventBatch:
+        """Whole (or last ``max_events``) histories of ``rows`` as one batch ``(B, T)``, T a multiple of L."""
+        stops = h.indptr[rows + 1]
+        starts = h.indptr[rows] if max_events is None else np.maximum(h.indptr[rows], stops - max_events)
+        L = self.segment_len
+        n_seg = int(np.ceil((stops - starts).max() / L))
+        none, zero = np.full(len(rows), NO_TIME), np.zeros(len(rows), np.int64)
+        parts = [self._segment(h, rows, starts + s * L, stops, none, zero) for s in range(n_seg)]
+        return EventBatch(
+            *(
+                torch.cat([getattr(p, f) for p in parts], dim=1)
+                for f in ("items", "gaps", "positions", "weights", "valid")
+            )
+        )
+
+    # ------------------------------------------------------------------------------------ fit
+    def fit(
+        self, histories: Histories, text_vectors: np.ndarray, valid_targets: np.ndarray | None = None
+    ) -> MemoryEncoder:
+        """Train on ``histories`` (every next event is a target).
+
+        Parameters
+        ----------
+        histories: training events of every user (catalogue rows index ``text_vectors``).
+        text_vectors: float32 ``(n_items, text_dim)`` item text embeddings.
+        valid_targets: int64 ``(n_users,)`` catalogue row of each user's validation target (-1: none),
+            scored from that user's whole training history. ``None`` holds out each user's last event.
+        """
+        cfg = self.config
+        started = time.perf_counter()
+        if cfg.n_threads:
+            torch.set_num_threads(cfg.n_threads)
+        train, valid_targets = self._train_valid(histories, valid_targets)
+        self.weight_stats_ = _weight_stats(train)
+        self.initialize(text_vectors, known=np.unique(histories.item_idx))
+        self._train(cast(MemoryNet, self.net_), train, histories, valid_targets)
+        self.train_seconds_ = time.perf_counter() - started
+        logger.info(
+            "memory encoder: best validation NDCG@10 %.4f after %d epochs, %.0f s",
+            self.best_ndcg_,
+            self.epochs_,
+            self.train_seconds_,
+        )
+        return self
+
+    def initialize(self, text_vectors: np.ndarray, known: np.ndarray | None = None) -> MemoryEncoder:
+        """Build an untrained net (the zero-shot starting point) without training: for timing, tests, and as
+        the first step of :meth:`fit`. ``known`` marks catalogue rows that get a learned residual."""
+        cfg = self.config
+        if text_vectors.ndim != 2 or text_vectors.shape[1] != cfg.net.text_dim:
+            raise ConfigError(
+                f"text vectors have shape {text_vectors.shape}; expected (n_items, {cfg.net.text_dim}) "
+                f"(set MemoryEncoderConfig.net.text_dim to the text encoder's width)."
+            )
+        _seed_everything(cfg.seed)
+        net = MemoryNet(torch.from_numpy(np.ascontiguousarray(text_vectors, np.float32)), cfg.net)
+        init_weights(net)
+        if known is not None:
+            net.items.known[torch.from_numpy(np.asarray(known, np.int64))] = True
+        self.net_ = net.eval()
+        self.weight_stats_ = self.weight_stats_ or (0.0, 1.0)
+        return self
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Everything needed to rebuild the fitted encoder, as named arrays (for safetensors)."""
+        check_is_fitted(self, ("net_",))
+        net = cast(MemoryNet, self.net_)
+        arrays = {f"net.{k}": v.detach().numpy() for k, v in net.state_dict().items()}
+        arrays["text"] = net.items.text.numpy()
+        arrays["known"] = np.flatnonzero(net.items.known.numpy()).astype(np.int64)
+        arrays["weight_stats"] = np.asarray(self.weight_stats_ or (0.0, 1.0), np.float64)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, config: MemoryEncoderConfig, arrays: dict[str, np.ndarray]) -> MemoryEncoder:
+        """Rebuild an encoder saved with :meth:`to_arrays`."""
+        self = cls(config)
+        mean, std = (float(x) for x in arrays["weight_stats"])
+        self.weight_stats_ = (mean, std)
+        self.initialize(arrays["text"], known=arrays["known"])
+        state = {k[len("net.") :]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("net.")}
+        cast(MemoryNet, self.net_).load_state_dict(state)
+        return self
+
+    def _train_valid(self, h: Histories, valid_targets: np.ndarray | None) -> tuple[Histories, np.ndarray]:
+        if valid_targets is not None:
+            if len(valid_targets) != h.n_users:
+                raise DataError(f"valid_targets has {len(valid_targets)} rows for {h.n_users} users.")
+            return h, np.asarray(valid_targets, np.int64)
+        keep = np.ones(len(h.item_idx), bool)
+        has_two = h.lengths >= 2
+        keep[(h.indptr[1:] - 1)[has_two]] = False  # hold out each user's last event
+        targets = np.where(has_two, h.item_idx[np.maximum(h.indptr[1:] - 1, 0)], -1)
+        lengths = np.where(has_two, h.lengths - 1, h.lengths)
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        w = h.weights[keep] if h.weights is not None else None
+        return Histories(h.user_ids, indptr, h.item_idx[keep], h.timestamps[keep], w), targets
+
+    def _batches(self, h: Histories, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """Users with >= 2 events, in batches of similar length (bounded in users and padded events), batch
+        order shuffled."""
+        cfg = self.config
+        users = np.flatnonzero(h.lengths >= 2)
+        users = users[np.argsort(h.lengths[users] + rng.random(len(users)), kind="stable")]
+        L = self.segment_len
+        cap = cfg.max_train_events or np.iinfo(np.int64).max
+        padded = -(-np.minimum(h.lengths[users], cap) // L) * L  # ascending
+        batches, start = [], 0
+        while start < len(users):
+            fits = max(
+                1, min(cfg.batch_users, cfg.batch_events // int(padded[min(start + cfg.batch_users, len(users)) - 1]))
+            )
+            batches.append(users[start : start + fits])
+            start += fits
+        for b in rng.permutation(len(batches)):
+            yield batches[b]
+
+    def _loss(self, net: MemoryNet, batch: EventBatch, rng: np.random.Generator) -> torch.Tensor:
+        """Next-item contrastive loss over in-batch targets and shared uniform negatives.
+
+        With ``mask_seen`` the items already in a user's history are removed from that position's softmax
+        (except the target itself), as they are removed from the ranking at evaluation.
+        """
+        users, _ = net(batch)  # (B, T, D)
+        has_next = batch.valid[:, :-1] & batch.valid[:, 1:]  # (B, T - 1)
+        queries = F.normalize(users[:, :-1][has_next], dim=-1)  # (P, D)
+        targets = batch.items[:, 1:][has_next]  # (P,)
+        n_items = len(net.items.text)
+        if self.config.n_negatives >= n_items:
+            candidates = torch.arange(n_items)
+        else:
+            sampled = torch.from_numpy(rng.integers(0, n_items, self.config.n_negatives))
+            candidates = torch.unique(torch.cat([targets, sampled]))  # sorted, unique
+        labels = torch.searchsorted(candidates, targets)  # (P,)
+        item_vectors = F.normalize(net.items(candidates), dim=-1)  # (C, D)
+        logits = queries @ item_vectors.T / self.config.temperature  # (P, C)
+        if self.config.mask_seen:
+            logits = logits.masked_fill(_seen_mask(batch, candidates, has_next, labels), float("-inf"))
+        return F.cross_entropy(logits, labels)
+
+    def _train(self, net: MemoryNet, train: Histories, full: Histories, valid_targets: np.ndarray) -> None:
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        best, best_state, stale = -1.0, copy.deepcopy(net.state_dict()), 0
+        epoch = 0
+        bar = tqdm(range(cfg.epochs), desc="memory encoder", unit="epoch", disable=not cfg.show_progress)
+        for epoch in bar:
+            net.train()
+            losses = []
+            for rows in self._batches(train, rng):
+                loss = self._loss(net, self._padded(train, rows, cfg.max_train_events), rng)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                optimizer.step()
+                losses.append(loss.item())
+            ndcg = self._validate(train, valid_targets)
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}", ndcg10=f"{ndcg:.4f}")
+            logger.info("epoch %d: loss %.4f, validation NDCG@10 %.4f", epoch, np.mean(losses), ndcg)
+            if ndcg > best:
+                best, best_state, stale = ndcg, copy.deepcopy(net.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+        net.load_state_dict(best_state)
+        net.eval()
+        self.best_ndcg_, self.epochs_ = best, epoch + 1
+
+    def _validate(self, train: Histories, targets: np.ndarray) -> float:
+        """NDCG@10 of the validation targets against the full catalogue, history items excluded."""
+        users = np.flatnonzero((targets >= 0) & (train.lengths > 0))
+        if len(users) > self.config.max_valid_users:
+            users = np.sort(np.random.default_rng(self.config.seed).choice(users, self.config.max_valid_users, False))
+        if len(users) == 0:
+            return 0.0
+        vectors = self.encode(train, users)  # (n, D)
+        scores = vectors @ self.item_vectors().T  # (n, n_items)
+        rows = np.repeat(np.arange(len(users)), train.lengths[users])
+        seen = _gather(train, users)
+        scores[rows, seen] = -np.inf
+        target_scores = scores[np.arange(len(users)), targets[users]]
+        rank = (scores > target_scores[:, None]).sum(axis=1)  # 0-based
+        return float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).mean())
+
+    # ------------------------------------------------------------------------------ inference
+    def item_vectors(self) -> np.ndarray:
+        """float32 ``(n_items, dim)``: L2-normalised vectors of the fitted catalogue."""
+        check_is_fitted(self, ("net_",))
+        with torch.inference_mode():
+            return self.net_.eval().items.all_items().numpy()  # type: ignore[union-attr]
+
+    def project_texts(self, text_vectors: np.ndarray) -> np.ndarray:
+        """float32 ``(n, dim)``: vectors of items known only by their text (no learned residual): cold start."""
+        check_is_fitted(self, ("net_",))
+        with torch.inference_mode():
+            text = torch.from_numpy(np.ascontiguousarray(text_vectors, np.float32))
+            tower = self.net_.items  # type: ignore[union-attr]
+            return F.normalize(tower.skip(text) + tower.proj(text), dim=-1).numpy()
+
+    def encode(self, histories: Histories, rows: np.ndarray | None = None) -> np.ndarray:
+        """float32 ``(n, dim)`` L2-normalised user vectors of ``rows`` (default: all users) from their whole
+        histories; zero vectors for empty histories."""
+        return self.states(histories, rows).embeddings
+
+    def states(self, histories: Histories, rows: np.ndarray | None = None) -> MemoryStates:
+        """Read whole histories into :class:`MemoryStates` (memory after complete segments, tail, vectors)."""
+        check_is_fitted(self, ("net_",))
+        rows = np.arange(histories.n_users) if rows is None else np.asarray(rows, np.int64)
+        none = np.full(len(rows), NO_TIME)
+        return self._read(histories, rows, None, np.zeros(len(rows), np.int64), none)
+
+    def _read(
+        self, h: Histories, rows: np.ndarray, memory0: np.ndarray | None, committed0: np.ndarray, prev_time0: np.ndarray
+    ) -> MemoryStates:
+        """Fold the events of ``rows`` into memory, starting from ``memory0`` (None: the initial memory)."""
+        net, cfg = cast(MemoryNet, self.net_), self.config.net
+        n = len(rows)
+        memory = np.empty((n, cfg.n_memory, cfg.dim), np.float32)
+        embeddings = np.zeros((n, cfg.dim), np.float32)
+        committed, prev_time = committed0.copy(), prev_time0.copy()
+        tail_len = np.zeros(n, np.int64)
+        order = np.argsort(-h.lengths[rows], kind="stable")  # longest first: active users are a prefix
+        step = self.config.encode_batch_users
+        with torch.inference_mode():
+            net.eval()
+            for b in range(0, n, step):
+                idx = order[b : b + step]
+                m0 = None if memory0 is None else torch.from_numpy(memory0[idx])
+                out = self._read_batch(net, h, rows[idx], m0, committed0[idx], prev_time0[idx])
+                memory[idx], embeddings[idx], n_commit, prev_time[idx], tail_len[idx] = out
+                committed[idx] += n_commit
+        return MemoryStates(h.user_ids[rows], memory, committed, prev_time, _tail(h, rows, tail_len), embeddings)
+
+    def _read_batch(
+        self,
+        net: MemoryNet,
+        h: Histories,
+        rows: np.ndarray,
+        memory0: torch.Tensor | None,
+        committed0: np.ndarray,
+        prev_time0: np.ndarray,
+    ) -> tuple[np.ndarray, ...]:
+        """One batch of users sorted by length (longest first); see :meth:`_read`."""
+        L = self.segment_len
+        lengths = h.lengths[rows]
+        n_full = np.where(lengths > 0, (lengths - 1) // L, 0)  # segments committed; the rest is the tail
+        memory = net.initial_memory(len(rows)).clone() if memory0 is None else memory0.clone()  # (B, M, D)
+        users = torch.zeros(len(rows), net.config.dim)
+        starts = h.indptr[rows]
+        for s in range(int(n_full.max(initial=0)) + 1):
+            active = int((n_full >= s).sum() if s else (lengths > 0).sum())  # a prefix, lengths are sorted
+            if active == 0:
+                break
+            r, seg_start = rows[:active], starts[:active] + s * L
+            batch = self._segment(h, r, seg_start, h.indptr[r + 1], prev_time0[:active], committed0[:active])
+            new_memory, out = net.step(memory[:active], batch)
+            commit = torch.from_numpy(n_full[:active] > s)  # (active,)
+            memory[:active] = torch.where(commit.view(-1, 1, 1), new_memory, memory[:active])
+            last = torch.from_numpy(np.minimum(h.indptr[r + 1] - seg_start, L) - 1)  # (active,)
+            final = ~commit
+            users[:active][final] = out[final, last[final]]
+        prev_time = np.where(n_full > 0, h.timestamps[np.maximum(starts + n_full * L - 1, 0)], prev_time0)
+        embeddings = F.normalize(users, dim=-1).numpy()
+        embeddings[lengths == 0] = 0.0
+        return memory.numpy(), embeddings, n_full * L, prev_time, lengths - n_full * L
+
+    def update(self, states: MemoryStates, new_events: Histories) -> MemoryStates:
+        """Fold new events into saved states: O(new events + one segment) per user.
+
+        ``new_events`` holds each user's new events, oldest first, for the users of ``states`` in the same
+        order (empty histories allowed). Equals :meth:`states` on the concatenated histories.
+        """
+        check_is_fitted(self, ("net_",))
+        if new_events.n_users != len(states.user_ids):
+            raise DataError(f"new_events has {new_events.n_users} users but states has {len(states.user_ids)}.")
+        combined = _concat(states.tail, new_events)
+        return self._read(combined, np.arange(combined.n_users), states.memory, states.committed, states.prev_time)
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _seen_mask(
+    batch: EventBatch, candidates: torch.Tensor, has_next: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Boolean (P, C): candidate ``c`` was already read by position ``p``'s user (its target excluded)."""
+    B, T = batch.items.shape
+    C = len(candidates)
+    where = torch.searchsorted(candidates, batch.items).clamp(max=C - 1)  # (B, T)
+    present = batch.valid & (candidates[where] == batch.items)
+    steps = torch.arange(T).expand(B, T)
+    first = torch.full((B, C), T, dtype=torch.long)  # first position of each candidate in each history
+    first.scatter_reduce_(1, torch.where(present, where, 0), torch.where(present, steps, T), reduce="amin")
+    rows, cols = has_next.nonzero(as_tuple=True)  # (P,), (P,): user and position of each query
+    seen = first[rows] <= cols.unsqueeze(1)  # (P, C)
+    seen[torch.arange(len(labels)), labels] = False
+    return seen
+
+
+def _weight_stats(h: Histories) -> tuple[float, float]:
+    if h.weights is None or len(h.weights) == 0:
+        return 0.0, 1.0
+    std = float(h.weights.std())
+    return float(h.weights.mean()), std if std > 0 else 1.0
+
+
+def _gather(h: Histories, users: np.ndarray) -> np.ndarray:
+    """Concatenated item rows of ``users``' histories (vectorised CSR gather)."""
+    lengths = h.lengths[users]
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return h.item_idx[np.repeat(h.indptr[users], lengths) + offsets]
+
+
+def _select(h: Histories, rows: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> Histories:
+    """Events ``starts[i]:starts[i] + lengths[i]`` (CSR positions) of each of ``rows`` as new Histories."""
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    pos = np.repeat(starts, lengths) + offsets
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    weights = h.weights[pos] if h.weights is not None else None
+    return Histories(h.user_ids[rows], indptr, h.item_idx[pos], h.timestamps[pos], weights)
+
+
+def _tail(h: Histories, rows: np.ndarray, tail_len: np.ndarray) -> Histories:
+    """The last ``tail_len`` events of each of ``rows``."""
+    return _select(h, rows, h.indptr[rows + 1] - tail_len, tail_len)
+
+
+def _concat(a: Histories, b: Histories) -> Histories:
+    """Per user, ``a``'s events then ``b``'s (same users, same order)."""
+    lengths = a.lengths + b.lengths
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    dest_a = np.repeat(indptr[:-1], a.lengths) + (np.arange(len(a.item_idx)) - np.repeat(a.indptr[:-1], a.lengths))
+    dest_b = np.repeat(indptr[:-1] + a.lengths, b.lengths) + (
+        np.arange(len(b.item_idx)) - np.repeat(b.indptr[:-1], b.lengths)
+    )
+    out = {}
+    for name in ("item_idx", "timestamps"):
+        arr = np.empty(int(indptr[-1]), np.int64)
+        arr[dest_a], arr[dest_b] = getattr(a, name), getattr(b, name)
+        out[name] = arr
+    weights = None
+    if a.weights is not None or b.weights is not None:
+        weights = np.zeros(int(indptr[-1]), np.float32)
+        if a.weights is not None:
+            weights[dest_a] = a.weights
+        if b.weights is not None:
+            weights[dest_b] = b.weights
+    return Histories(a.user_ids, indptr, out["item_idx"], out["timestamps"], weights)

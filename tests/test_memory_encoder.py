@@ -1,0 +1,157 @@
+"""The long-context memory encoder: masks, no leakage, incremental == full, a learned known answer, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from recsys.data import Histories
+from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig, MemoryStates, _concat
+from recsys.models.memory_net import EventBatch, MemoryNetConfig, segment_mask
+from recsys.models.memory_recommender import MemoryRecommender, MemoryRecommenderConfig, last_events
+from recsys.models.text_encoder import TextEncoderConfig
+
+SMALL = MemoryNetConfig(text_dim=16, dim=16, n_heads=2, n_layers=2, segment_len=4, n_memory=2, dropout=0.0)
+
+
+def random_vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def histories(lengths: list[int], n_items: int = 40, seed: int = 0, t0: int = 0) -> Histories:
+    rng = np.random.default_rng(seed)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n = int(indptr[-1])
+    times = t0 + np.sort(rng.integers(0, 10**6, n))
+    return Histories(pl.Series("user_id", np.arange(len(lengths))), indptr, rng.integers(0, n_items, n), times,
+                     rng.normal(size=n).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def perturbed() -> MemoryEncoder:
+    """An untrained encoder with random (not zero-shot) weights, so that memory and time gaps matter."""
+    encoder = MemoryEncoder(MemoryEncoderConfig(net=SMALL)).initialize(random_vectors(40))
+    with torch.no_grad():
+        for p in encoder.net_.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return encoder
+
+
+def test_segment_mask_known_pattern():
+    allowed = segment_mask(torch.tensor([[True, True, False]]), n_memory=2)[0, 0].int().tolist()
+    assert allowed == [
+        [1, 1, 0, 0, 0],  # memory reads memory only in the read pass
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],  # event 0: memory + itself
+        [1, 1, 1, 1, 0],  # event 1: memory + events 0, 1
+        [1, 1, 1, 1, 0],  # padded event: never a key
+    ]
+
+
+def test_outputs_never_see_future_events(perturbed: MemoryEncoder):
+    """Changing events after t leaves every user vector up to t unchanged, across segments."""
+    h = histories([11])
+    batch = perturbed._padded(h, np.array([0]), None)
+    changed = perturbed._padded(h, np.array([0]), None)
+    changed.items[0, 7:] = (changed.items[0, 7:] + 5) % 40
+    with torch.no_grad():
+        a, _ = perturbed.net_(batch)
+        b, _ = perturbed.net_(changed)
+    assert a.shape == (1, 12, 16)
+    assert torch.allclose(a[0, :7], b[0, :7], atol=1e-6)
+    assert not torch.allclose(a[0, 7:11], b[0, 7:11])
+
+
+def test_encode_shapes_norms_and_empty_users(perturbed: MemoryEncoder):
+    vectors = perturbed.encode(histories([0, 1, 4, 9]))
+    assert vectors.shape == (4, 16) and vectors.dtype == np.float32
+    assert np.allclose(vectors[0], 0)
+    assert np.allclose(np.linalg.norm(vectors[1:], axis=1), 1, atol=1e-5)
+
+
+def test_batched_equals_one_by_one(perturbed: MemoryEncoder):
+    h = histories([3, 17, 0, 8, 25])
+    whole = perturbed.encode(h)
+    single = np.vstack([perturbed.encode(h, np.array([u])) for u in range(5)])
+    assert np.abs(whole - single).max() < 1e-5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_incremental_update_equals_full_encoding(perturbed: MemoryEncoder, seed: int):
+    old = histories([0, 1, 3, 4, 5, 8, 9, 30], seed=seed)
+    new = histories([2, 0, 1, 4, 12, 3, 0, 7], seed=seed + 10, t0=10**7)
+    updated = perturbed.update(perturbed.states(old), new)
+    full = perturbed.states(_concat(old, new))
+    assert np.abs(updated.embeddings - full.embeddings).max() <= 1e-4
+    assert np.abs(updated.memory - full.memory).max() <= 1e-4
+    assert (updated.committed % 4 == 0).all()
+    assert ((updated.tail.lengths >= 1) & (updated.tail.lengths <= 4) | (updated.committed + updated.tail.lengths == 0)).all()
+
+
+def test_update_reads_only_the_tail_and_new_events(perturbed: MemoryEncoder):
+    states = perturbed.states(histories([1000]))
+    assert states.committed[0] == 996 and states.tail.lengths[0] == 4
+    updated = perturbed.update(states, histories([10], seed=3, t0=10**7))
+    assert updated.committed[0] == 1008 and updated.tail.lengths[0] == 2
+
+
+def test_states_save_load_round_trip(perturbed: MemoryEncoder, tmp_path):
+    states = perturbed.states(histories([0, 3, 9]))
+    states.save(tmp_path)
+    loaded = MemoryStates.load(tmp_path)
+    assert np.array_equal(loaded.embeddings, states.embeddings)
+    again = perturbed.update(loaded, histories([1, 1, 1], seed=5, t0=10**7))
+    assert np.abs(again.embeddings - perturbed.update(states, histories([1, 1, 1], seed=5, t0=10**7)).embeddings).max() == 0
+
+
+def test_encoder_arrays_round_trip(perturbed: MemoryEncoder):
+    h = histories([2, 7, 13])
+    rebuilt = MemoryEncoder.from_arrays(perturbed.config, perturbed.to_arrays())
+    assert np.array_equal(rebuilt.encode(h), perturbed.encode(h))
+    assert np.array_equal(rebuilt.item_vectors(), perturbed.item_vectors())
+
+
+def topic_sequences(n_users: int = 60, per_topic: int = 10, length: int = 12, seed: int = 0) -> Histories:
+    """Three topics of ``per_topic`` items; each user reads items of one topic only."""
+    rng = np.random.default_rng(seed)
+    topics = np.arange(n_users) % 3
+    items = np.concatenate([topic * per_topic + rng.integers(0, per_topic, length) for topic in topics])
+    indptr = np.arange(0, n_users * length + 1, length, dtype=np.int64)
+    return Histories(pl.Series("user_id", np.arange(n_users)), indptr, items.astype(np.int64),
+                     np.arange(len(items), dtype=np.int64), None)
+
+
+def test_trained_on_one_topic_histories_it_recommends_that_topic():
+    """Random text vectors carry no topic, so only training can make the topic appear."""
+    h = topic_sequences()
+    config = MemoryEncoderConfig(net=SMALL, epochs=30, patience=30, batch_users=20, n_negatives=64,
+                                 learning_rate=3e-3, show_progress=False, seed=0)
+    encoder = MemoryEncoder(config).fit(h, random_vectors(30, seed=1))
+    test = topic_sequences(n_users=9, seed=7)
+    top = np.argsort(-(encoder.encode(test) @ encoder.item_vectors().T), axis=1)[:, :5]  # (9, 5)
+    topics = np.arange(9) % 3
+    share = (top // 10 == topics[:, None]).mean()
+    assert share >= 0.9, f"only {share:.0%} of top-5 items are of the user's topic"
+
+
+def test_memory_recommender_in_the_harness(topic_items: pl.DataFrame, topic_interactions: pl.DataFrame, tmp_path):
+    config = MemoryRecommenderConfig(
+        text=TextEncoderConfig(cache_dir=str(tmp_path), show_progress=False),
+        encoder=MemoryEncoderConfig(net=MemoryNetConfig(dim=32, n_heads=2, segment_len=4, n_memory=2), epochs=2,
+                                    show_progress=False),
+    )
+    model = MemoryRecommender(config).fit(topic_interactions, topic_items)
+    recs = model.recommend([0, 3, 6], k=3)
+    assert recs.height == 9 and recs.join(topic_interactions, on=["user_id", "item_id"], how="semi").height == 0
+    limited = model.with_max_events(1).recommend([0, 3, 6], k=3)
+    assert limited.height == 9
+
+
+def test_last_events():
+    h = histories([5, 1, 0])
+    cut = last_events(h, 2)
+    assert cut.lengths.tolist() == [2, 1, 0]
+    assert cut.item_idx.tolist() == [*h.item_idx[3:5], h.item_idx[5]]
