@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
-from recsys.errors import ConfigError, DataError
+from recsys.errors import ConfigError, DataError, check_is_fitted
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -430,12 +430,13 @@ class ItemTextEncoder:
 
     def _encode_batch(self, batch: list[str]) -> np.ndarray:
         """One forward pass; float32 array of shape (len(batch), dim)."""
-        assert self.model_ is not None and self.tokenizer_ is not None  # set by fit()
-        inputs = self.tokenizer_(
+        check_is_fitted(self, ("model_", "tokenizer_"))
+        model, tokenizer = cast(Any, self.model_), cast(Any, self.tokenizer_)
+        inputs = tokenizer(
             batch, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
         ).to(self.config.device)
         with torch.inference_mode():
-            hidden = self.model_(**inputs).last_hidden_state  # (B, T, D)
+            hidden = model(**inputs).last_hidden_state  # (B, T, D)
             pooled = _pool(hidden, inputs["attention_mask"], self.pooling)  # (B, D)
             if self.config.normalize:
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)

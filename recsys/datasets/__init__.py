@@ -6,7 +6,7 @@ argument, ``$RECSYS_DATA_DIR``, ``./shared/data`` or ``../shared/data``)::
     from recsys.datasets import available_datasets, load_dataset
 
     dataset = load_dataset("ml-latest-small", with_tags=True)
-    print(dataset.fingerprint())
+    fingerprint = dataset.fingerprint()
 """
 
 from recsys.datasets._mind import load_mind

@@ -2,11 +2,11 @@
 
 >>> from recsys.evaluation import EvalConfig, evaluate, length_table, results_table
 >>> result = evaluate(model, dataset, EvalConfig(split="loo"), name="popularity")  # doctest: +SKIP
->>> print(results_table([result]))  # doctest: +SKIP
+>>> table = results_table([result])  # doctest: +SKIP
 
 With ``EvalConfig(length_buckets=(20, 50, 200))`` the result also holds the metrics per history length:
 
->>> print(length_table([result], metric="ndcg@10"))  # doctest: +SKIP
+>>> by_length = length_table([result], metric="ndcg@10")  # doctest: +SKIP
 """
 
 from recsys.evaluation._harness import (
