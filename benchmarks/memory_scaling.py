@@ -107,7 +107,7 @@ def plot(rows: list[dict[str, float]], path: Path) -> None:
     a.set_xlabel("history length (events)"), a.set_ylabel("encode time (s)"), a.legend()
     b.semilogx(n, [r["peak_growth_mib"] for r in rows], "o-", color="#69c")
     b.set_xlabel("history length (events)"), b.set_ylabel("peak memory growth (MiB)")
-    b.set_ylim(bottom=0)
+    b.set_ylim(0, max(10.0, 1.2 * max(r["peak_growth_mib"] for r in rows)))
     fig.suptitle("Memory encoder: one user, whole history", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

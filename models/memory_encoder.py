@@ -73,7 +73,7 @@ class MemoryEncoderConfig:
     batch_events: int = 8192
     max_train_events: int | None = 512
     epochs: int = 40
-    patience: int = 4
+    patience: int = 5
     learning_rate: float = 5e-4
     weight_decay: float = 1e-4
     max_valid_users: int = 5000
