@@ -66,7 +66,7 @@ class MemoryEncoderConfig:
     """
 
     net: MemoryNetConfig = field(default_factory=MemoryNetConfig)
-    temperature: float = 0.05
+    temperature: float = 0.1
     n_negatives: int = 4096
     mask_seen: bool = True
     batch_users: int = 128
