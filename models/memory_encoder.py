@@ -245,7 +245,7 @@ class MemoryEncoder:
         train, valid_targets = self._train_valid(histories, valid_targets)
         self.weight_stats_ = _weight_stats(train)
         self.initialize(text_vectors, known=np.unique(histories.item_idx))
-        self._train(cast(MemoryNet, self.net_), train, histories, valid_targets)
+        self._train(cast(MemoryNet, self.net_), train, valid_targets)
         self.train_seconds_ = time.perf_counter() - started
         logger.info(
             "memory encoder: best validation NDCG@10 %.4f after %d epochs, %.0f s",
@@ -350,7 +350,7 @@ class MemoryEncoder:
             logits = logits.masked_fill(_seen_mask(batch, candidates, has_next, labels), float("-inf"))
         return F.cross_entropy(logits, labels)
 
-    def _train(self, net: MemoryNet, train: Histories, full: Histories, valid_targets: np.ndarray) -> None:
+    def _train(self, net: MemoryNet, train: Histories, valid_targets: np.ndarray) -> None:
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
         optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
