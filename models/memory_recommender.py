@@ -16,7 +16,7 @@ import polars as pl
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError
 from recsys.models.baselines import _PAIR_CHUNK, _check_chunk_size, _HistoryRecommender, _require_columns
-from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
+from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig, _select
 from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
 from recsys.schema import ITEM_ID, ITEM_IDX, TEXT, USER_ID
 
@@ -58,12 +58,7 @@ def valid_targets(valid: pl.DataFrame, index: pl.DataFrame, users: pl.Series) ->
 def last_events(h: Histories, max_events: int) -> Histories:
     """Each user's last ``max_events`` events."""
     lengths = np.minimum(h.lengths, max_events)
-    starts = h.indptr[1:] - lengths
-    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    pos = np.repeat(starts, lengths) + offsets
-    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    weights = h.weights[pos] if h.weights is not None else None
-    return Histories(h.user_ids, indptr, h.item_idx[pos], h.timestamps[pos], weights)
+    return _select(h, np.arange(h.n_users), h.indptr[1:] - lengths, lengths)
 
 
 class MemoryRecommender(_HistoryRecommender):

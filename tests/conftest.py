@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+
+from recsys.data import Histories
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("RECSYS_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -71,3 +74,15 @@ def topic_interactions(topic_items: pl.DataFrame) -> pl.DataFrame:
             order = ids[u:] + ids[:u]
             rows += [(user, item, 100 * user + step) for step, item in enumerate(order[:4])]
     return pl.DataFrame(rows, schema={"user_id": pl.Int64, "item_id": pl.Int64, "timestamp": pl.Int64}, orient="row")
+
+
+def histories_from_rows(rows: list[list[int]]) -> Histories:
+    """Histories of ``len(rows)`` users with the given catalogue rows."""
+    lengths = [len(r) for r in rows]
+    flat = np.array([i for r in rows for i in r], dtype=np.int64)
+    return Histories(
+        user_ids=pl.Series("user_id", list(range(len(rows)))),
+        indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        item_idx=flat,
+        timestamps=np.arange(flat.size, dtype=np.int64),
+    )

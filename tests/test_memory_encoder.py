@@ -9,7 +9,7 @@ import torch
 
 from recsys.data import Histories
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig, MemoryStates, _concat
-from recsys.models.memory_net import EventBatch, MemoryNetConfig, segment_mask
+from recsys.models.memory_net import MemoryNetConfig, segment_mask
 from recsys.models.memory_recommender import MemoryRecommender, MemoryRecommenderConfig, last_events
 from recsys.models.text_encoder import TextEncoderConfig
 
@@ -26,8 +26,13 @@ def histories(lengths: list[int], n_items: int = 40, seed: int = 0, t0: int = 0)
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     n = int(indptr[-1])
     times = t0 + np.sort(rng.integers(0, 10**6, n))
-    return Histories(pl.Series("user_id", np.arange(len(lengths))), indptr, rng.integers(0, n_items, n), times,
-                     rng.normal(size=n).astype(np.float32))
+    return Histories(
+        pl.Series("user_id", np.arange(len(lengths))),
+        indptr,
+        rng.integers(0, n_items, n),
+        times,
+        rng.normal(size=n).astype(np.float32),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +93,9 @@ def test_incremental_update_equals_full_encoding(perturbed: MemoryEncoder, seed:
     assert np.abs(updated.embeddings - full.embeddings).max() <= 1e-4
     assert np.abs(updated.memory - full.memory).max() <= 1e-4
     assert (updated.committed % 4 == 0).all()
-    assert ((updated.tail.lengths >= 1) & (updated.tail.lengths <= 4) | (updated.committed + updated.tail.lengths == 0)).all()
+    assert (
+        (updated.tail.lengths >= 1) & (updated.tail.lengths <= 4) | (updated.committed + updated.tail.lengths == 0)
+    ).all()
 
 
 def test_update_reads_only_the_tail_and_new_events(perturbed: MemoryEncoder):
@@ -104,7 +111,10 @@ def test_states_save_load_round_trip(perturbed: MemoryEncoder, tmp_path):
     loaded = MemoryStates.load(tmp_path)
     assert np.array_equal(loaded.embeddings, states.embeddings)
     again = perturbed.update(loaded, histories([1, 1, 1], seed=5, t0=10**7))
-    assert np.abs(again.embeddings - perturbed.update(states, histories([1, 1, 1], seed=5, t0=10**7)).embeddings).max() == 0
+    assert (
+        np.abs(again.embeddings - perturbed.update(states, histories([1, 1, 1], seed=5, t0=10**7)).embeddings).max()
+        == 0
+    )
 
 
 def test_encoder_arrays_round_trip(perturbed: MemoryEncoder):
@@ -120,15 +130,28 @@ def topic_sequences(n_users: int = 60, per_topic: int = 10, length: int = 12, se
     topics = np.arange(n_users) % 3
     items = np.concatenate([topic * per_topic + rng.integers(0, per_topic, length) for topic in topics])
     indptr = np.arange(0, n_users * length + 1, length, dtype=np.int64)
-    return Histories(pl.Series("user_id", np.arange(n_users)), indptr, items.astype(np.int64),
-                     np.arange(len(items), dtype=np.int64), None)
+    return Histories(
+        pl.Series("user_id", np.arange(n_users)),
+        indptr,
+        items.astype(np.int64),
+        np.arange(len(items), dtype=np.int64),
+        None,
+    )
 
 
 def test_trained_on_one_topic_histories_it_recommends_that_topic():
     """Random text vectors carry no topic, so only training can make the topic appear."""
     h = topic_sequences()
-    config = MemoryEncoderConfig(net=SMALL, epochs=30, patience=30, batch_users=20, n_negatives=64,
-                                 learning_rate=3e-3, show_progress=False, seed=0)
+    config = MemoryEncoderConfig(
+        net=SMALL,
+        epochs=30,
+        patience=30,
+        batch_users=20,
+        n_negatives=64,
+        learning_rate=3e-3,
+        show_progress=False,
+        seed=0,
+    )
     encoder = MemoryEncoder(config).fit(h, random_vectors(30, seed=1))
     test = topic_sequences(n_users=9, seed=7)
     top = np.argsort(-(encoder.encode(test) @ encoder.item_vectors().T), axis=1)[:, :5]  # (9, 5)
@@ -140,8 +163,9 @@ def test_trained_on_one_topic_histories_it_recommends_that_topic():
 def test_memory_recommender_in_the_harness(topic_items: pl.DataFrame, topic_interactions: pl.DataFrame, tmp_path):
     config = MemoryRecommenderConfig(
         text=TextEncoderConfig(cache_dir=str(tmp_path), show_progress=False),
-        encoder=MemoryEncoderConfig(net=MemoryNetConfig(dim=32, n_heads=2, segment_len=4, n_memory=2), epochs=2,
-                                    show_progress=False),
+        encoder=MemoryEncoderConfig(
+            net=MemoryNetConfig(dim=32, n_heads=2, segment_len=4, n_memory=2), epochs=2, show_progress=False
+        ),
     )
     model = MemoryRecommender(config).fit(topic_interactions, topic_items)
     recs = model.recommend([0, 3, 6], k=3)

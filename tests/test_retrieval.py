@@ -5,26 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
+from conftest import histories_from_rows as histories
 
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError, ModelFormatError, NotFittedError
 from recsys.retrieval import ExactIndex, FaissIndex, IndexConfig, as_float32_matrix
 
 INDEXES = [ExactIndex, FaissIndex]
-
-
-def histories(rows: list[list[int]]) -> Histories:
-    """Histories of ``len(rows)`` users with the given catalogue rows."""
-    lengths = [len(r) for r in rows]
-    flat = np.array([i for r in rows for i in r], dtype=np.int64)
-    return Histories(
-        user_ids=pl.Series("user_id", list(range(len(rows)))),
-        indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        item_idx=flat,
-        timestamps=np.arange(flat.size, dtype=np.int64),
-    )
 
 
 def normalized(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -5,22 +5,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from conftest import histories_from_rows as histories
 
 from recsys._topk import to_recommendations, topk
-from recsys.data import Histories
 from recsys.errors import ConfigError, DataError
-
-
-def histories(rows: list[list[int]]) -> Histories:
-    """Histories of ``len(rows)`` users with the given catalogue rows."""
-    lengths = [len(r) for r in rows]
-    flat = np.array([i for r in rows for i in r], dtype=np.int64)
-    return Histories(
-        user_ids=pl.Series("user_id", list(range(len(rows)))),
-        indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        item_idx=flat,
-        timestamps=np.arange(flat.size, dtype=np.int64),
-    )
 
 
 def reference_topk(scores: np.ndarray, k: int) -> np.ndarray:
