@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
+from recsys._topk import mask_seen
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError, check_is_fitted
 from recsys.models.memory_net import EventBatch, MemoryNet, MemoryNetConfig, gap_bucket, init_weights, position_bucket
@@ -389,9 +390,7 @@ class MemoryEncoder:
             return 0.0
         vectors = self.encode(train, users)  # (n, D)
         scores = vectors @ self.item_vectors().T  # (n, n_items)
-        rows = np.repeat(np.arange(len(users)), train.lengths[users])
-        seen = _gather(train, users)
-        scores[rows, seen] = -np.inf
+        mask_seen(scores, train.select(users))
         target_scores = scores[np.arange(len(users)), targets[users]]
         rank = (scores > target_scores[:, None]).sum(axis=1)  # 0-based
         return float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).mean())
@@ -516,25 +515,9 @@ def _weight_stats(h: Histories) -> tuple[float, float]:
     return float(h.weights.mean()), std if std > 0 else 1.0
 
 
-def _gather(h: Histories, users: np.ndarray) -> np.ndarray:
-    """Concatenated item rows of ``users``' histories (vectorised CSR gather)."""
-    lengths = h.lengths[users]
-    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return h.item_idx[np.repeat(h.indptr[users], lengths) + offsets]
-
-
-def _select(h: Histories, rows: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> Histories:
-    """Events ``starts[i]:starts[i] + lengths[i]`` (CSR positions) of each of ``rows`` as new Histories."""
-    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    pos = np.repeat(starts, lengths) + offsets
-    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    weights = h.weights[pos] if h.weights is not None else None
-    return Histories(h.user_ids[rows], indptr, h.item_idx[pos], h.timestamps[pos], weights)
-
-
 def _tail(h: Histories, rows: np.ndarray, tail_len: np.ndarray) -> Histories:
     """The last ``tail_len`` events of each of ``rows``."""
-    return _select(h, rows, h.indptr[rows + 1] - tail_len, tail_len)
+    return h.select(rows, h.indptr[rows + 1] - tail_len, tail_len)
 
 
 def _concat(a: Histories, b: Histories) -> Histories:

@@ -16,7 +16,7 @@ import polars as pl
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError
 from recsys.models.baselines import _PAIR_CHUNK, _check_chunk_size, _HistoryRecommender, _require_columns
-from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig, _select
+from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
 from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
 from recsys.schema import ITEM_ID, ITEM_IDX, TEXT, USER_ID
 
@@ -53,12 +53,6 @@ def valid_targets(valid: pl.DataFrame, index: pl.DataFrame, users: pl.Series) ->
     rows = valid.join(index, on=ITEM_ID, how="inner").group_by(USER_ID).agg(pl.col(ITEM_IDX).last())
     aligned = pl.DataFrame({USER_ID: users}).join(rows, on=USER_ID, how="left", maintain_order="left")
     return aligned[ITEM_IDX].fill_null(-1).cast(pl.Int64).to_numpy()
-
-
-def last_events(h: Histories, max_events: int) -> Histories:
-    """Each user's last ``max_events`` events."""
-    lengths = np.minimum(h.lengths, max_events)
-    return _select(h, np.arange(h.n_users), h.indptr[1:] - lengths, lengths)
 
 
 class MemoryRecommender(_HistoryRecommender):
@@ -104,7 +98,7 @@ class MemoryRecommender(_HistoryRecommender):
 
     def _user_vectors(self, histories: Histories) -> np.ndarray:
         if self.config.max_events is not None:
-            histories = last_events(histories, self.config.max_events)
+            histories = histories.last(self.config.max_events)
         return self.encoder_.encode(histories)  # (n_users, dim)
 
     def _score_dense(self, histories: Histories) -> np.ndarray:

@@ -69,12 +69,8 @@ def _exclusion_mask(idx: np.ndarray, rows: np.ndarray, histories: Histories | No
     if histories is None:
         return excluded
     width = np.int64(max(int(histories.item_idx.max(initial=0)), int(idx.max(initial=0))) + 1)
-    lengths = histories.lengths[rows]
-    starts = histories.indptr[rows]
-    seen_rows = np.repeat(np.arange(len(rows)), lengths)  # (n_seen,)
-    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    seen_items = histories.item_idx[np.repeat(starts, lengths) + offsets]  # (n_seen,)
-    seen_keys = seen_rows * width + seen_items
+    seen = histories.select(rows)
+    seen_keys = seen.event_user() * width + seen.item_idx  # (n_seen,)
     cand_keys = np.arange(len(rows))[:, None] * width + idx
     return excluded | np.isin(cand_keys, seen_keys)
 

@@ -10,7 +10,7 @@ import torch
 from recsys.data import Histories
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig, MemoryStates, _concat
 from recsys.models.memory_net import MemoryNetConfig, segment_mask
-from recsys.models.memory_recommender import MemoryRecommender, MemoryRecommenderConfig, last_events
+from recsys.models.memory_recommender import MemoryRecommender, MemoryRecommenderConfig
 from recsys.models.text_encoder import TextEncoderConfig
 
 SMALL = MemoryNetConfig(text_dim=16, dim=16, n_heads=2, n_layers=2, segment_len=4, n_memory=2, dropout=0.0)
@@ -176,6 +176,6 @@ def test_memory_recommender_in_the_harness(topic_items: pl.DataFrame, topic_inte
 
 def test_last_events():
     h = histories([5, 1, 0])
-    cut = last_events(h, 2)
+    cut = h.last(2)
     assert cut.lengths.tolist() == [2, 1, 0]
     assert cut.item_idx.tolist() == [*h.item_idx[3:5], h.item_idx[5]]

@@ -55,6 +55,25 @@ class Histories:
         """Catalogue rows of user ``u``'s events, oldest first."""
         return self.item_idx[self.indptr[u] : self.indptr[u + 1]]
 
+    def select(
+        self, rows: np.ndarray, starts: np.ndarray | None = None, lengths: np.ndarray | None = None
+    ) -> Histories:
+        """Events ``starts[i] : starts[i] + lengths[i]`` (CSR positions; default: whole histories) of users
+        ``rows``, as new Histories in that order."""
+        rows = np.asarray(rows, np.int64)
+        starts = self.indptr[rows] if starts is None else starts
+        lengths = self.lengths[rows] if lengths is None else lengths
+        offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        pos = np.repeat(starts, lengths) + offsets  # (n_selected,)
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        weights = self.weights[pos] if self.weights is not None else None
+        return Histories(self.user_ids[rows], indptr, self.item_idx[pos], self.timestamps[pos], weights)
+
+    def last(self, n: int) -> Histories:
+        """Each user's last ``n`` events."""
+        lengths = np.minimum(self.lengths, n)
+        return self.select(np.arange(self.n_users), self.indptr[1:] - lengths, lengths)
+
     def event_user(self) -> np.ndarray:
         """int64 array of shape ``(n_events,)``: the position of each event's user."""
         return np.repeat(np.arange(self.n_users), self.lengths)
