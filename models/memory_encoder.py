@@ -59,6 +59,9 @@ class MemoryEncoderConfig:
         always reads the whole history.
     epochs, patience: at most ``epochs`` passes; stop after ``patience`` epochs without a better validation
         NDCG@10 and keep the best weights.
+    refit_epochs, refit_lr_scale: after early stopping, train ``refit_epochs`` more passes over the training
+        events *plus* the validation events, at ``learning_rate * refit_lr_scale``. The validation events are
+        every user's most recent ones; without this pass the model never learns from them (0 turns it off).
     learning_rate, weight_decay: AdamW settings.
     max_valid_users: validation users scored per epoch (a fixed random subset when there are more).
     n_threads: torch threads (None keeps torch's default).
@@ -75,6 +78,8 @@ class MemoryEncoderConfig:
     max_train_events: int | None = 512
     epochs: int = 40
     patience: int = 5
+    refit_epochs: int = 2
+    refit_lr_scale: float = 0.3
     learning_rate: float = 5e-4
     weight_decay: float = 1e-4
     max_valid_users: int = 5000
@@ -95,6 +100,10 @@ class MemoryEncoderConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"MemoryEncoderConfig.{name}={getattr(self, name)} must be >= 1.")
+        if self.refit_epochs < 0:
+            raise ConfigError(f"MemoryEncoderConfig.refit_epochs={self.refit_epochs} must be >= 0.")
+        if not 0 < self.refit_lr_scale <= 1:
+            raise ConfigError(f"MemoryEncoderConfig.refit_lr_scale={self.refit_lr_scale} must be in (0, 1].")
         if not self.temperature > 0:
             raise ConfigError(f"MemoryEncoderConfig.temperature={self.temperature} must be > 0.")
         if self.max_train_events is not None and self.max_train_events < 2:
@@ -227,31 +236,37 @@ class MemoryEncoder:
         )
 
     # ------------------------------------------------------------------------------------ fit
-    def fit(
-        self, histories: Histories, text_vectors: np.ndarray, valid_targets: np.ndarray | None = None
-    ) -> MemoryEncoder:
-        """Train on ``histories`` (every next event is a target).
+    def fit(self, histories: Histories, text_vectors: np.ndarray, valid: Histories | None = None) -> MemoryEncoder:
+        """Train on ``histories`` (every next event is a target), early-stop on ``valid``, then refit on both.
 
         Parameters
         ----------
         histories: training events of every user (catalogue rows index ``text_vectors``).
         text_vectors: float32 ``(n_items, text_dim)`` item text embeddings.
-        valid_targets: int64 ``(n_users,)`` catalogue row of each user's validation target (-1: none),
-            scored from that user's whole training history. ``None`` holds out each user's last event.
+        valid: each user's validation events (same users, same order; empty histories allowed), which come
+            after their training events. The first is the target scored from the whole training history.
+            ``None`` holds out each user's last event.
         """
         cfg = self.config
         started = time.perf_counter()
         if cfg.n_threads:
             torch.set_num_threads(cfg.n_threads)
-        train, valid_targets = self._train_valid(histories, valid_targets)
+        train, valid = self._train_valid(histories, valid)
+        targets = np.full(valid.n_users, -1, np.int64)  # (n_users,): the first validation event, -1 for none
+        has = valid.lengths > 0
+        targets[has] = valid.item_idx[valid.indptr[:-1][has]]
         self.weight_stats_ = _weight_stats(train)
-        self.initialize(text_vectors, known=np.unique(histories.item_idx))
-        self._train(cast(MemoryNet, self.net_), train, valid_targets)
+        self.initialize(text_vectors, known=np.unique(np.concatenate([train.item_idx, valid.item_idx])))
+        net = cast(MemoryNet, self.net_)
+        self._train(net, train, targets)
+        if cfg.refit_epochs:
+            self._refit(net, _concat(train, valid))
         self.train_seconds_ = time.perf_counter() - started
         logger.info(
-            "memory encoder: best validation NDCG@10 %.4f after %d epochs, %.0f s",
+            "memory encoder: best validation NDCG@10 %.4f after %d epochs (+%d refit), %.0f s",
             self.best_ndcg_,
             self.epochs_,
+            cfg.refit_epochs,
             self.train_seconds_,
         )
         return self
@@ -295,19 +310,15 @@ class MemoryEncoder:
         cast(MemoryNet, self.net_).load_state_dict(state)
         return self
 
-    def _train_valid(self, h: Histories, valid_targets: np.ndarray | None) -> tuple[Histories, np.ndarray]:
-        if valid_targets is not None:
-            if len(valid_targets) != h.n_users:
-                raise DataError(f"valid_targets has {len(valid_targets)} rows for {h.n_users} users.")
-            return h, np.asarray(valid_targets, np.int64)
-        keep = np.ones(len(h.item_idx), bool)
+    def _train_valid(self, h: Histories, valid: Histories | None) -> tuple[Histories, Histories]:
+        if valid is not None:
+            if valid.n_users != h.n_users:
+                raise DataError(f"valid has {valid.n_users} users for {h.n_users} training users; align them.")
+            return h, valid
         has_two = h.lengths >= 2
-        keep[(h.indptr[1:] - 1)[has_two]] = False  # hold out each user's last event
-        targets = np.where(has_two, h.item_idx[np.maximum(h.indptr[1:] - 1, 0)], -1)
-        lengths = np.where(has_two, h.lengths - 1, h.lengths)
-        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        w = h.weights[keep] if h.weights is not None else None
-        return Histories(h.user_ids, indptr, h.item_idx[keep], h.timestamps[keep], w), targets
+        held = has_two.astype(np.int64)  # hold out each user's last event
+        train = h.select(np.arange(h.n_users), h.indptr[:-1], h.lengths - held)
+        return train, h.select(np.arange(h.n_users), h.indptr[1:] - held, held)
 
     def _batches(self, h: Histories, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """Users with >= 2 events, in batches of similar length (bounded in users and padded events), batch
@@ -351,6 +362,29 @@ class MemoryEncoder:
             logits = logits.masked_fill(_seen_mask(batch, candidates, has_next, labels), float("-inf"))
         return F.cross_entropy(logits, labels)
 
+    def _epoch(self, net: MemoryNet, h: Histories, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> float:
+        """One pass over ``h``; returns the mean loss."""
+        net.train()
+        losses = []
+        for rows in self._batches(h, rng):
+            loss = self._loss(net, self._padded(h, rows, self.config.max_train_events), rng)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+        net.eval()
+        return float(np.mean(losses)) if losses else 0.0
+
+    def _refit(self, net: MemoryNet, h: Histories) -> None:
+        """A few low learning-rate passes over training plus validation events, after early stopping."""
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed + 1)
+        lr = cfg.learning_rate * cfg.refit_lr_scale
+        optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        for epoch in tqdm(range(cfg.refit_epochs), desc="refit on train+valid", disable=not cfg.show_progress):
+            logger.info("refit epoch %d: loss %.4f", epoch, self._epoch(net, h, optimizer, rng))
+
     def _train(self, net: MemoryNet, train: Histories, valid_targets: np.ndarray) -> None:
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
@@ -359,18 +393,10 @@ class MemoryEncoder:
         epoch = 0
         bar = tqdm(range(cfg.epochs), desc="memory encoder", unit="epoch", disable=not cfg.show_progress)
         for epoch in bar:
-            net.train()
-            losses = []
-            for rows in self._batches(train, rng):
-                loss = self._loss(net, self._padded(train, rows, cfg.max_train_events), rng)
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                optimizer.step()
-                losses.append(loss.item())
+            loss = self._epoch(net, train, optimizer, rng)
             ndcg = self._validate(train, valid_targets)
-            bar.set_postfix(loss=f"{np.mean(losses):.3f}", ndcg10=f"{ndcg:.4f}")
-            logger.info("epoch %d: loss %.4f, validation NDCG@10 %.4f", epoch, np.mean(losses), ndcg)
+            bar.set_postfix(loss=f"{loss:.3f}", ndcg10=f"{ndcg:.4f}")
+            logger.info("epoch %d: loss %.4f, validation NDCG@10 %.4f", epoch, loss, ndcg)
             if ndcg > best:
                 best, best_state, stale = ndcg, copy.deepcopy(net.state_dict()), 0
             else:

@@ -18,7 +18,7 @@ from recsys.errors import ConfigError, DataError
 from recsys.models.baselines import _PAIR_CHUNK, _check_chunk_size, _HistoryRecommender, _require_columns
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
 from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
-from recsys.schema import ITEM_ID, ITEM_IDX, TEXT, USER_ID
+from recsys.schema import TEXT
 
 __all__ = ["MemoryRecommender", "MemoryRecommenderConfig"]
 
@@ -48,13 +48,6 @@ class MemoryRecommenderConfig:
             raise ConfigError(f"MemoryRecommenderConfig.max_events={self.max_events} must be >= 1 or None.")
 
 
-def valid_targets(valid: pl.DataFrame, index: pl.DataFrame, users: pl.Series) -> np.ndarray:
-    """int64 ``(len(users),)``: the catalogue row of each user's (last) validation target, -1 for none."""
-    rows = valid.join(index, on=ITEM_ID, how="inner").group_by(USER_ID).agg(pl.col(ITEM_IDX).last())
-    aligned = pl.DataFrame({USER_ID: users}).join(rows, on=USER_ID, how="left", maintain_order="left")
-    return aligned[ITEM_IDX].fill_null(-1).cast(pl.Int64).to_numpy()
-
-
 class MemoryRecommender(_HistoryRecommender):
     """Recommend by the learned interest-match score ``<user vector, item vector>`` over the full catalogue.
 
@@ -73,7 +66,8 @@ class MemoryRecommender(_HistoryRecommender):
     def fit(
         self, interactions: pl.DataFrame, items: pl.DataFrame, valid: pl.DataFrame | None = None
     ) -> MemoryRecommender:
-        """Train on ``interactions``; early-stop on ``valid`` target events (default: each user's last event)."""
+        """Train on ``interactions``; early-stop on ``valid`` events (default: each user's last event), then
+        refit on both (see :class:`MemoryEncoderConfig`)."""
         self._valid = valid
         try:
             return super().fit(interactions, items)
@@ -92,8 +86,8 @@ class MemoryRecommender(_HistoryRecommender):
             raise DataError(f"items column 'text' has {items[TEXT].null_count()} null(s); give every item text.")
         text_vectors = ItemTextEncoder(self.config.text).encode(items[TEXT].to_list())
         histories = Histories.from_interactions(interactions, index)
-        targets = None if self._valid is None else valid_targets(self._valid, index, histories.user_ids)
-        self.encoder_ = MemoryEncoder(self.config.encoder).fit(histories, text_vectors, targets)
+        valid = None if self._valid is None else Histories.from_interactions(self._valid, index, histories.user_ids)
+        self.encoder_ = MemoryEncoder(self.config.encoder).fit(histories, text_vectors, valid)
         self.item_vectors_ = self.encoder_.item_vectors()
 
     def _user_vectors(self, histories: Histories) -> np.ndarray:
