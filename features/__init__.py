@@ -1,15 +1,35 @@
 """Feature blocks for the ranker (installed as ``recsys.features``): polars frames and numpy in, columns out."""
 
+from recsys.features.affinity import CategoryAffinity, CategoryConfig, RepeatSignals
+from recsys.features.base import QUERY, FeatureBlock, FitContext, query_now
+from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
+from recsys.features.item_stats import ItemStats, ItemStatsConfig
 from recsys.features.popularity import Popularity, PopularityConfig, item_popularity
 from recsys.features.ranking import FeatureConfig, RankingFeatures
+from recsys.features.similarity import SimilarityConfig, TextSimilarity
 from recsys.features.transitions import TransitionConfig, Transitions
+from recsys.features.user_stats import UserActivity
 
 __all__ = [
+    "QUERY",
+    "CategoryAffinity",
+    "CategoryConfig",
+    "CoOccurrence",
+    "CoOccurrenceConfig",
+    "FeatureBlock",
     "FeatureConfig",
+    "FitContext",
+    "ItemStats",
+    "ItemStatsConfig",
     "Popularity",
     "PopularityConfig",
     "RankingFeatures",
+    "RepeatSignals",
+    "SimilarityConfig",
+    "TextSimilarity",
     "TransitionConfig",
     "Transitions",
+    "UserActivity",
     "item_popularity",
+    "query_now",
 ]

@@ -1,10 +1,15 @@
-"""The first feature set of the ranker: retrieval score and rank, item popularity, transition strength.
+"""The ranker's feature set: candidate-source columns plus the feature blocks, composed by group.
 
-Each block is a small stage: ``fit`` learns statistics from past events, ``transform`` adds its columns to a
-candidate frame ``query (u32), item_idx (u32), retrieval_score (f32), retrieval_rank (u32),
-transition_rank (u32)`` whose ``query`` is a row of the :class:`~recsys.data.Histories` passed beside it.
-A rank is the item's position in that source's candidate list, or the list length + 1 when the source did
-not propose it.
+The pipeline builds a candidate frame ``query (u32), item_idx (u32), retrieval_score (f32), retrieval_rank
+(u32), transition_rank (u32), popularity_rank (u32)`` whose ``query`` is a row of the
+:class:`~recsys.data.Histories` passed beside it (the query's events before its cut-off). A source rank is the
+item's position in that source's list, or the list length + 1 when the source did not propose it, so the ranks
+also say which sources proposed a candidate.
+
+:class:`RankingFeatures` fits every enabled block on past events (:class:`~recsys.features.base.FitContext`)
+and adds their columns. Groups (for ablations): ``interest`` (the interest-match score and its rank),
+``source`` (the other sources' ranks), ``item``, ``user``, ``transition``, ``cooccurrence``, ``similarity``,
+``category`` (skipped when the catalogue has no category column) and ``repeat``.
 """
 
 from __future__ import annotations
@@ -15,78 +20,189 @@ import numpy as np
 import polars as pl
 
 from recsys.data import Histories
-from recsys.errors import SchemaError, check_is_fitted
-from recsys.features.popularity import Popularity, PopularityConfig
+from recsys.errors import ConfigError, ModelFormatError, SchemaError, check_is_fitted
+from recsys.features.affinity import CategoryAffinity, CategoryConfig, RepeatSignals
+from recsys.features.base import QUERY, FeatureBlock, FitContext
+from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
+from recsys.features.item_stats import ItemStats, ItemStatsConfig
+from recsys.features.similarity import SimilarityConfig, TextSimilarity
 from recsys.features.transitions import TransitionConfig, Transitions
+from recsys.features.user_stats import UserActivity
 from recsys.schema import ITEM_IDX
 
 __all__ = [
     "CANDIDATE_COLUMNS",
+    "GROUPS",
+    "POPULARITY_RANK",
     "QUERY",
     "RETRIEVAL_RANK",
     "RETRIEVAL_SCORE",
     "TRANSITION_RANK",
     "FeatureConfig",
     "RankingFeatures",
+    "TransitionFeature",
 ]
 
-QUERY = "query"
 RETRIEVAL_SCORE = "retrieval_score"
 RETRIEVAL_RANK = "retrieval_rank"
 TRANSITION_RANK = "transition_rank"
-CANDIDATE_COLUMNS = (QUERY, ITEM_IDX, RETRIEVAL_SCORE, RETRIEVAL_RANK, TRANSITION_RANK)
+POPULARITY_RANK = "popularity_rank"
+CANDIDATE_COLUMNS = (QUERY, ITEM_IDX, RETRIEVAL_SCORE, RETRIEVAL_RANK, TRANSITION_RANK, POPULARITY_RANK)
+SOURCE_COLUMNS = {"interest": [RETRIEVAL_SCORE, RETRIEVAL_RANK], "source": [TRANSITION_RANK, POPULARITY_RANK]}
+GROUPS = ("interest", "source", "item", "user", "transition", "cooccurrence", "similarity", "category", "repeat")
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Settings of the feature blocks."""
+    """Which feature groups the ranker sees, and each block's settings.
 
-    popularity: PopularityConfig = field(default_factory=PopularityConfig)
+    Parameters
+    ----------
+    groups: the enabled groups (see the module docstring); order does not matter.
+    """
+
+    groups: tuple[str, ...] = GROUPS
+    item: ItemStatsConfig = field(default_factory=ItemStatsConfig)
     transitions: TransitionConfig = field(default_factory=TransitionConfig)
+    cooccurrence: CoOccurrenceConfig = field(default_factory=CoOccurrenceConfig)
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    category: CategoryConfig = field(default_factory=CategoryConfig)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.groups) - set(GROUPS))
+        if unknown:
+            raise ConfigError(f"FeatureConfig.groups has unknown group(s) {unknown}; choose from {list(GROUPS)}.")
+        object.__setattr__(self, "groups", tuple(g for g in GROUPS if g in self.groups))
 
 
-def _check_candidates(candidates: pl.DataFrame) -> None:
-    missing = [c for c in CANDIDATE_COLUMNS if c not in candidates.columns]
-    if missing:
-        raise SchemaError(f"candidate frame lacks {missing}; it has {candidates.columns}.")
+class TransitionFeature(FeatureBlock):
+    """``transition_score``: how strongly the query's recent items lead to the candidate (see
+    :class:`~recsys.features.transitions.Transitions`); also the pipeline's transition candidate source."""
+
+    group = "transition"
+    state_attributes = ("matrix_",)
+
+    def __init__(self, config: TransitionConfig | None = None) -> None:
+        self.config = config or TransitionConfig()
+
+    @property
+    def names(self) -> list[str]:
+        return ["transition_score"]
+
+    @property
+    def model(self) -> Transitions:
+        """The fitted :class:`Transitions` (shares ``matrix_``)."""
+        check_is_fitted(self, self.state_attributes)
+        transitions = Transitions(self.config)
+        transitions.matrix_ = self.matrix_
+        return transitions
+
+    def fit(self, context: FitContext) -> TransitionFeature:
+        self.matrix_ = Transitions(self.config).fit(context.events, context.n_items).matrix_
+        return self
+
+    def _transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:
+        score = self.model.score_pairs(
+            histories,
+            candidates[QUERY].to_numpy().astype(np.int64),
+            candidates[ITEM_IDX].to_numpy().astype(np.int64),
+        )
+        return candidates.with_columns(transition_score=pl.Series(score, dtype=pl.Float32))
 
 
 class RankingFeatures:
-    """Adds ``log_popularity`` and ``transition_score`` to candidates; keeps the source columns.
+    """Fits the enabled feature blocks on past events and adds their columns to candidate frames.
 
     Attributes
     ----------
-    popularity_, transitions_:
-        The fitted statistics (from the events passed to :meth:`fit` only, so no label leaks in).
+    blocks_: the fitted blocks by group (``category`` absent when the catalogue has no category column).
     """
 
-    popularity_: Popularity | None = None
-    transitions_: Transitions | None = None
+    blocks_: dict[str, FeatureBlock] | None = None
 
     def __init__(self, config: FeatureConfig | None = None) -> None:
         self.config = config or FeatureConfig()
 
-    @property
-    def feature_names(self) -> list[str]:
-        return [RETRIEVAL_SCORE, RETRIEVAL_RANK, TRANSITION_RANK, "log_popularity", "transition_score"]
+    def _new_block(self, group: str) -> FeatureBlock:
+        cfg = self.config
+        factories = {
+            "item": lambda: ItemStats(cfg.item),
+            "user": UserActivity,
+            "transition": lambda: TransitionFeature(cfg.transitions),
+            "cooccurrence": lambda: CoOccurrence(cfg.cooccurrence),
+            "similarity": lambda: TextSimilarity(cfg.similarity),
+            "category": lambda: CategoryAffinity(cfg.category),
+            "repeat": RepeatSignals,
+        }
+        return factories[group]()  # type: ignore[no-untyped-call]
 
-    def fit(self, interactions: pl.DataFrame, index: pl.DataFrame) -> RankingFeatures:
-        """Learn popularity and transitions from ``interactions`` (catalogue rows from ``index``)."""
-        self.popularity_ = Popularity(self.config.popularity).fit(interactions, index)
-        histories = Histories.from_interactions(interactions, index)
-        self.transitions_ = Transitions(self.config.transitions).fit(histories, index.height)
+    def _block_groups(self, items: pl.DataFrame | None) -> list[str]:
+        groups = [g for g in self.config.groups if g not in SOURCE_COLUMNS]
+        if "category" in groups and items is not None:
+            column = self.config.category.column or CategoryAffinity.detect_column(items)
+            if column is None or column not in items.columns:
+                groups.remove("category")
+        return groups
+
+    def fit(self, context: FitContext) -> RankingFeatures:
+        """Fit every enabled block on ``context`` (past events only). Returns ``self``."""
+        self.blocks_ = {g: self._new_block(g).fit(context) for g in self._block_groups(context.items)}
         return self
 
-    def transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:
-        """Add the feature columns to ``candidates`` (row order kept)."""
+    @property
+    def feature_names(self) -> list[str]:
+        """Every column the ranker reads, in a fixed order."""
         check_is_fitted(self)
-        _check_candidates(candidates)
-        popularity = self.popularity_.counts_  # type: ignore[union-attr]
-        item_idx = candidates[ITEM_IDX].to_numpy().astype(np.int64)
-        transition = self.transitions_.score_pairs(  # type: ignore[union-attr]
-            histories, candidates[QUERY].to_numpy().astype(np.int64), item_idx
-        )
-        return candidates.with_columns(
-            log_popularity=pl.Series(np.log1p(popularity[item_idx]), dtype=pl.Float32),
-            transition_score=pl.Series(transition, dtype=pl.Float32),
-        )
+        names = [c for g in self.config.groups for c in SOURCE_COLUMNS.get(g, [])]
+        return names + [n for block in self.blocks_.values() for n in block.names]  # type: ignore[union-attr]
+
+    def groups_of(self) -> dict[str, list[str]]:
+        """Feature names by group (for ablations and reports)."""
+        check_is_fitted(self)
+        out = {g: list(SOURCE_COLUMNS[g]) for g in self.config.groups if g in SOURCE_COLUMNS}
+        return out | {g: block.names for g, block in self.blocks_.items()}  # type: ignore[union-attr]
+
+    @property
+    def transitions(self) -> Transitions | None:
+        """The fitted transition model when its group is enabled."""
+        block = (self.blocks_ or {}).get("transition")
+        return block.model if isinstance(block, TransitionFeature) else None
+
+    def transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:
+        """Add every feature column to ``candidates`` (rows and their order kept)."""
+        check_is_fitted(self)
+        missing = [c for c in CANDIDATE_COLUMNS if c not in candidates.columns]
+        if missing:
+            raise SchemaError(f"candidate frame lacks {missing}; it has {candidates.columns}.")
+        for block in self.blocks_.values():  # type: ignore[union-attr]
+            candidates = block.transform(candidates, histories)
+        return candidates
+
+    def extend_items(self, items: pl.DataFrame, item_vectors: np.ndarray, n_old: int) -> RankingFeatures:
+        """A copy whose blocks also score the items appended to the catalogue (see
+        :meth:`FeatureBlock.extend_items`)."""
+        check_is_fitted(self)
+        twin = RankingFeatures(self.config)
+        twin.blocks_ = {g: b.extend_items(items, item_vectors, n_old) for g, b in self.blocks_.items()}  # type: ignore[union-attr]
+        return twin
+
+    # ------------------------------------------------------------------------------ persistence
+    def state(self) -> dict[str, np.ndarray]:
+        """Every block's fitted arrays, keys prefixed by the group."""
+        check_is_fitted(self)
+        return {f"{g}.{k}": v for g, block in self.blocks_.items() for k, v in block.state().items()}  # type: ignore[union-attr]
+
+    @classmethod
+    def from_state(cls, config: FeatureConfig, groups: list[str], arrays: dict[str, np.ndarray]) -> RankingFeatures:
+        """Rebuild fitted features from :meth:`state` output; ``groups`` are the fitted block groups."""
+        self = cls(config)
+        unknown = sorted(set(groups) - set(GROUPS))
+        if unknown:
+            raise ModelFormatError(f"saved features name unknown group(s) {unknown}.")
+        blocks = {}
+        for g in groups:
+            prefix = f"{g}."
+            mine = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            blocks[g] = self._new_block(g).load_state(mine)
+        self.blocks_ = blocks
+        return self

@@ -1,0 +1,146 @@
+"""Helpers shared by the feature blocks: config checks, candidate pair arrays, pair blocks, output columns."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recsys.data import Histories
+from recsys.errors import ConfigError, DataError
+from recsys.features.base import QUERY
+from recsys.schema import ITEM_IDX
+
+__all__ = [
+    "PAIR_BLOCK",
+    "check_history_items",
+    "check_positive_float",
+    "check_positive_int",
+    "event_positions",
+    "float32_columns",
+    "history_counts",
+    "pair_arrays",
+    "pair_blocks",
+    "sparse_values",
+]
+
+PAIR_BLOCK = 65_536
+"""Candidate pairs per block of pairwise vector or sparse operations (bounds temporary memory)."""
+
+
+def check_positive_int(name: str, value: object, example: int) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an ``int`` (not ``bool``) of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer (for example {example}), got {value!r}.")
+
+
+def check_positive_float(name: str, value: object, example: float) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a positive finite number (not ``bool``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive finite number (for example {example}), got {value!r}.")
+
+
+def check_history_items(histories: Histories, n_items: int) -> None:
+    """Raise :class:`DataError` unless every history event is a row of a catalogue of ``n_items`` items."""
+    if histories.item_idx.size and (histories.item_idx.min() < 0 or histories.item_idx.max() >= n_items):
+        raise DataError(
+            f"histories reference item rows outside 0..{n_items - 1}; build them with the same item_index "
+            "as the fitted catalogue."
+        )
+
+
+def pair_arrays(
+    candidates: pl.DataFrame, histories: Histories, n_items: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates' ``query`` and ``item_idx`` as int64 arrays of shape ``(n_pairs,)``, range-checked.
+
+    Raises
+    ------
+    DataError
+        A ``query`` is not a row of ``histories`` or an ``item_idx`` is outside ``0..n_items - 1``.
+    """
+    query = candidates[QUERY].to_numpy().astype(np.int64)
+    items = candidates[ITEM_IDX].to_numpy().astype(np.int64)
+    if query.size and (query.min() < 0 or query.max() >= histories.n_users):
+        raise DataError(
+            f"candidate column {QUERY!r} must lie in 0..{histories.n_users - 1} (rows of the histories passed "
+            f"beside it), got values in {query.min()}..{query.max()}."
+        )
+    if n_items is not None and items.size and (items.min() < 0 or items.max() >= n_items):
+        raise DataError(
+            f"candidate column {ITEM_IDX!r} must lie in 0..{n_items - 1} (rows of the fitted catalogue), got values "
+            f"in {items.min()}..{items.max()}; fit the block on the same catalogue."
+        )
+    return query, items
+
+
+def pair_blocks(n_pairs: int, size: int | None = None) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` (default :data:`PAIR_BLOCK`) pairs covering ``0..n_pairs``."""
+    size = size if size is not None else PAIR_BLOCK
+    for start in range(0, n_pairs, size):
+        yield slice(start, min(start + size, n_pairs))
+
+
+def event_positions(histories: Histories, query: np.ndarray, age: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR positions of the event ``age`` steps before each query's newest (``age=0``: the newest).
+
+    Returns
+    -------
+    positions, valid:
+        int64 and bool arrays of shape ``(n_pairs,)``; ``positions`` is only meaningful where ``valid``
+        (the query has more than ``age`` events) and is clipped to a legal index elsewhere.
+    """
+    valid = histories.lengths[query] > age
+    positions = np.where(valid, histories.indptr[query + 1] - 1 - age, 0)
+    return positions, valid
+
+
+def history_counts(histories: Histories, n_items: int, max_events: int | None = None) -> sp.csr_matrix:
+    """float32 csr matrix of shape ``(n_queries, n_items)``: how often each item occurs in each history.
+
+    ``max_events`` keeps only each history's last ``max_events`` events (``None``: all).
+    """
+    check_history_items(histories, n_items)
+    users = histories.event_user()  # (n_events,)
+    keep = np.ones(users.size, bool)
+    if max_events is not None:
+        keep = histories.indptr[users + 1] - np.arange(users.size) <= max_events
+    ones = np.ones(int(keep.sum()), np.float32)
+    shape = (histories.n_users, n_items)
+    return sp.coo_matrix((ones, (users[keep], histories.item_idx[keep])), shape=shape).tocsr()
+
+
+def float32_columns(candidates: pl.DataFrame, columns: dict[str, np.ndarray]) -> pl.DataFrame:
+    """``candidates`` with each array of ``columns`` added as a Float32 column (NaN stays NaN, not null)."""
+    return candidates.with_columns(
+        [pl.Series(name, np.asarray(values, dtype=np.float32), dtype=pl.Float32) for name, values in columns.items()]
+    )
+
+
+def sparse_values(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``matrix[rows, cols]`` as a float32 array of shape ``(n,)`` (0 where the entry is not stored).
+
+    A vectorised binary search inside each row's sorted column indices: about ``log2(longest row)`` passes
+    over the ``n`` lookups, whatever the number of lookups per row (scipy's fancy indexing scans rows
+    linearly when the lookups are few compared with the stored entries). ``matrix`` must not hold duplicates;
+    its column indices are sorted in place if they are not.
+    """
+    if not matrix.has_sorted_indices:
+        matrix.sort_indices()
+    indptr, indices = matrix.indptr, matrix.indices
+    if matrix.nnz == 0:
+        return np.zeros(rows.size, np.float32)
+    lo, end = indptr[rows].astype(np.int64), indptr[rows + 1].astype(np.int64)  # search [lo, hi) per lookup
+    hi = end.copy()
+    for _ in range(int(np.diff(indptr).max(initial=0)).bit_length()):
+        active = lo < hi
+        mid = (lo + hi) // 2
+        right = active & (indices[np.minimum(mid, matrix.nnz - 1)] < cols)  # the column is after mid
+        lo = np.where(right, mid + 1, lo)
+        hi = np.where(active & ~right, mid, hi)
+    at = np.minimum(lo, matrix.nnz - 1)
+    found = (lo < end) & (indices[at] == cols)
+    return np.where(found, matrix.data[at], 0).astype(np.float32)

@@ -1,0 +1,143 @@
+"""Unordered item co-occurrence within a window of a user's past sequence, cosine-normalised.
+
+``CoOccurrence.fit`` counts, for every two different items, how often they occur at most ``window`` events
+apart in one user's sequence (both directions), and divides by ``sqrt(n_i * n_j)`` with ``n_i`` the item's
+event count. A candidate's score sums the co-occurrence with the query's last ``recent`` events, each weighted
+``0.5 ** (age / half_life)`` (age 0 for the newest event), which equals gathering
+``recency_matrix(histories, n_items, half_life, recent) @ matrix_`` at the candidate pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recsys.data import Histories
+from recsys.features._common import (
+    check_history_items,
+    check_positive_float,
+    check_positive_int,
+    event_positions,
+    float32_columns,
+    pair_arrays,
+    pair_blocks,
+    sparse_values,
+)
+from recsys.features.base import FeatureBlock, FitContext
+
+__all__ = ["CoOccurrence", "CoOccurrenceConfig", "cooccurrence_counts"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CoOccurrenceConfig:
+    """Settings of :class:`CoOccurrence`.
+
+    Parameters
+    ----------
+    window:
+        Two events co-occur when they are at most this many events apart in one user's sequence.
+    recent:
+        How many of the query's newest events are compared with the candidate.
+    half_life:
+        Events after which a history event's weight halves in ``cooc_score`` (in events, not time).
+    """
+
+    window: int = 10
+    recent: int = 10
+    half_life: float = 3.0
+
+    def __post_init__(self) -> None:
+        check_positive_int("window", self.window, 10)
+        check_positive_int("recent", self.recent, 10)
+        check_positive_float("half_life", self.half_life, 3.0)
+
+
+def cooccurrence_counts(histories: Histories, n_items: int, window: int) -> sp.csr_matrix:
+    """Symmetric co-occurrence counts of different items at most ``window`` events apart.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        float32 of shape ``(n_items, n_items)``, zero diagonal.
+    """
+    check_history_items(histories, n_items)
+    items, users = histories.item_idx, histories.event_user()  # (n_events,) each
+    directed = sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    for d in range(1, min(window, max(items.size - 1, 0)) + 1):  # one sparse sum per distance bounds memory
+        keep = (users[:-d] == users[d:]) & (items[:-d] != items[d:])
+        ones = np.ones(int(keep.sum()), np.float32)
+        directed = directed + sp.coo_matrix((ones, (items[:-d][keep], items[d:][keep])), shape=directed.shape)
+    return (directed + directed.T).tocsr()
+
+
+class CoOccurrence(FeatureBlock):
+    """Co-occurrence of the candidate with the query's recent events.
+
+    Columns (Float32; NaN for empty histories, 0 when nothing co-occurs):
+
+    - ``cooc_score``: sum over the last ``recent`` events of ``0.5 ** (age / half_life) * C[item, candidate]``.
+    - ``cooc_max``: the largest ``C[item, candidate]`` over those events.
+
+    Attributes
+    ----------
+    matrix_:
+        scipy.sparse.csr_matrix, float32 of shape ``(n_items, n_items)``: ``C[i, j] = count(i, j) /
+        sqrt(n_i * n_j)``, symmetric with a zero diagonal.
+    """
+
+    group = "cooccurrence"
+    state_attributes = ("matrix_",)
+
+    matrix_: sp.csr_matrix
+
+    def __init__(self, config: CoOccurrenceConfig | None = None) -> None:
+        self.config = config if config is not None else CoOccurrenceConfig()
+
+    @property
+    def names(self) -> list[str]:
+        return ["cooc_score", "cooc_max"]
+
+    def fit(self, context: FitContext) -> CoOccurrence:
+        """Count and normalise the co-occurrences in ``context.events``. Returns ``self``."""
+        events, n_items = context.events, context.n_items
+        counts = cooccurrence_counts(events, n_items, self.config.window)
+        n = np.bincount(events.item_idx, minlength=n_items).astype(np.float64)  # (n_items,)
+        inverse = np.divide(1.0, np.sqrt(n), out=np.zeros_like(n), where=n > 0)
+        scale = sp.diags(inverse)
+        matrix = (scale @ counts @ scale).astype(np.float32).tocsr()
+        matrix.eliminate_zeros()
+        matrix.sort_indices()
+        self.matrix_ = matrix
+        logger.info("co-occurrence: %d item pairs from %d events", matrix.nnz, events.item_idx.size)
+        return self
+
+    def _transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:
+        query, items = pair_arrays(candidates, histories, self.matrix_.shape[0])  # (n_pairs,) each
+        score = np.zeros(query.size, np.float32)
+        best = np.zeros(query.size, np.float32)
+        for block in pair_blocks(query.size):
+            score[block], best[block] = self._score_block(histories, query[block], items[block])
+        empty = histories.lengths[query] == 0
+        return float32_columns(
+            candidates, {"cooc_score": np.where(empty, np.nan, score), "cooc_max": np.where(empty, np.nan, best)}
+        )
+
+    def _score_block(self, histories: Histories, query: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted sum and max of ``C[history item, candidate]`` over the last ``recent`` events, ``(b,)`` each."""
+        score = np.zeros(query.size, np.float32)
+        best = np.zeros(query.size, np.float32)
+        for age in range(min(self.config.recent, int(histories.lengths.max(initial=0)))):
+            positions, valid = event_positions(histories, query, age)  # (b,) each
+            if not valid.any():
+                continue
+            rows, cols = histories.item_idx[positions[valid]], items[valid]
+            values = sparse_values(self.matrix_, rows, cols)  # (n_valid,)
+            score[valid] += np.float32(0.5 ** (age / self.config.half_life)) * values
+            best[valid] = np.maximum(best[valid], values)
+        return score, best

@@ -1,0 +1,427 @@
+"""Tests of the ranker feature blocks: known answers on hand-made data, and the contract every block keeps.
+
+The contract: rows and their order are kept, columns are Float32 with NaN (never null) for "undefined",
+``state()``/``load_state()`` leave outputs unchanged, row order does not matter, and a query's columns depend
+only on its own history and the fitted state (no label or later event leaks in).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+from conftest import histories_from_rows
+
+from recsys.data import Histories
+from recsys.errors import ConfigError, DataError, NotFittedError
+from recsys.features import (
+    QUERY,
+    CategoryAffinity,
+    CategoryConfig,
+    CoOccurrence,
+    CoOccurrenceConfig,
+    FeatureBlock,
+    FitContext,
+    ItemStats,
+    ItemStatsConfig,
+    RepeatSignals,
+    SimilarityConfig,
+    TextSimilarity,
+    UserActivity,
+    _common,
+)
+from recsys.features.cooccurrence import cooccurrence_counts
+from recsys.features.transitions import recency_matrix
+from recsys.schema import ITEM_IDX
+
+NAN = math.nan
+SQ2, SQ6 = math.sqrt(2), math.sqrt(6)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def timed(rows: list[list[tuple[int, int]]]) -> Histories:
+    """Histories of ``len(rows)`` queries from ``(item_idx, timestamp)`` events, oldest first."""
+    lengths = [len(r) for r in rows]
+    return Histories(
+        user_ids=pl.Series("user_id", list(range(len(rows)))),
+        indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        item_idx=np.array([i for r in rows for i, _ in r], dtype=np.int64),
+        timestamps=np.array([t for r in rows for _, t in r], dtype=np.int64),
+    )
+
+
+def events_of(histories: Histories, u: int) -> list[tuple[int, int]]:
+    """``(item_idx, timestamp)`` events of query ``u``, oldest first."""
+    span = slice(histories.indptr[u], histories.indptr[u + 1])
+    return list(zip(histories.item_idx[span].tolist(), histories.timestamps[span].tolist(), strict=True))
+
+
+def pairs(rows: list[tuple[int, int]]) -> pl.DataFrame:
+    """A candidate frame ``query (u32), item_idx (u32)`` with a passenger column ``tag`` (row number)."""
+    return pl.DataFrame(
+        {QUERY: [q for q, _ in rows], ITEM_IDX: [i for _, i in rows], "tag": list(range(len(rows)))},
+        schema={QUERY: pl.UInt32, ITEM_IDX: pl.UInt32, "tag": pl.Int64},
+    )
+
+
+def context(events: Histories, items: pl.DataFrame | None = None, vectors: np.ndarray | None = None) -> FitContext:
+    n_items = 6 if items is None else items.height
+    items = items if items is not None else pl.DataFrame({"item_id": range(n_items), "text": ["x"] * n_items})
+    vectors = vectors if vectors is not None else np.eye(n_items, dtype=np.float32)
+    return FitContext(events=events, items=items, item_vectors=vectors)
+
+
+def columns(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
+    """float64 ``(n_rows, len(names))`` of the named columns."""
+    return frame.select(names).to_numpy().astype(np.float64)
+
+
+def assert_columns(frame: pl.DataFrame, expected: dict[str, list[float]]) -> None:
+    for name, values in expected.items():
+        assert frame.schema[name] == pl.Float32, name
+        np.testing.assert_allclose(frame[name].to_numpy(), np.array(values, np.float32), rtol=1e-5, err_msg=name)
+
+
+# ------------------------------------------------------------------------------------------- ItemStats
+def test_item_stats_known_answer() -> None:
+    events = timed([[(0, 10), (1, 20), (2, 30)], [(1, 15), (0, 25), (1, 35), (3, 45)], [(4, 50)]])
+    # the 0.75 quantile of 10,15,20,25,30,35,45,50 is 37.5: the recent events are item 3 (t=45) and 4 (t=50)
+    block = ItemStats(ItemStatsConfig(recent_fraction=0.25)).fit(context(events))
+    histories = timed([[(1, 100), (2, 130)], []])
+    out = block.transform(pairs([(0, 0), (0, 3), (0, 5), (1, 1)]), histories)
+
+    def share(count: float, total: float) -> float:
+        return math.log((count + 1) / (total + 6))
+
+    assert_columns(
+        out,
+        {
+            "log_popularity": [math.log1p(2), math.log1p(1), 0.0, math.log1p(3)],
+            "log_popularity_recent": [0.0, math.log1p(1), 0.0, 0.0],
+            "popularity_trend": [
+                share(0, 2) - share(2, 8),
+                share(1, 2) - share(1, 8),
+                share(0, 2) - share(0, 8),
+                share(0, 2) - share(3, 8),
+            ],
+            # now = 130 for query 0; item 5 was never seen; query 1 has no history, hence no "now"
+            "log_item_age": [math.log1p(120), math.log1p(85), NAN, NAN],
+        },
+    )
+
+
+def test_item_stats_age_is_clipped_at_zero() -> None:
+    block = ItemStats().fit(context(timed([[(0, 500)]])))
+    out = block.transform(pairs([(0, 0)]), timed([[(1, 100)]]))
+    assert out["log_item_age"][0] == 0.0
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5, math.nan, True, "0.1"])
+def test_item_stats_config_rejects(fraction: object) -> None:
+    with pytest.raises(ConfigError, match="recent_fraction"):
+        ItemStatsConfig(recent_fraction=fraction)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------- UserActivity
+def test_user_activity_known_answer() -> None:
+    histories = timed([[(0, 100), (1, 130), (2, 170)], [(3, 5)], []])
+    out = UserActivity().fit(context(histories)).transform(pairs([(0, 1), (1, 0), (2, 0), (0, 4)]), histories)
+    assert_columns(
+        out,
+        {
+            "user_log_events": [math.log1p(3), math.log1p(1), 0.0, math.log1p(3)],
+            "user_log_span": [math.log1p(70), 0.0, NAN, math.log1p(70)],
+            "user_log_mean_gap": [math.log1p(35), NAN, NAN, math.log1p(35)],
+            "user_log_last_gap": [math.log1p(40), NAN, NAN, math.log1p(40)],
+        },
+    )
+
+
+# -------------------------------------------------------------------------------------- TextSimilarity
+VECTORS = np.array(
+    [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1 / SQ2, 1 / SQ2, 0], [2, 0, 0], [0, 1 / SQ2, 1 / SQ2]], dtype=np.float32
+)  # item 4 is not unit length on purpose: the block normalises
+
+
+def test_text_similarity_known_answer() -> None:
+    block = TextSimilarity(SimilarityConfig(short_term=2)).fit(context(histories_from_rows([[0]]), vectors=VECTORS))
+    histories = histories_from_rows([[0, 1, 2], [4], []])
+    out = block.transform(pairs([(0, 3), (0, 5), (1, 0), (2, 0)]), histories)
+    assert_columns(
+        out,
+        {
+            "sim_last": [0.0, 1 / SQ2, 1.0, NAN],
+            "sim_recent_mean": [0.5, 1.0, 1.0, NAN],  # profile of items 1 and 2: (0, 1, 1) / sqrt(2)
+            "sim_recent_max": [1 / SQ2, 1 / SQ2, 1.0, NAN],
+            "sim_history": [2 / SQ6, 2 / SQ6, 1.0, NAN],  # profile (1, 1, 1) / sqrt(3)
+        },
+    )
+
+
+def test_text_similarity_rejects_vectors_of_the_wrong_shape() -> None:
+    with pytest.raises(DataError, match="item_vectors"):
+        TextSimilarity().fit(context(histories_from_rows([[0]]), vectors=VECTORS[:4]))
+
+
+@pytest.mark.parametrize("short_term", [0, -1, 2.5, True])
+def test_similarity_config_rejects(short_term: object) -> None:
+    with pytest.raises(ConfigError, match="short_term"):
+        SimilarityConfig(short_term=short_term)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ CategoryAffinity
+GENRES = ["Action|Comedy", "Comedy", "Drama , Action", "", "Drama", None]
+
+
+def catalogue(**extra: Sequence[object]) -> pl.DataFrame:
+    return pl.DataFrame({"item_id": range(6), "text": ["x"] * 6, **extra})
+
+
+def test_category_affinity_known_answer() -> None:
+    block = CategoryAffinity().fit(context(histories_from_rows([[0]]), items=catalogue(genres=GENRES)))
+    # history of query 0: Action 1/4, Comedy 3/4, Drama 1/4 of its events
+    histories = histories_from_rows([[0, 1, 1, 4], [], [4]])
+    out = block.transform(pairs([(0, 2), (0, 0), (0, 1), (0, 3), (0, 5), (1, 0), (2, 1)]), histories)
+    assert_columns(
+        out,
+        {
+            "category_share_mean": [0.25, 0.5, 0.75, NAN, NAN, NAN, 0.0],
+            "category_share_max": [0.25, 0.75, 0.75, NAN, NAN, NAN, 0.0],
+        },
+    )
+    assert block.item_categories_.shape == (6, 3)
+
+
+def test_category_affinity_reads_list_columns_like_strings() -> None:
+    lists = [["Action", "Comedy"], ["Comedy"], ["Drama", "Action"], [], ["Drama"], None]
+    events = histories_from_rows([[0]])
+    from_lists = CategoryAffinity().fit(context(events, items=catalogue(category=lists)))
+    from_text = CategoryAffinity().fit(context(events, items=catalogue(genres=GENRES)))
+    assert (from_lists.item_categories_ != from_text.item_categories_).nnz == 0
+
+
+def test_category_column_detection() -> None:
+    assert CategoryAffinity.detect_column(catalogue(category=["a"] * 6, genre=["b"] * 6)) == "genre"
+    assert CategoryAffinity.detect_column(catalogue()) is None
+    with pytest.raises(ConfigError, match="category column"):
+        CategoryAffinity().fit(context(histories_from_rows([[0]]), items=catalogue()))
+    with pytest.raises(ConfigError, match="'tags'"):
+        CategoryAffinity(CategoryConfig(column="tags")).fit(context(histories_from_rows([[0]]), items=catalogue()))
+
+
+@pytest.mark.parametrize(("field", "value"), [("column", ""), ("column", 3), ("separator", ""), ("separator", "[")])
+def test_category_config_rejects(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        CategoryConfig(**{field: value})  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------- RepeatSignals
+def test_repeat_signals_known_answer() -> None:
+    histories = histories_from_rows([[2, 0, 2, 1], []])
+    out = RepeatSignals().fit(context(histories)).transform(pairs([(0, 2), (0, 1), (0, 5), (1, 0)]), histories)
+    assert_columns(
+        out,
+        {
+            "times_consumed": [2.0, 1.0, 0.0, 0.0],
+            "events_since_consumed": [1.0, 0.0, NAN, NAN],
+            "user_repeat_ratio": [0.25, 0.25, 0.25, NAN],
+        },
+    )
+
+
+# ----------------------------------------------------------------------------------------- CoOccurrence
+def test_cooccurrence_counts_by_window() -> None:
+    events = histories_from_rows([[0, 1, 2], [0, 0, 1]])
+    one = cooccurrence_counts(events, 4, window=1).toarray()
+    two = cooccurrence_counts(events, 4, window=2).toarray()
+    expected_one = np.zeros((4, 4))
+    expected_one[0, 1] = expected_one[1, 0] = 2  # (0,1) in both users; (0,0) is the same item
+    expected_one[1, 2] = expected_one[2, 1] = 1
+    np.testing.assert_array_equal(one, expected_one)
+    expected_two = expected_one.copy()
+    expected_two[0, 1] = expected_two[1, 0] = 3  # the second user's first 0 and its 1, two steps apart
+    expected_two[0, 2] = expected_two[2, 0] = 1
+    np.testing.assert_array_equal(two, expected_two)
+
+
+def test_cooccurrence_known_answer() -> None:
+    config = CoOccurrenceConfig(window=1, recent=2, half_life=1.0)
+    block = CoOccurrence(config).fit(context(histories_from_rows([[0, 1, 2], [0, 0, 1]])))
+    c01, c12 = 2 / SQ6, 1 / SQ2  # counts 2 and 1 over sqrt(3 * 2) and sqrt(2 * 1)
+    # query 0: newest 1 (weight 1), then 0 (weight 0.5); item 2 is three events back, beyond `recent`
+    histories = histories_from_rows([[2, 0, 1], []])
+    out = block.transform(pairs([(0, 0), (0, 2), (0, 1), (0, 3), (1, 0)]), histories)
+    assert_columns(
+        out,
+        {
+            "cooc_score": [c01, c12, 0.5 * c01, 0.0, NAN],
+            "cooc_max": [c01, c12, c01, 0.0, NAN],
+        },
+    )
+
+
+def test_cooccurrence_score_equals_recency_weighted_matrix_product() -> None:
+    """The per-position gather is the fast path of gathering ``W @ C`` (the reference) at the pairs."""
+    rng = np.random.default_rng(3)
+    events = histories_from_rows([list(rng.integers(0, 30, rng.integers(0, 25))) for _ in range(40)])
+    config = CoOccurrenceConfig(window=4, recent=6, half_life=2.0)
+    block = CoOccurrence(config).fit(context(events, items=pl.DataFrame({"item_id": range(30)})))
+    query, items = rng.integers(0, 40, 500), rng.integers(0, 30, 500)
+    out = block.transform(pairs(list(zip(query.tolist(), items.tolist(), strict=True))), events)
+    reference = (recency_matrix(events, 30, config.half_life, config.recent) @ block.matrix_).toarray()[query, items]
+    reference[events.lengths[query] == 0] = NAN
+    np.testing.assert_allclose(out["cooc_score"].to_numpy(), reference, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.6])
+def test_sparse_values_equal_dense_lookups(density: float) -> None:
+    """The binary search of the co-occurrence lookups against the dense matrix (the reference)."""
+    rng = np.random.default_rng(4)
+    matrix = sp.random(30, 25, density=density, format="csr", dtype=np.float32, random_state=5)
+    for r in range(matrix.shape[0]):
+        span = slice(matrix.indptr[r], matrix.indptr[r + 1])
+        order = rng.permutation(span.stop - span.start)
+        matrix.indices[span], matrix.data[span] = matrix.indices[span][order], matrix.data[span][order]
+    matrix.has_sorted_indices = False  # each row shuffled above
+    dense = matrix.toarray()
+    rows, cols = rng.integers(0, 30, 2000), rng.integers(0, 25, 2000)
+    np.testing.assert_array_equal(_common.sparse_values(matrix, rows, cols), dense[rows, cols])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("window", 0), ("recent", -2), ("half_life", 0.0), ("half_life", math.inf)]
+)
+def test_cooccurrence_config_rejects(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        CoOccurrenceConfig(**{field: value})  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------------------- the contract of every block
+N_ITEMS, N_USERS = 40, 30
+FACTORIES: dict[str, Callable[[], FeatureBlock]] = {
+    "item": lambda: ItemStats(ItemStatsConfig(recent_fraction=0.3)),
+    "user": UserActivity,
+    "similarity": lambda: TextSimilarity(SimilarityConfig(short_term=3)),
+    "category": CategoryAffinity,
+    "repeat": RepeatSignals,
+    "cooccurrence": lambda: CoOccurrence(CoOccurrenceConfig(window=3, recent=4)),
+}
+STATELESS = {"user", "repeat"}
+
+
+def random_histories(rng: np.random.Generator, n: int, start: int = 0) -> Histories:
+    rows = []
+    for size in rng.integers(0, 12, n):  # a handful of test queries
+        items, jitter = rng.integers(0, N_ITEMS, size), rng.integers(0, 5, size)
+        rows.append([(int(i), start + 10 * k + int(j)) for k, (i, j) in enumerate(zip(items, jitter, strict=True))])
+    rows[0] = rows[0] or [(1, start)]  # query 0 is the one whose leakage we check: give it a history
+    rows[1] = []  # and keep one empty history
+    return timed(rows)
+
+
+@pytest.fixture(scope="module")
+def fit_context() -> FitContext:
+    rng = np.random.default_rng(0)
+    labels = np.array(["a", "b", "c", "d", "e"])
+    genres = ["|".join(rng.choice(labels, int(rng.integers(0, 3)), replace=False)) for _ in range(N_ITEMS)]
+    items = pl.DataFrame({"item_id": range(N_ITEMS), "text": ["x"] * N_ITEMS, "genres": genres})
+    return FitContext(random_histories(rng, 50), items, rng.normal(size=(N_ITEMS, 8)).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def queries() -> tuple[pl.DataFrame, Histories]:
+    rng = np.random.default_rng(1)
+    histories = random_histories(rng, N_USERS, start=1000)
+    n = 400
+    frame = pairs(list(zip(rng.integers(0, N_USERS, n).tolist(), rng.integers(0, N_ITEMS, n).tolist(), strict=True)))
+    return frame, histories
+
+
+@pytest.fixture(params=list(FACTORIES))
+def block(request: pytest.FixtureRequest, fit_context: FitContext) -> FeatureBlock:
+    return FACTORIES[request.param]().fit(fit_context)
+
+
+def test_rows_order_and_dtypes_are_kept(block: FeatureBlock, queries: tuple[pl.DataFrame, Histories]) -> None:
+    frame, histories = queries
+    out = block.transform(frame, histories)
+    assert out.columns == [*frame.columns, *block.names]
+    assert out.select(frame.columns).equals(frame)
+    assert all(out.schema[name] == pl.Float32 for name in block.names)
+    assert out.select(pl.col(block.names).null_count()).sum_horizontal().item() == 0  # NaN, never null
+
+
+def test_row_order_does_not_matter(block: FeatureBlock, queries: tuple[pl.DataFrame, Histories]) -> None:
+    frame, histories = queries
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=7)
+    expected = block.transform(frame, histories)
+    got = block.transform(shuffled, histories).sort("tag")
+    np.testing.assert_array_equal(columns(got, block.names), columns(expected, block.names))
+
+
+def test_blocks_of_pairs_equal_one_block(
+    block: FeatureBlock, queries: tuple[pl.DataFrame, Histories], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame, histories = queries
+    expected = block.transform(frame, histories)
+    monkeypatch.setattr(_common, "PAIR_BLOCK", 7)  # many blocks, most of them cutting through a query
+    np.testing.assert_array_equal(
+        columns(block.transform(frame, histories), block.names), columns(expected, block.names)
+    )
+
+
+def test_fit_twice_equals_fit_once(block: FeatureBlock, fit_context: FitContext) -> None:
+    if not block.state_attributes:
+        pytest.skip("no fitted state")
+    once = block.state()
+    twice = block.fit(fit_context).state()
+    assert once.keys() == twice.keys()
+    assert all(np.array_equal(once[k], twice[k]) for k in once)
+
+
+@pytest.mark.parametrize("group", list(FACTORIES))
+def test_state_round_trip(group: str, fit_context: FitContext, queries: tuple[pl.DataFrame, Histories]) -> None:
+    frame, histories = queries
+    fitted = FACTORIES[group]().fit(fit_context)
+    restored = FACTORIES[group]().load_state(fitted.state())
+    np.testing.assert_array_equal(
+        columns(restored.transform(frame, histories), fitted.names),
+        columns(fitted.transform(frame, histories), fitted.names),
+    )
+
+
+def test_unfitted_block_refuses_to_transform(queries: tuple[pl.DataFrame, Histories]) -> None:
+    frame, histories = queries
+    for group, factory in FACTORIES.items():
+        if group not in STATELESS:
+            with pytest.raises(NotFittedError):
+                factory().transform(frame, histories)
+
+
+def test_query_outside_the_histories_is_refused(block: FeatureBlock, queries: tuple[pl.DataFrame, Histories]) -> None:
+    _, histories = queries
+    with pytest.raises(DataError, match="query"):
+        block.transform(pairs([(N_USERS, 0)]), histories)
+
+
+def test_a_query_reads_only_its_own_history(block: FeatureBlock, queries: tuple[pl.DataFrame, Histories]) -> None:
+    """Query 0's columns are the same whether or not the other queries' histories hold events after its cut-off
+    (including its label item), and when query 0 is alone."""
+    _, histories = queries
+    label = 5
+    own = histories.select(np.array([0]))
+    later = int(histories.timestamps.max()) + 1000
+    own_rows, *others = [events_of(histories, u) for u in range(histories.n_users)]
+    with_future = timed([own_rows, *[[*r, (label, later), (label, later + 1), (3, later + 2)] for r in others]])
+    without_label = timed([own_rows, *[[(i, t) for i, t in r if i != label] for r in others]])
+    frame = pairs([(0, i) for i in range(N_ITEMS)] + [(1, label), (2, label)])
+    mine = pl.col(QUERY) == 0
+    reference = columns(block.transform(frame, histories).filter(mine), block.names)
+    for variant in (with_future, without_label):
+        np.testing.assert_array_equal(columns(block.transform(frame, variant).filter(mine), block.names), reference)
+    alone = columns(block.transform(frame.filter(mine), own), block.names)
+    np.testing.assert_array_equal(alone, reference)
