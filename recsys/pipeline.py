@@ -5,31 +5,28 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from recsys._persist import (
-    arrays_to_sparse,
-    config_from_dict,
-    load_arrays,
-    read_model_dir,
-    sparse_to_arrays,
-    write_model_dir,
-)
+from recsys._persist import config_from_dict, load_arrays, read_model_dir, write_model_dir
 from recsys._topk import topk
 from recsys.data import Histories, item_index
 from recsys.errors import ConfigError, DataError, ModelFormatError, check_is_fitted
-from recsys.features.popularity import Popularity
+from recsys.explain import because_items, feature_importance, reasons
+from recsys.features.base import FitContext
+from recsys.features.popularity import item_popularity
 from recsys.features.ranking import (
+    POPULARITY_RANK,
     QUERY,
     RETRIEVAL_RANK,
     RETRIEVAL_SCORE,
@@ -37,9 +34,7 @@ from recsys.features.ranking import (
     FeatureConfig,
     RankingFeatures,
 )
-from recsys.features.transitions import Transitions
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
-from recsys.models.memory_recommender import valid_targets
 from recsys.models.ranker import LambdaRanker, RankerConfig
 from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
 from recsys.models.zero_shot import ZeroShotConfig, ZeroShotUserEncoder
@@ -66,6 +61,8 @@ class RecommenderConfig:
         Items retrieved per user by FAISS (text similarity) and re-ranked by LightGBM.
     n_transition_candidates:
         Items added per user from item-to-item transitions of the recent history (0 turns the source off).
+    n_popularity_candidates:
+        Items added per user from the most popular items (0 turns the source off).
     n_cutoffs:
         Training queries per user for the ranker: the last ``n_cutoffs`` events of each user's history,
         each predicted from the events before it. Feature statistics use only events before all cut-offs.
@@ -84,6 +81,7 @@ class RecommenderConfig:
     ranker: RankerConfig = field(default_factory=RankerConfig)
     n_candidates: int = 200
     n_transition_candidates: int = 100
+    n_popularity_candidates: int = 20
     n_cutoffs: int = 3
     valid_fraction: float = 0.1
     chunk_users: int = 2048
@@ -94,6 +92,14 @@ class RecommenderConfig:
         for name in ("n_candidates", "n_cutoffs", "chunk_users"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"RecommenderConfig.{name}={getattr(self, name)} must be >= 1.")
+        for name in ("n_transition_candidates", "n_popularity_candidates"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"RecommenderConfig.{name}={getattr(self, name)} must be >= 0.")
+        if self.n_transition_candidates and "transition" not in self.features.groups:
+            raise ConfigError(
+                "transition candidates need the 'transition' feature group; add it to FeatureConfig.groups "
+                "or set n_transition_candidates=0."
+            )
         if self.user_encoder not in ("zero-shot", "memory"):
             raise ConfigError(f"RecommenderConfig.user_encoder={self.user_encoder!r}; use 'zero-shot' or 'memory'.")
         if not 0 <= self.valid_fraction < 1:
@@ -169,15 +175,19 @@ class Recommender:
     Attributes (after ``fit``)
     --------------------------
     items_: the catalogue (``item_id, text, ...``); ``index_``: ``item_id -> item_idx``;
-    item_vectors_: float32 ``(n_items, dim)``; vector_index_: FAISS index; features_: fitted feature
-    statistics (on all fitted events); ranker_: LightGBM LambdaRank; interactions_: the fitted events.
+    text_vectors_: float32 ``(n_items, text_dim)`` item text embeddings; item_vectors_: float32
+    ``(n_items, dim)`` vectors in FAISS (the text vectors, or the memory encoder's item vectors);
+    vector_index_: FAISS index; popularity_: float32 ``(n_items,)`` events per item; features_: fitted
+    feature blocks (on all fitted events); ranker_: LightGBM LambdaRank; interactions_: the fitted events.
     """
 
     items_: pl.DataFrame | None = None
     index_: pl.DataFrame | None = None
+    text_vectors_: np.ndarray | None = None
     item_vectors_: np.ndarray | None = None
     user_encoder_: ZeroShotUserEncoder | MemoryEncoder | None = None
     vector_index_: FaissIndex | None = None
+    popularity_: np.ndarray | None = None
     features_: RankingFeatures | None = None
     ranker_: LambdaRanker | None = None
     interactions_: pl.DataFrame | None = None
@@ -191,36 +201,53 @@ class Recommender:
 
         ``interactions`` and ``items`` follow the data contract (see :class:`recsys.data.Dataset`).
         """
-        self.items_ = items.select(ITEM_ID, TEXT)
+        self.items_ = items
         self.index_ = item_index(items)
-        text_vectors = ItemTextEncoder(self.config.text).encode(items[TEXT].to_list())
+        self.text_vectors_ = ItemTextEncoder(self.config.text).encode(items[TEXT].to_list())
         if self.config.user_encoder == "memory":
-            self.user_encoder_ = self._fit_memory(interactions, text_vectors)
+            self.user_encoder_ = self._fit_memory(interactions, self.text_vectors_)
             self.item_vectors_ = self.user_encoder_.item_vectors()
         else:
-            self.item_vectors_ = text_vectors
+            self.item_vectors_ = self.text_vectors_
             self.user_encoder_ = ZeroShotUserEncoder(self.config.user).fit(self.item_vectors_)
         self.vector_index_ = FaissIndex(self.config.index).fit(self.item_vectors_)
-        self.ranker_ = self._fit_ranker(interactions)
-        self.features_ = RankingFeatures(self.config.features).fit(interactions, self.index_)
+        past, history, labels = training_queries(interactions, self.config.n_cutoffs)
+        self.ranker_ = self._fit_ranker(past, history, labels)
+        self.popularity_ = item_popularity(interactions, self.index_)
+        self.features_ = RankingFeatures(self.config.features).fit(self._context(interactions))
         self.interactions_ = interactions
         return self
 
+    def with_features(self, features: FeatureConfig) -> Recommender:
+        """A new recommender sharing this one's text vectors, user encoder and FAISS index, with its ranker
+        retrained on ``features`` (feature ablations without retraining the encoder)."""
+        check_is_fitted(self)
+        twin = copy.copy(self)
+        twin.config = dataclasses.replace(self.config, features=features)
+        past, history, labels = training_queries(self.interactions_, self.config.n_cutoffs)  # type: ignore[arg-type]
+        twin.ranker_ = twin._fit_ranker(past, history, labels)
+        twin.features_ = RankingFeatures(features).fit(twin._context(self.interactions_))  # type: ignore[arg-type]
+        return twin
+
+    def _context(self, events: pl.DataFrame) -> FitContext:
+        histories = Histories.from_interactions(events, self.index_)  # type: ignore[arg-type]
+        return FitContext(histories, self.items_, self.text_vectors_)  # type: ignore[arg-type]
+
     def _fit_memory(self, interactions: pl.DataFrame, text_vectors: np.ndarray) -> MemoryEncoder:
         """Train the memory encoder on the events before the ranker's cut-offs, early-stopped on the first."""
-        past, _, labels = training_queries(interactions, self.config.n_cutoffs)
-        first_cut = labels.filter(pl.col(USER_ID).str.ends_with(f"#{self.config.n_cutoffs}"))
+        past, _, _ = training_queries(interactions, self.config.n_cutoffs)
+        cut = pl.len().over(USER_ID) - self.config.n_cutoffs  # the first cut-off event of each user
+        first_cut = interactions.filter((pl.int_range(pl.len()).over(USER_ID) == cut) & (cut >= 1))
         histories = Histories.from_interactions(past, self.index_)  # type: ignore[arg-type]
-        valid = first_cut.select(pl.col("owner").alias(USER_ID), ITEM_ID)
-        targets = valid_targets(valid, self.index_, histories.user_ids)  # type: ignore[arg-type]
-        return MemoryEncoder(self.config.memory).fit(histories, text_vectors, targets)
+        valid = Histories.from_interactions(first_cut, self.index_, histories.user_ids)  # type: ignore[arg-type]
+        return MemoryEncoder(self.config.memory).fit(histories, text_vectors, valid)
 
-    def _fit_ranker(self, interactions: pl.DataFrame) -> LambdaRanker:
-        past, history, labels = training_queries(interactions, self.config.n_cutoffs)
+    def _fit_ranker(self, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame) -> LambdaRanker:
         if labels.height == 0:
             raise DataError("no user has two or more events; the ranker needs at least one earlier event per label.")
-        features = RankingFeatures(self.config.features).fit(past, self.index_)  # type: ignore[arg-type]
-        frame = self._candidate_features(history, labels[USER_ID], features, exclude_seen=True)
+        features = RankingFeatures(self.config.features).fit(self._context(past))
+        popularity = item_popularity(past, self.index_)  # type: ignore[arg-type]
+        frame, _ = self._candidate_features(history, labels[USER_ID], features, True, popularity=popularity)
         labels = labels.with_row_index(QUERY)
         frame = frame.join(labels.select(QUERY, ITEM_ID, label=pl.lit(1, pl.Int32)), on=[QUERY, ITEM_ID], how="left")
         frame = frame.with_columns(pl.col("label").fill_null(0)).join(
@@ -228,21 +255,71 @@ class Recommender:
         )
         hit = frame.group_by(QUERY).agg(pl.col("label").max())
         logger.info(
-            "ranker training: %d queries, candidate recall@%d = %.3f",
-            labels.height,
-            self.config.n_candidates,
-            hit["label"].sum() / labels.height,
+            "ranker training: %d queries, candidate recall %.3f", labels.height, hit["label"].sum() / labels.height
         )
         frame = frame.join(hit.filter(pl.col("label") > 0).select(QUERY), on=QUERY, how="semi")
         in_valid = (pl.col("owner").hash(self.config.seed) % 1000) < int(1000 * self.config.valid_fraction)
         names = features.feature_names
         return LambdaRanker(self.config.ranker).fit(frame.filter(~in_valid), frame.filter(in_valid), names)
 
-    # ----------------------------------------------------------------------------------- recommend
+    # ---------------------------------------------------------------------------------- candidates
     def _histories(self, users: pl.Series, history: pl.DataFrame | None) -> Histories:
         source = history if history is not None else self.interactions_
         source = source.filter(pl.col(USER_ID).is_in(users.implode()))  # type: ignore[union-attr]
         return Histories.from_interactions(source, self.index_, users)  # type: ignore[arg-type]
+
+    def _candidates(
+        self,
+        histories: Histories,
+        features: RankingFeatures,
+        exclude_seen: bool,
+        k: int = 0,
+        popularity: np.ndarray | None = None,
+    ) -> tuple[pl.DataFrame, np.ndarray]:
+        """Merged candidates ``query, item_idx, retrieval_score`` and one rank column per source, plus the
+        query vectors ``(n_queries, dim)``. ``popularity`` (default ``popularity_``) must come from the same
+        past events as ``features``."""
+        popularity = cast(np.ndarray, self.popularity_ if popularity is None else popularity)
+        queries = self.user_encoder_.encode(histories)  # type: ignore[union-attr]  # (n_queries, dim)
+        n_candidates = min(max(self.config.n_candidates, k), self.index_.height)  # type: ignore[union-attr]
+        exclude = histories if exclude_seen else None
+        idx, _ = self.vector_index_.search(queries, n_candidates, exclude=exclude)  # type: ignore[union-attr]
+        cold = histories.lengths == 0  # no query vector: popular items instead
+        idx[cold] = self._popular(popularity, histories, n_candidates, exclude_seen)[cold]
+        sources = {RETRIEVAL_RANK: idx}
+        if self.config.n_transition_candidates and features.transitions is not None:
+            scores = features.transitions.score(histories)  # (n_queries, n_items)
+            t_idx, vals = topk(scores, self.config.n_transition_candidates, exclude, overwrite=True)
+            t_idx[vals <= 0] = -1  # no transition evidence: not a candidate
+            sources[TRANSITION_RANK] = t_idx
+        if self.config.n_popularity_candidates:
+            sources[POPULARITY_RANK] = self._popular(
+                popularity, histories, self.config.n_popularity_candidates, exclude_seen
+            )
+        frame = merge_sources({name: (source_frame(i, name), i.shape[1]) for name, i in sources.items()})
+        for name in (TRANSITION_RANK, POPULARITY_RANK):
+            if name not in frame.columns:
+                frame = frame.with_columns(pl.lit(1, pl.UInt32).alias(name))  # source off: rank 0 + 1
+        score = pair_dot(queries, self.item_vectors_, frame[QUERY].to_numpy(), frame[ITEM_IDX].to_numpy())  # type: ignore[arg-type]
+        return frame.with_columns(pl.Series(RETRIEVAL_SCORE, score)), queries
+
+    @staticmethod
+    def _popular(popularity: np.ndarray, histories: Histories, n: int, exclude_seen: bool) -> np.ndarray:
+        """int64 ``(n_queries, n)``: the most popular items, history items skipped when ``exclude_seen``
+        (-1 pads where the catalogue runs out)."""
+        counts = np.asarray(popularity, np.float32)
+        extra = int(histories.lengths.max(initial=0)) if exclude_seen else 0
+        top = np.argsort(-counts, kind="stable")[: n + extra]  # enough to fill n after exclusion
+        scores = np.repeat(np.arange(len(top), 0, -1, dtype=np.float32)[None, :], histories.n_users, axis=0)
+        if exclude_seen:
+            rank_of = np.full(len(counts), -1, np.int64)
+            rank_of[top] = np.arange(len(top))
+            pos, users = rank_of[histories.item_idx], histories.event_user()
+            scores[users[pos >= 0], pos[pos >= 0]] = -np.inf  # (n_queries, len(top))
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
+        picked = np.take_along_axis(scores, order, axis=1)
+        out = np.where(np.isfinite(picked), top[order], -1)
+        return np.pad(out, ((0, 0), (0, n - out.shape[1])), constant_values=-1)
 
     def _candidate_features(
         self,
@@ -251,50 +328,30 @@ class Recommender:
         features: RankingFeatures,
         exclude_seen: bool,
         k: int = 0,
-    ) -> pl.DataFrame:
-        """Candidates (at least ``k`` per user where the catalogue allows) with features for ``users``;
-        ``query`` is the position in ``users``."""
+        popularity: np.ndarray | None = None,
+    ) -> tuple[pl.DataFrame, Histories]:
+        """Candidates (at least ``k`` per user where the catalogue allows) with features for ``users``, and
+        their histories; ``query`` is the position in ``users``."""
         histories = self._histories(users, history)
-        queries = self.user_encoder_.encode(histories)  # type: ignore[union-attr]  # (n_users, dim)
-        n_candidates = min(max(self.config.n_candidates, k), self.index_.height)  # type: ignore[union-attr]
-        idx, _ = self.vector_index_.search(  # type: ignore[union-attr]
-            queries, n_candidates, exclude=histories if exclude_seen else None
-        )
-        idx = self._cold_start(idx, histories, features)
-        sources = {RETRIEVAL_RANK: (source_frame(idx, RETRIEVAL_RANK), idx.shape[1])}
-        if self.config.n_transition_candidates:
-            t_idx = self._transition_candidates(histories, features, exclude_seen)
-            sources[TRANSITION_RANK] = (source_frame(t_idx, TRANSITION_RANK), t_idx.shape[1])
-        else:
-            sources[TRANSITION_RANK] = (pl.DataFrame(schema={QUERY: pl.UInt32, ITEM_IDX: pl.UInt32}), 0)
-        frame = merge_sources(sources)
-        score = pair_dot(
-            queries,
-            self.item_vectors_,  # type: ignore[arg-type]
-            frame[QUERY].to_numpy(),
-            frame[ITEM_IDX].to_numpy(),
-        )
-        frame = features.transform(frame.with_columns(pl.Series(RETRIEVAL_SCORE, score)), histories)
+        frame, _ = self._candidates(histories, features, exclude_seen, k, popularity)
+        frame = features.transform(frame, histories)
         item_ids = self.index_.select(ITEM_IDX, ITEM_ID)  # type: ignore[union-attr]
-        return frame.join(item_ids, on=ITEM_IDX, how="left", maintain_order="left")
+        return frame.join(item_ids, on=ITEM_IDX, how="left", maintain_order="left"), histories
 
-    def _transition_candidates(self, histories: Histories, features: RankingFeatures, exclude_seen: bool) -> np.ndarray:
-        """int64 ``(n_users, n_transition_candidates)``: items most reachable from the recent history."""
-        scores = features.transitions_.score(histories)  # type: ignore[union-attr]  # (n_users, n_items)
-        idx, vals = topk(
-            scores, self.config.n_transition_candidates, histories if exclude_seen else None, overwrite=True
-        )
-        idx[vals <= 0] = -1  # no transition evidence: not a candidate
-        return idx
-
-    def _cold_start(self, idx: np.ndarray, histories: Histories, features: RankingFeatures) -> np.ndarray:
-        """Users without history have no query vector: give them the most popular items as candidates."""
-        cold = histories.lengths == 0
-        if cold.any():
-            counts = features.popularity_.counts_  # type: ignore[union-attr]
-            top = np.argsort(-counts, kind="stable")[: idx.shape[1]]
-            idx[cold, : len(top)] = top
-        return idx
+    def candidates(
+        self, users: pl.Series | Sequence[Any] | None = None, *, history: pl.DataFrame | None = None
+    ) -> pl.DataFrame:
+        """The candidate set the ranker orders: ``user_id, item_id, retrieval_score`` and each source's rank
+        (the list length + 1 where that source did not propose the item). History items are excluded."""
+        check_is_fitted(self)
+        users = self._user_series(users)
+        histories = self._histories(users, history)
+        frame, _ = self._candidates(histories, self.features_, exclude_seen=True)  # type: ignore[arg-type]
+        owners = pl.DataFrame({USER_ID: users}).with_row_index(QUERY)
+        item_ids = self.index_.select(ITEM_IDX, ITEM_ID)  # type: ignore[union-attr]
+        frame = frame.join(owners, on=QUERY, how="left", maintain_order="left")
+        frame = frame.join(item_ids, on=ITEM_IDX, how="left", maintain_order="left")
+        return frame.select(USER_ID, ITEM_ID, RETRIEVAL_SCORE, RETRIEVAL_RANK, TRANSITION_RANK, POPULARITY_RANK)
 
     def recommend(
         self,
@@ -303,6 +360,7 @@ class Recommender:
         *,
         history: pl.DataFrame | None = None,
         exclude_seen: bool = True,
+        explain: bool = False,
     ) -> pl.DataFrame:
         """Top ``k`` items per user: the long table ``user_id, item_id, score (f32), rank (u32)``.
 
@@ -316,6 +374,10 @@ class Recommender:
             Interactions (data contract) that replace the fitted events of these users.
         exclude_seen:
             Never recommend an item in the user's history.
+        explain:
+            Add ``because_ids`` (the history items most similar to the recommendation), ``because`` (their
+            texts) and ``reasons`` (the ranker features that pushed it up most, in words; see
+            :mod:`recsys.explain`).
         """
         check_is_fitted(self)
         if k < 1:
@@ -326,8 +388,9 @@ class Recommender:
         for start in tqdm(
             chunks, desc="recommend", unit="chunk", disable=not self.config.show_progress or len(chunks) < 2
         ):
-            parts.append(self._recommend_chunk(users.slice(start, self.config.chunk_users), k, history, exclude_seen))
-        return pl.concat(parts) if parts else self._recommend_chunk(users, k, history, exclude_seen)
+            chunk = users.slice(start, self.config.chunk_users)
+            parts.append(self._recommend_chunk(chunk, k, history, exclude_seen, explain))
+        return pl.concat(parts) if parts else self._recommend_chunk(users, k, history, exclude_seen, explain)
 
     def _user_series(self, users: pl.Series | Sequence[Any] | None) -> pl.Series:
         dtype = self.interactions_.schema[USER_ID]  # type: ignore[union-attr]
@@ -340,34 +403,147 @@ class Recommender:
             raise DataError(f"users have dtype {series.dtype}; the fitted user_id has {dtype}. Cast them.") from err
 
     def _recommend_chunk(
-        self, users: pl.Series, k: int, history: pl.DataFrame | None, exclude_seen: bool
+        self, users: pl.Series, k: int, history: pl.DataFrame | None, exclude_seen: bool, explain: bool = False
     ) -> pl.DataFrame:
-        frame = self._candidate_features(history, users, self.features_, exclude_seen, k)  # type: ignore[arg-type]
+        frame, histories = self._candidate_features(history, users, self.features_, exclude_seen, k)  # type: ignore[arg-type]
         frame = frame.with_columns(pl.Series(SCORE, self.ranker_.score(frame), dtype=pl.Float32))  # type: ignore[union-attr]
         top = (
             frame.sort([QUERY, SCORE, ITEM_IDX], descending=[False, True, False])
             .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).over(QUERY).alias(RANK))
             .filter(pl.col(RANK) <= k)
         )
+        columns = [USER_ID, ITEM_ID, SCORE, RANK]
+        if explain:
+            contributions = self.ranker_.contributions(top)  # type: ignore[union-attr]  # (n_top, n_features + 1)
+            top = because_items(top, histories, self.item_vectors_, self.items_)  # type: ignore[arg-type]
+            top = top.with_columns(reasons(contributions, self.ranker_.feature_names_))  # type: ignore[union-attr, arg-type]
+            columns += ["because_ids", "because", "reasons"]
         owners = pl.DataFrame({USER_ID: users}).with_row_index(QUERY)
-        return top.join(owners, on=QUERY, how="left", maintain_order="left").select(USER_ID, ITEM_ID, SCORE, RANK)
+        return top.join(owners, on=QUERY, how="left", maintain_order="left").select(columns)
 
-    def score_items(self, pairs: pl.DataFrame, *, history: pl.DataFrame | None = None) -> pl.DataFrame:
-        """Ranker scores of given ``(user_id, item_id)`` pairs, as ``recommend`` would rank them.
+    def feature_importance(self) -> pl.DataFrame:
+        """The trained ranker's feature importance: ``feature, group, gain, gain_share, splits, meaning``."""
+        check_is_fitted(self)
+        return feature_importance(self.ranker_.booster_, self.features_.groups_of())  # type: ignore[union-attr]
 
-        The pipeline is two-stage: an item its candidate sources do not propose for a user (within
-        ``n_candidates`` / ``n_transition_candidates``, history items excluded) cannot be recommended and gets
-        score ``-inf``. Returns ``pairs`` with a ``score`` (Float32) column, rows in input order.
+    def score(
+        self,
+        candidates: pl.DataFrame,
+        *,
+        history: pl.DataFrame | None = None,
+        items: pl.DataFrame | None = None,
+        with_features: bool = False,
+        on_unknown: Literal["raise", "null"] = "raise",
+    ) -> pl.DataFrame:
+        """Score a caller's own ``(user_id, item_id)`` candidates, for external ranking pipelines.
+
+        Parameters
+        ----------
+        candidates:
+            ``user_id, item_id`` rows (any order, duplicates allowed).
+        history:
+            Interactions (data contract) that give the users' histories inline; they replace the fitted events
+            of those users. Users in neither are unknown.
+        items:
+            ``item_id, text`` of items outside the fitted catalogue (new items, scored from their text alone).
+            Items in neither are unknown.
+        with_features:
+            Also return every ranker feature column.
+        on_unknown:
+            ``"raise"``: a :class:`~recsys.errors.DataError` names the unknown users and items; ``"null"``: their
+            rows get null scores.
+
+        Returns
+        -------
+        ``candidates`` in input order with ``interest_score`` (Float32: the user vector . item vector) and
+        ``score`` (Float32: the ranker's score), plus the feature columns on request.
         """
         check_is_fitted(self)
-        users = self._user_series(pairs[USER_ID].unique(maintain_order=True))
-        frame = self._candidate_features(history, users, self.features_, exclude_seen=True)  # type: ignore[arg-type]
-        scores = pl.Series(SCORE, self.ranker_.score(frame), dtype=pl.Float32)  # type: ignore[union-attr]
+        if on_unknown not in ("raise", "null"):
+            raise ConfigError(f"on_unknown={on_unknown!r}; use 'raise' or 'null'.")
+        for column in (USER_ID, ITEM_ID):
+            if column not in candidates.columns:
+                raise DataError(f"candidates lack column {column!r}; pass user_id, item_id rows.")
+        model = self._with_new_items(items) if items is not None else self
+        users = self._user_series(candidates[USER_ID].unique(maintain_order=True))
+        source = history if history is not None else self.interactions_
+        known_users = users.filter(users.is_in(source[USER_ID].implode()))  # type: ignore[index]
+        if history is not None:
+            known_users = pl.concat([known_users, users.filter(users.is_in(self.interactions_[USER_ID].implode()))])  # type: ignore[index]
+        keyed = candidates.select(pl.col(USER_ID).cast(users.dtype), ITEM_ID).with_row_index("_row")
+        known = keyed.join(model.index_, on=ITEM_ID, how="left").with_columns(  # type: ignore[arg-type]
+            _known_user=pl.col(USER_ID).is_in(known_users.implode())
+        )
+        unknown = known.filter(pl.col(ITEM_IDX).is_null() | ~pl.col("_known_user"))
+        if unknown.height and on_unknown == "raise":
+            bad_users = unknown.filter(~pl.col("_known_user"))[USER_ID].unique().head(5).to_list()
+            bad_items = unknown.filter(pl.col(ITEM_IDX).is_null())[ITEM_ID].unique().head(5).to_list()
+            raise DataError(
+                f"{unknown.height} candidate row(s) have an unknown user (for example {bad_users}) or item "
+                f"(for example {bad_items}). Fix: pass their events in history=, new items with text in items=, "
+                "or on_unknown='null'."
+            )
+        rows = known.filter(pl.col(ITEM_IDX).is_not_null() & pl.col("_known_user"))
+        scorable = known_users.unique(maintain_order=True)
+        frame = model._pair_features(rows, scorable, history)
+        frame = frame.with_columns(pl.Series(SCORE, model.ranker_.score(frame), dtype=pl.Float32))  # type: ignore[union-attr]
+        keep = ["_row", "interest_score", SCORE] + (list(model.ranker_.feature_names_) if with_features else [])  # type: ignore[union-attr]
+        scored = frame.rename({RETRIEVAL_SCORE: "interest_score"}).with_columns(
+            pl.col("interest_score").cast(pl.Float32)
+        )
+        if with_features:
+            scored = scored.with_columns(pl.col("interest_score").alias(RETRIEVAL_SCORE))
+        out = keyed.select("_row").join(scored.select(keep), on="_row", how="left", maintain_order="left")
+        return pl.concat([candidates, out.drop("_row")], how="horizontal")
+
+    def score_items(self, pairs: pl.DataFrame, *, history: pl.DataFrame | None = None) -> pl.DataFrame:
+        """``pairs`` (``user_id, item_id``) with the ranker's ``score`` (Float32), rows in input order: the
+        evaluation harness's sampled-metrics protocol (see :meth:`score`). Unknown users or items score null."""
+        scored = self.score(pairs.select(USER_ID, ITEM_ID), history=history, on_unknown="null")
+        return pairs.with_columns(scored[SCORE])
+
+    def _pair_features(self, rows: pl.DataFrame, users: pl.Series, history: pl.DataFrame | None) -> pl.DataFrame:
+        """Features of given ``(user, item_idx)`` rows (column ``_row`` kept): source ranks from the candidate
+        sources (list length + 1 where a source did not propose the item), then every feature block."""
+        histories = self._histories(users, history)
+        sources, queries = self._candidates(histories, self.features_, exclude_seen=True)  # type: ignore[arg-type]
         owners = pl.DataFrame({USER_ID: users}).with_row_index(QUERY)
-        scored = frame.select(QUERY, ITEM_ID).with_columns(scores).join(owners, on=QUERY).drop(QUERY)
-        keyed = pairs.with_columns(pl.col(USER_ID).cast(users.dtype))
-        out = keyed.join(scored, on=[USER_ID, ITEM_ID], how="left", maintain_order="left")
-        return out.with_columns(pl.col(SCORE).fill_null(float("-inf"))).with_columns(pairs[USER_ID])
+        pairs = rows.join(owners, on=USER_ID, how="left").select("_row", QUERY, pl.col(ITEM_IDX).cast(pl.UInt32))
+        ranks = sources.drop(RETRIEVAL_SCORE).unique([QUERY, ITEM_IDX], keep="first")
+        frame = pairs.join(ranks, on=[QUERY, ITEM_IDX], how="left", maintain_order="left")
+        lengths = {
+            RETRIEVAL_RANK: min(self.config.n_candidates, self.index_.height),  # type: ignore[union-attr]
+            TRANSITION_RANK: self.config.n_transition_candidates,
+            POPULARITY_RANK: self.config.n_popularity_candidates,
+        }
+        frame = frame.with_columns(pl.col(name).fill_null(n + 1).cast(pl.UInt32) for name, n in lengths.items())
+        score = pair_dot(queries, self.item_vectors_, frame[QUERY].to_numpy(), frame[ITEM_IDX].to_numpy())  # type: ignore[arg-type]
+        frame = frame.with_columns(pl.Series(RETRIEVAL_SCORE, score))
+        return self.features_.transform(frame, histories)  # type: ignore[union-attr]
+
+    def _with_new_items(self, items: pl.DataFrame) -> Recommender:
+        """A shallow copy whose catalogue also holds ``items`` (``item_id, text``) that are not in it yet."""
+        for column in (ITEM_ID, TEXT):
+            if column not in items.columns:
+                raise DataError(f"items lack column {column!r}; new items need item_id and text.")
+        new = items.filter(~pl.col(ITEM_ID).is_in(self.index_[ITEM_ID].implode()))  # type: ignore[index]
+        if new.height == 0:
+            return self
+        if new[TEXT].null_count():
+            raise DataError(f"items column 'text' has {new[TEXT].null_count()} null(s); new items need text.")
+        text = ItemTextEncoder(self.config.text).encode(new[TEXT].to_list())  # (n_new, text_dim)
+        if isinstance(self.user_encoder_, MemoryEncoder):
+            vectors = self.user_encoder_.project_texts(text)
+        else:
+            vectors = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+        twin = copy.copy(self)
+        twin.items_ = pl.concat([cast(pl.DataFrame, self.items_), new], how="diagonal_relaxed")
+        twin.index_ = item_index(twin.items_)
+        twin.text_vectors_ = np.concatenate([self.text_vectors_, text])  # type: ignore[list-item]
+        twin.item_vectors_ = np.concatenate([self.item_vectors_, vectors.astype(np.float32)])  # type: ignore[list-item]
+        twin.popularity_ = np.concatenate([self.popularity_, np.zeros(new.height, np.float32)])  # type: ignore[list-item]
+        twin.features_ = self.features_.extend_items(twin.items_, twin.text_vectors_, self.index_.height)  # type: ignore[union-attr]
+        return twin
 
     # -------------------------------------------------------------------------------- save / load
     def save(self, directory: str | Path) -> Path:
@@ -375,16 +551,13 @@ class Recommender:
         check_is_fitted(self)
         features = self.features_
         arrays = {
-            "item_vectors": {"vectors": self.item_vectors_},
+            "item_vectors": {"vectors": self.item_vectors_, "text": self.text_vectors_, "popularity": self.popularity_},
             **(
                 {"memory_encoder": self.user_encoder_.to_arrays()}
                 if isinstance(self.user_encoder_, MemoryEncoder)
                 else {}
             ),
-            "features": {
-                "popularity.counts": features.popularity_.counts_,  # type: ignore[union-attr]
-                **sparse_to_arrays(features.transitions_.matrix_, "transitions"),  # type: ignore[union-attr]
-            },
+            "features": features.state(),  # type: ignore[union-attr]
         }
         return write_model_dir(
             directory,
@@ -393,7 +566,10 @@ class Recommender:
             arrays=arrays,  # type: ignore[arg-type]
             texts={"ranker.txt": self.ranker_.to_text()},  # type: ignore[union-attr]
             writers={"index.faiss": self.vector_index_.save},  # type: ignore[union-attr]
-            extra={"feature_names": self.ranker_.feature_names_},  # type: ignore[union-attr]
+            extra={
+                "feature_names": self.ranker_.feature_names_,  # type: ignore[union-attr]
+                "feature_blocks": list(features.blocks_),  # type: ignore[union-attr, arg-type]
+            },
         )
 
     @classmethod
@@ -405,7 +581,12 @@ class Recommender:
         self.items_ = pl.read_parquet(folder / "items.parquet")
         self.index_ = item_index(self.items_)
         self.interactions_ = pl.read_parquet(folder / "interactions.parquet")
-        self.item_vectors_ = load_arrays(folder / "item_vectors.safetensors")["vectors"]
+        vectors = load_arrays(folder / "item_vectors.safetensors")
+        self.item_vectors_, self.text_vectors_, self.popularity_ = (
+            vectors["vectors"],
+            vectors["text"],
+            vectors["popularity"],
+        )
         if config.user_encoder == "memory":
             arrays = load_arrays(folder / "memory_encoder.safetensors")
             self.user_encoder_ = MemoryEncoder.from_arrays(config.memory, arrays)
@@ -413,16 +594,12 @@ class Recommender:
             self.user_encoder_ = ZeroShotUserEncoder(config.user).fit(self.item_vectors_)
         self.vector_index_ = FaissIndex.load(str(folder / "index.faiss"), config.index)
         self.ranker_ = LambdaRanker.from_text((folder / "ranker.txt").read_text(), config.ranker)
-        if self.ranker_.feature_names_ != manifest.get("feature_names"):
-            raise ModelFormatError("the ranker's feature list differs from the manifest's; the model is inconsistent.")
-        self.features_ = _load_features(config.features, load_arrays(folder / "features.safetensors"))
+        arrays = load_arrays(folder / "features.safetensors")
+        self.features_ = RankingFeatures.from_state(config.features, list(manifest.get("feature_blocks", [])), arrays)
+        names = manifest.get("feature_names")
+        if self.ranker_.feature_names_ != names or self.features_.feature_names != names:
+            raise ModelFormatError(
+                f"the ranker's features {self.ranker_.feature_names_}, the feature blocks' "
+                f"{self.features_.feature_names} and the manifest's {names} differ; the model is inconsistent."
+            )
         return self
-
-
-def _load_features(config: FeatureConfig, arrays: dict[str, np.ndarray]) -> RankingFeatures:
-    features = RankingFeatures(config)
-    features.popularity_ = Popularity(config.popularity)
-    features.popularity_.counts_ = arrays["popularity.counts"]
-    features.transitions_ = Transitions(config.transitions)
-    features.transitions_.matrix_ = arrays_to_sparse(arrays, "transitions")
-    return features

@@ -12,7 +12,7 @@ from conftest import TOPICS, require_data
 
 from recsys.data import Dataset
 from recsys.datasets import load_dataset
-from recsys.errors import ModelFormatError, NotFittedError
+from recsys.errors import DataError, ModelFormatError, NotFittedError
 from recsys.evaluation import EvalConfig, evaluate_many
 from recsys.models.baselines import PopularityRecommender
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
@@ -151,15 +151,93 @@ def test_pipeline_beats_popularity_on_ml_100k(cache_dir: str):
     assert results["pipeline"]["recall@50"] > results["popularity"]["recall@50"]
 
 
-def test_score_items_matches_recommend_and_marks_unretrieved(fitted: Recommender):
+def test_score_items_matches_recommend(fitted: Recommender):
     recs = fitted.recommend([0, 12], k=3)
     pairs = recs.select("user_id", "item_id")
     scored = fitted.score_items(pairs)
     assert scored.select("user_id", "item_id").equals(pairs)
     assert np.allclose(scored["score"].to_numpy(), recs["score"].to_numpy(), atol=1e-6)
-    history_item = fitted.interactions_.filter(pl.col("user_id") == 0)["item_id"][0]
-    unretrieved = fitted.score_items(pl.DataFrame({"user_id": [0], "item_id": [history_item]}))
-    assert unretrieved["score"].to_list() == [float("-inf")]
+
+
+def test_score_keeps_input_order_and_matches_recommend(fitted: Recommender):
+    recs = fitted.recommend([0, 12, 24], k=4)
+    shuffled = recs.select("user_id", "item_id").sample(fraction=1.0, shuffle=True, seed=3)
+    scored = fitted.score(shuffled, with_features=True)
+    assert scored.select("user_id", "item_id").equals(shuffled)
+    joined = scored.join(recs, on=["user_id", "item_id"], suffix="_rec")
+    assert np.allclose(joined["score"].to_numpy(), joined["score_rec"].to_numpy(), atol=1e-6)
+    assert set(fitted.ranker_.feature_names_) <= set(scored.columns)
+    assert scored.schema["interest_score"] == pl.Float32
+    # the interest-match score is the user vector . item vector
+    vectors = fitted.user_encoder_.encode(fitted._histories(pl.Series("user_id", [0]), None))
+    row = scored.filter(pl.col("user_id") == 0).row(0, named=True)
+    item_row = fitted.index_.filter(pl.col("item_id") == row["item_id"])["item_idx"].item()
+    assert row["interest_score"] == pytest.approx(float(vectors[0] @ fitted.item_vectors_[item_row]), abs=1e-5)
+
+
+def test_score_unknown_policy_inline_history_and_new_items(fitted: Recommender, topic_data):
+    _, items = topic_data
+    rows = pl.DataFrame({"user_id": [0, 777, 0], "item_id": [5, 1, 4242]})
+    with pytest.raises(DataError, match=r"777.*4242|unknown user"):
+        fitted.score(rows)
+    nulls = fitted.score(rows, on_unknown="null")
+    assert nulls["user_id"].to_list() == [0, 777, 0]
+    assert nulls["score"].is_null().to_list() == [False, True, True]
+    # a user known only by an inline history, and a new item known only by its text
+    space = items.filter(pl.col("topic") == "space")["item_id"].head(3).to_list()
+    inline = pl.DataFrame({"user_id": [777] * 3, "item_id": space, "timestamp": [1, 2, 3]})
+    new = pl.DataFrame({"item_id": [4242, 4243], "text": ["a rocket engine for the moon mission", "dog treats"]})
+    pairs = pl.DataFrame({"user_id": [777, 777], "item_id": [4243, 4242]})
+    scored = fitted.score(pairs, history=inline, items=new)
+    assert scored["item_id"].to_list() == [4243, 4242] and scored["score"].null_count() == 0
+    by_item = dict(zip(scored["item_id"].to_list(), scored["interest_score"].to_list(), strict=True))
+    assert by_item[4242] > by_item[4243], "a space reader must match the space item better"
+
+
+def test_candidates_report_each_source(fitted: Recommender):
+    cands = fitted.candidates([0, 12])
+    assert cands.columns == [
+        "user_id",
+        "item_id",
+        "retrieval_score",
+        "retrieval_rank",
+        "transition_rank",
+        "popularity_rank",
+    ]
+    assert cands.select(pl.struct("user_id", "item_id").is_unique().all()).item()
+    seen = cands.join(fitted.interactions_, on=["user_id", "item_id"], how="semi")
+    assert seen.height == 0
+    assert cands["popularity_rank"].min() == 1
+
+
+def test_explanations_name_real_history_items(fitted: Recommender, topic_data):
+    interactions, _ = topic_data
+    recs = fitted.recommend([0, 12], k=2, explain=True)
+    assert {"because_ids", "because", "reasons"} <= set(recs.columns)
+    for user, because in recs.select("user_id", "because_ids").iter_rows():
+        history = set(interactions.filter(pl.col("user_id") == user)["item_id"].to_list())
+        assert because and set(because) <= history
+    assert all(isinstance(r, str) and r for r in recs["reasons"].to_list())
+    plain = fitted.recommend([0, 12], k=2)
+    assert recs.select(plain.columns).equals(plain)
+    importance = fitted.feature_importance()
+    assert set(importance["feature"].to_list()) == set(fitted.ranker_.feature_names_)
+    assert importance["gain_share"].sum() == pytest.approx(1.0)
+
+
+def test_memory_features_transformer_polars_and_pandas(fitted: Recommender):
+    from recsys.transformer import MEMORY_FEATURES, MemoryFeatures
+
+    frame = pl.DataFrame({"user_id": [0, 0, 12], "item_id": [6, 1, 7], "extra": ["a", "b", "c"]})
+    out = MemoryFeatures(fitted).fit(frame).transform(frame)
+    assert isinstance(out, pl.DataFrame)
+    assert out.columns == [*frame.columns, *MEMORY_FEATURES]
+    assert out.select(frame.columns).equals(frame)
+    assert sorted(out.filter(pl.col("user_id") == 0)["interest_rank"].to_list()) == [1, 2]
+    pd = pytest.importorskip("pandas")
+    pd_out = MemoryFeatures(fitted).fit_transform(frame.to_pandas())
+    assert isinstance(pd_out, pd.DataFrame)
+    assert np.allclose(pd_out["interest_score"].to_numpy(), out["interest_score"].to_numpy())
 
 
 def test_sampled_metrics_for_the_pipeline(topic_data: tuple[pl.DataFrame, pl.DataFrame], cache_dir: str):
