@@ -178,6 +178,12 @@ def _slice_users(histories: Histories, start: int, stop: int) -> Histories:
 # ----------------------------------------------------------------------------- shared base
 
 
+def _append_events(interactions: pl.DataFrame, later: pl.DataFrame) -> pl.DataFrame:
+    """``interactions`` then ``later`` (same columns), each user's events kept in time order."""
+    later = later.select(interactions.columns).cast(interactions.schema)  # type: ignore[arg-type]
+    return pl.concat([interactions, later]).sort(USER_ID, TIMESTAMP, maintain_order=True)
+
+
 class _HistoryRecommender:
     """Common ``fit`` / ``recommend`` / ``score_items`` of recommenders that score users from their histories.
 
@@ -199,7 +205,7 @@ class _HistoryRecommender:
     item_ids_: pl.Series
     interactions_: pl.DataFrame
 
-    def fit(self: _R, interactions: pl.DataFrame, items: pl.DataFrame) -> _R:
+    def fit(self: _R, interactions: pl.DataFrame, items: pl.DataFrame, valid: pl.DataFrame | None = None) -> _R:
         """Fit on validated ``interactions`` and the full catalogue ``items``. Returns ``self``.
 
         Parameters
@@ -208,7 +214,11 @@ class _HistoryRecommender:
             ``user_id, item_id, timestamp`` events (see :class:`recsys.data.Dataset`).
         items:
             ``item_id`` (and ``text`` for text models), one row per catalogue item.
+        valid:
+            Later events (a validation split); a model without early stopping simply learns from them too.
         """
+        if valid is not None:
+            interactions = _append_events(interactions, valid)
         _require_columns(interactions, _EVENT_COLUMNS, "interactions")
         _require_columns(items, [ITEM_ID], "items")
         _same_dtype(interactions, ITEM_ID, items.schema[ITEM_ID], "interactions")

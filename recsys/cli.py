@@ -21,7 +21,7 @@ from recsys.errors import DatasetNotFoundError, ModelFormatError, RecsysError
 from recsys.evaluation import EvalConfig, SplitKind, evaluate_many, results_table, save_results
 from recsys.models.text_encoder import TextEncoderConfig
 from recsys.pipeline import Recommender, RecommenderConfig
-from recsys.schema import USER_ID
+from recsys.schema import ITEM_ID, TEXT, USER_ID
 from recsys.zoo import DEFAULT_MODELS, MODEL_NAMES, make_model
 
 app = typer.Typer(
@@ -143,13 +143,37 @@ def recommend(
     users: Annotated[Path | None, typer.Option(help="File with a user_id column (default: every user).")] = None,
     k: Annotated[int, typer.Option(help="Recommendations per user.")] = 10,
     include_seen: Annotated[bool, typer.Option(help="Allow items already in the user's history.")] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(help="Add because_ids, because (similar history items) and reasons (top ranker features)."),
+    ] = False,
+    show: Annotated[int, typer.Option(help="Print the first N rows (with --explain: readable sentences).")] = 0,
 ) -> None:
     """Recommend the top K items for users with a saved model."""
     recommender = Recommender.load(model)
     wanted = read_table(users)[USER_ID] if users is not None else None
-    recs = recommender.recommend(wanted, k=k, exclude_seen=not include_seen)
+    recs = recommender.recommend(wanted, k=k, exclude_seen=not include_seen, explain=explain)
     _write_table(recs, out)
     typer.echo(f"wrote {recs.height:,} rows for {recs[USER_ID].n_unique():,} users to {out}")
+    texts = recommender.items_.select(ITEM_ID, TEXT)  # type: ignore[union-attr]
+    for row in recs.head(show).join(texts, on=ITEM_ID, how="left", maintain_order="left").iter_rows(named=True):
+        line = f"user {row[USER_ID]} #{row['rank']}: {row[TEXT][:70]}"
+        if explain:
+            line += f"\n    because you had: {row['because']}\n    it {row['reasons']}"
+        typer.echo(line)
+
+
+@app.command()
+def importance(
+    model: Annotated[Path, typer.Option(help="Model directory written by `recsys fit`.")],
+    out: Annotated[Path | None, typer.Option(help="Also write the table (.parquet or .csv).")] = None,
+) -> None:
+    """The trained ranker's feature importance (gain share, splits, and what each feature means)."""
+    table = Recommender.load(model).feature_importance()
+    if out is not None:
+        _write_table(table, out)
+    for row in table.iter_rows(named=True):
+        typer.echo(f"{row['gain_share']:6.1%}  {row['feature']:<24} {row['group']:<13} {row['meaning']}")
 
 
 @app.command()

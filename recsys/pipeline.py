@@ -34,6 +34,7 @@ from recsys.features.ranking import (
     FeatureConfig,
     RankingFeatures,
 )
+from recsys.models.baselines import _append_events
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
 from recsys.models.ranker import LambdaRanker, RankerConfig
 from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
@@ -66,6 +67,10 @@ class RecommenderConfig:
     n_cutoffs:
         Training queries per user for the ranker: the last ``n_cutoffs`` events of each user's history,
         each predicted from the events before it. Feature statistics use only events before all cut-offs.
+    memory_holdout:
+        Last events per user the memory encoder does not train on (default ``n_cutoffs``: its scores on every
+        ranker label are out of sample). Smaller values train the encoder on more events (short histories)
+        at the price of in-sample scores on the earlier cut-offs; the first held-out event early-stops it.
     valid_fraction:
         Share of users whose ranker queries are held out for early stopping.
     chunk_users:
@@ -83,6 +88,7 @@ class RecommenderConfig:
     n_transition_candidates: int = 100
     n_popularity_candidates: int = 20
     n_cutoffs: int = 3
+    memory_holdout: int | None = None
     valid_fraction: float = 0.1
     chunk_users: int = 2048
     seed: int = 0
@@ -92,6 +98,8 @@ class RecommenderConfig:
         for name in ("n_candidates", "n_cutoffs", "chunk_users"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"RecommenderConfig.{name}={getattr(self, name)} must be >= 1.")
+        if self.memory_holdout is not None and self.memory_holdout < 1:
+            raise ConfigError(f"RecommenderConfig.memory_holdout={self.memory_holdout} must be >= 1 or None.")
         for name in ("n_transition_candidates", "n_popularity_candidates"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"RecommenderConfig.{name}={getattr(self, name)} must be >= 0.")
@@ -196,11 +204,15 @@ class Recommender:
         self.config = config or RecommenderConfig()
 
     # ----------------------------------------------------------------------------------------- fit
-    def fit(self, interactions: pl.DataFrame, items: pl.DataFrame) -> Recommender:
+    def fit(self, interactions: pl.DataFrame, items: pl.DataFrame, valid: pl.DataFrame | None = None) -> Recommender:
         """Embed item texts, index them, and train the ranker on time-respecting cut-offs.
 
-        ``interactions`` and ``items`` follow the data contract (see :class:`recsys.data.Dataset`).
+        ``interactions`` and ``items`` follow the data contract (see :class:`recsys.data.Dataset`). ``valid``:
+        later events (a validation split), appended to ``interactions``: every stage holds out its own
+        cut-offs, so they become the newest training labels.
         """
+        if valid is not None:
+            interactions = _append_events(interactions, valid)
         self.items_ = items
         self.index_ = item_index(items)
         self.text_vectors_ = ItemTextEncoder(self.config.text).encode(items[TEXT].to_list())
@@ -235,8 +247,9 @@ class Recommender:
 
     def _fit_memory(self, interactions: pl.DataFrame, text_vectors: np.ndarray) -> MemoryEncoder:
         """Train the memory encoder on the events before the ranker's cut-offs, early-stopped on the first."""
-        past, _, _ = training_queries(interactions, self.config.n_cutoffs)
-        cut = pl.len().over(USER_ID) - self.config.n_cutoffs  # the first cut-off event of each user
+        holdout = self.config.memory_holdout or self.config.n_cutoffs
+        past, _, _ = training_queries(interactions, holdout)
+        cut = pl.len().over(USER_ID) - holdout  # the first held-out event of each user
         first_cut = interactions.filter((pl.int_range(pl.len()).over(USER_ID) == cut) & (cut >= 1))
         histories = Histories.from_interactions(past, self.index_)  # type: ignore[arg-type]
         valid = Histories.from_interactions(first_cut, self.index_, histories.user_ids)  # type: ignore[arg-type]

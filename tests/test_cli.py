@@ -41,7 +41,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_help_lists_every_command(tmp_path: Path):
     result = run("--help", cache=tmp_path)
     assert result.returncode == 0
-    for command in ("quickstart", "fit", "recommend", "evaluate", "datasets"):
+    for command in ("quickstart", "fit", "recommend", "evaluate", "datasets", "importance"):
         assert command in result.stdout
 
 
@@ -87,6 +87,15 @@ def test_fit_then_recommend(files: Path, tmp_path: Path):
     assert recs.columns == ["user_id", "item_id", "score", "rank"]
     assert sorted(recs["user_id"].unique().to_list()) == [0, 10, 777]
     assert recs.height == 9
+    explained = tmp_path / "explained.parquet"
+    args = ("recommend", "--model", str(model), "--users", str(files / "users.csv"), "--k", "2", "--explain")
+    rec = run(*args, "--show", "2", "--out", str(explained), cache=tmp_path)
+    assert rec.returncode == 0, rec.stderr
+    assert "because you had:" in rec.stdout
+    assert {"because_ids", "because", "reasons"} <= set(pl.read_parquet(explained).columns)
+    importance = run("importance", "--model", str(model), cache=tmp_path)
+    assert importance.returncode == 0, importance.stderr
+    assert "retrieval_score" in importance.stdout
 
 
 def test_bad_column_is_one_line_and_exit_2(files: Path, tmp_path: Path):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from recsys.data import Histories
+from recsys.errors import ConfigError, DataError
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig, MemoryStates, _concat
 from recsys.models.memory_net import MemoryNetConfig, segment_mask
 from recsys.models.memory_recommender import MemoryRecommender, MemoryRecommenderConfig
@@ -179,3 +180,26 @@ def test_last_events():
     cut = h.last(2)
     assert cut.lengths.tolist() == [2, 1, 0]
     assert cut.item_idx.tolist() == [*h.item_idx[3:5], h.item_idx[5]]
+
+
+def test_explicit_validation_events_and_the_refit_pass():
+    """The default holds out each user's last event; passing that split explicitly gives the same model, and
+    the refit pass (on training plus validation events) changes the weights only when it is on."""
+    h = histories([6, 9, 5, 12], n_items=40, seed=3)
+    config = MemoryEncoderConfig(net=SMALL, epochs=2, n_negatives=16, show_progress=False, seed=0)
+    held = (h.lengths >= 2).astype(np.int64)
+    train = h.select(np.arange(h.n_users), h.indptr[:-1], h.lengths - held)
+    valid = h.select(np.arange(h.n_users), h.indptr[1:] - held, held)
+    implicit = MemoryEncoder(config).fit(h, random_vectors(40))
+    explicit = MemoryEncoder(config).fit(train, random_vectors(40), valid)
+    assert np.allclose(implicit.encode(h), explicit.encode(h), atol=1e-6)
+    no_refit = MemoryEncoder(MemoryEncoderConfig(**{**config.__dict__, "refit_epochs": 0})).fit(h, random_vectors(40))
+    assert not np.allclose(no_refit.encode(h), implicit.encode(h), atol=1e-4)
+    with pytest.raises(DataError, match="align"):
+        MemoryEncoder(config).fit(train, random_vectors(40), valid.select(np.arange(2)))
+
+
+@pytest.mark.parametrize(("field", "value"), [("refit_epochs", -1), ("refit_lr_scale", 0.0), ("refit_lr_scale", 2.0)])
+def test_refit_settings_are_checked(field: str, value: float):
+    with pytest.raises(ConfigError, match=field):
+        MemoryEncoderConfig(**{field: value})

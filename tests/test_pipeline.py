@@ -12,7 +12,7 @@ from conftest import TOPICS, require_data
 
 from recsys.data import Dataset
 from recsys.datasets import load_dataset
-from recsys.errors import DataError, ModelFormatError, NotFittedError
+from recsys.errors import ConfigError, DataError, ModelFormatError, NotFittedError
 from recsys.evaluation import EvalConfig, evaluate_many
 from recsys.models.baselines import PopularityRecommender
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
@@ -265,3 +265,40 @@ def test_pipeline_with_the_memory_encoder_round_trips(
     assert recs.height == 36 * 3
     loaded = Recommender.load(model.save(tmp_path / "memory-model"))
     assert loaded.recommend(None, k=3).equals(recs)
+
+
+def test_valid_events_are_appended_to_training(topic_data, cache_dir: str):
+    interactions, items = topic_data
+    last = pl.col("timestamp") == pl.col("timestamp").max().over("user_id")
+    train, valid = interactions.filter(~last), interactions.filter(last)
+    model = Recommender(_config(cache_dir)).fit(train, items, valid=valid)
+    assert model.interactions_.sort("user_id", "timestamp").equals(interactions.sort("user_id", "timestamp"))
+    baseline = PopularityRecommender().fit(train, items, valid=valid)
+    assert baseline.interactions_.height == interactions.height
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("memory_holdout", 0), ("n_popularity_candidates", -1), ("n_transition_candidates", -2)]
+)
+def test_candidate_and_holdout_settings_are_checked(field: str, value: int):
+    with pytest.raises(ConfigError, match=field):
+        RecommenderConfig(**{field: value})
+
+
+def test_feature_groups_are_checked_and_ablations_share_the_encoder(fitted: Recommender):
+    from recsys.features.ranking import FeatureConfig
+
+    with pytest.raises(ConfigError, match="unknown group"):
+        FeatureConfig(groups=("interest", "vibes"))
+    with pytest.raises(ConfigError, match="transition"):
+        RecommenderConfig(features=FeatureConfig(groups=("interest",)))
+    small = fitted.with_features(FeatureConfig(groups=("interest", "source", "transition")))
+    assert small.ranker_.feature_names_ == [
+        "retrieval_score",
+        "retrieval_rank",
+        "transition_rank",
+        "popularity_rank",
+        "transition_score",
+    ]
+    assert small.user_encoder_ is fitted.user_encoder_
+    assert small.recommend([0], k=3).height == 3
