@@ -71,6 +71,11 @@ class RecommenderConfig:
         Last events per user the memory encoder does not train on (default ``n_cutoffs``: its scores on every
         ranker label are out of sample). Smaller values train the encoder on more events (short histories)
         at the price of in-sample scores on the earlier cut-offs; the first held-out event early-stops it.
+    memory_crossfit:
+        ``k >= 2``: cross-fit instead of holding events out. The users are split into ``k`` folds; the ranker's
+        queries of each fold are scored by an encoder trained on the other folds' whole histories (out of
+        sample), and the encoder that serves is trained on every event. It costs ``k`` extra encoders, each on
+        ``(k - 1) / k`` of the users. 0 turns it off.
     valid_fraction:
         Share of users whose ranker queries are held out for early stopping.
     chunk_users:
@@ -89,6 +94,7 @@ class RecommenderConfig:
     n_popularity_candidates: int = 20
     n_cutoffs: int = 3
     memory_holdout: int | None = None
+    memory_crossfit: int = 0
     valid_fraction: float = 0.1
     chunk_users: int = 2048
     seed: int = 0
@@ -98,6 +104,8 @@ class RecommenderConfig:
         for name in ("n_candidates", "n_cutoffs", "chunk_users"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"RecommenderConfig.{name}={getattr(self, name)} must be >= 1.")
+        if self.memory_crossfit == 1 or self.memory_crossfit < 0:
+            raise ConfigError(f"RecommenderConfig.memory_crossfit={self.memory_crossfit} must be 0 (off) or >= 2.")
         if self.memory_holdout is not None and self.memory_holdout < 1:
             raise ConfigError(f"RecommenderConfig.memory_holdout={self.memory_holdout} must be >= 1 or None.")
         for name in ("n_transition_candidates", "n_popularity_candidates"):
@@ -112,6 +120,15 @@ class RecommenderConfig:
             raise ConfigError(f"RecommenderConfig.user_encoder={self.user_encoder!r}; use 'zero-shot' or 'memory'.")
         if not 0 <= self.valid_fraction < 1:
             raise ConfigError(f"RecommenderConfig.valid_fraction={self.valid_fraction} must be in [0, 1).")
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """Where interest-match candidates come from: a user encoder, the item vectors in its space, their index."""
+
+    encoder: ZeroShotUserEncoder | MemoryEncoder
+    item_vectors: np.ndarray
+    index: FaissIndex
 
 
 def source_frame(idx: np.ndarray, rank_column: str) -> pl.DataFrame:
@@ -186,7 +203,9 @@ class Recommender:
     text_vectors_: float32 ``(n_items, text_dim)`` item text embeddings; item_vectors_: float32
     ``(n_items, dim)`` vectors in FAISS (the text vectors, or the memory encoder's item vectors);
     vector_index_: FAISS index; popularity_: float32 ``(n_items,)`` events per item; features_: fitted
-    feature blocks (on all fitted events); ranker_: LightGBM LambdaRank; interactions_: the fitted events.
+    feature blocks (on all fitted events); ranker_: LightGBM LambdaRank; interactions_: the fitted events;
+    folds_: the cross-fitted retrieval stages that scored the ranker's training queries (``memory_crossfit``;
+    empty otherwise, and after ``load``).
     """
 
     items_: pl.DataFrame | None = None
@@ -196,6 +215,7 @@ class Recommender:
     user_encoder_: ZeroShotUserEncoder | MemoryEncoder | None = None
     vector_index_: FaissIndex | None = None
     popularity_: np.ndarray | None = None
+    folds_: dict[int, Retrieval] | None = None  # cross-fitted encoders for ranker training ({} when off)
     features_: RankingFeatures | None = None
     ranker_: LambdaRanker | None = None
     interactions_: pl.DataFrame | None = None
@@ -216,13 +236,21 @@ class Recommender:
         self.items_ = items
         self.index_ = item_index(items)
         self.text_vectors_ = ItemTextEncoder(self.config.text).encode(items[TEXT].to_list())
-        if self.config.user_encoder == "memory":
+        folds: dict[int, Retrieval] = {}
+        if self.config.user_encoder == "memory" and self.config.memory_crossfit:
+            folds = self._crossfit_memory(interactions, self.text_vectors_)
+            self.user_encoder_ = MemoryEncoder(self.config.memory).fit(
+                self._histories_of(interactions), self.text_vectors_
+            )
+            self.item_vectors_ = self.user_encoder_.item_vectors()
+        elif self.config.user_encoder == "memory":
             self.user_encoder_ = self._fit_memory(interactions, self.text_vectors_)
             self.item_vectors_ = self.user_encoder_.item_vectors()
         else:
             self.item_vectors_ = self.text_vectors_
             self.user_encoder_ = ZeroShotUserEncoder(self.config.user).fit(self.item_vectors_)
         self.vector_index_ = FaissIndex(self.config.index).fit(self.item_vectors_)
+        self.folds_ = folds
         past, history, labels = training_queries(interactions, self.config.n_cutoffs)
         self.ranker_ = self._fit_ranker(past, history, labels)
         self.popularity_ = item_popularity(interactions, self.index_)
@@ -245,6 +273,23 @@ class Recommender:
         histories = Histories.from_interactions(events, self.index_)  # type: ignore[arg-type]
         return FitContext(histories, self.items_, self.text_vectors_)  # type: ignore[arg-type]
 
+    def _histories_of(self, events: pl.DataFrame) -> Histories:
+        return Histories.from_interactions(events, self.index_)  # type: ignore[arg-type]
+
+    def _fold(self, users: pl.Expr) -> pl.Expr:
+        """The cross-fitting fold of each user (a seeded hash, so it is stable across calls)."""
+        return (users.hash(self.config.seed + 1) % self.config.memory_crossfit).cast(pl.Int64)
+
+    def _crossfit_memory(self, interactions: pl.DataFrame, text_vectors: np.ndarray) -> dict[int, Retrieval]:
+        """One encoder per fold, trained on the other folds' users (all their events)."""
+        folds = {}
+        for f in range(self.config.memory_crossfit):
+            others = interactions.filter(self._fold(pl.col(USER_ID)) != f)
+            encoder = MemoryEncoder(self.config.memory).fit(self._histories_of(others), text_vectors)
+            vectors = encoder.item_vectors()
+            folds[f] = Retrieval(encoder, vectors, FaissIndex(self.config.index).fit(vectors))
+        return folds
+
     def _fit_memory(self, interactions: pl.DataFrame, text_vectors: np.ndarray) -> MemoryEncoder:
         """Train the memory encoder on the events before the ranker's cut-offs, early-stopped on the first."""
         holdout = self.config.memory_holdout or self.config.n_cutoffs
@@ -260,7 +305,17 @@ class Recommender:
             raise DataError("no user has two or more events; the ranker needs at least one earlier event per label.")
         features = RankingFeatures(self.config.features).fit(self._context(past))
         popularity = item_popularity(past, self.index_)  # type: ignore[arg-type]
-        frame, _ = self._candidate_features(history, labels[USER_ID], features, True, popularity=popularity)
+        if self.folds_:  # cross-fitted: each fold's queries scored by the encoder that never saw those users
+            labels = labels.sort(self._fold(pl.col("owner")), maintain_order=True)
+            parts, offset = [], 0
+            for f, retrieval in self.folds_.items():
+                keys = labels.filter(self._fold(pl.col("owner")) == f)[USER_ID]
+                part, _ = self._candidate_features(history, keys, features, True, 0, popularity, retrieval)
+                parts.append(part.with_columns(pl.col(QUERY) + offset))
+                offset += len(keys)
+            frame = pl.concat(parts)
+        else:
+            frame, _ = self._candidate_features(history, labels[USER_ID], features, True, popularity=popularity)
         labels = labels.with_row_index(QUERY)
         frame = frame.join(labels.select(QUERY, ITEM_ID, label=pl.lit(1, pl.Int32)), on=[QUERY, ITEM_ID], how="left")
         frame = frame.with_columns(pl.col("label").fill_null(0)).join(
@@ -288,15 +343,17 @@ class Recommender:
         exclude_seen: bool,
         k: int = 0,
         popularity: np.ndarray | None = None,
+        retrieval: Retrieval | None = None,
     ) -> tuple[pl.DataFrame, np.ndarray]:
         """Merged candidates ``query, item_idx, retrieval_score`` and one rank column per source, plus the
         query vectors ``(n_queries, dim)``. ``popularity`` (default ``popularity_``) must come from the same
-        past events as ``features``."""
+        past events as ``features``; ``retrieval`` defaults to the fitted encoder and index."""
         popularity = cast(np.ndarray, self.popularity_ if popularity is None else popularity)
-        queries = self.user_encoder_.encode(histories)  # type: ignore[union-attr]  # (n_queries, dim)
+        retrieval = retrieval or Retrieval(self.user_encoder_, self.item_vectors_, self.vector_index_)  # type: ignore[arg-type]
+        queries = retrieval.encoder.encode(histories)  # (n_queries, dim)
         n_candidates = min(max(self.config.n_candidates, k), self.index_.height)  # type: ignore[union-attr]
         exclude = histories if exclude_seen else None
-        idx, _ = self.vector_index_.search(queries, n_candidates, exclude=exclude)  # type: ignore[union-attr]
+        idx, _ = retrieval.index.search(queries, n_candidates, exclude=exclude)
         cold = histories.lengths == 0  # no query vector: popular items instead
         idx[cold] = self._popular(popularity, histories, n_candidates, exclude_seen)[cold]
         sources = {RETRIEVAL_RANK: idx}
@@ -313,7 +370,7 @@ class Recommender:
         for name in (TRANSITION_RANK, POPULARITY_RANK):
             if name not in frame.columns:
                 frame = frame.with_columns(pl.lit(1, pl.UInt32).alias(name))  # source off: rank 0 + 1
-        score = pair_dot(queries, self.item_vectors_, frame[QUERY].to_numpy(), frame[ITEM_IDX].to_numpy())  # type: ignore[arg-type]
+        score = pair_dot(queries, retrieval.item_vectors, frame[QUERY].to_numpy(), frame[ITEM_IDX].to_numpy())
         return frame.with_columns(pl.Series(RETRIEVAL_SCORE, score)), queries
 
     @staticmethod
@@ -342,11 +399,12 @@ class Recommender:
         exclude_seen: bool,
         k: int = 0,
         popularity: np.ndarray | None = None,
+        retrieval: Retrieval | None = None,
     ) -> tuple[pl.DataFrame, Histories]:
         """Candidates (at least ``k`` per user where the catalogue allows) with features for ``users``, and
         their histories; ``query`` is the position in ``users``."""
         histories = self._histories(users, history)
-        frame, _ = self._candidates(histories, features, exclude_seen, k, popularity)
+        frame, _ = self._candidates(histories, features, exclude_seen, k, popularity, retrieval)
         frame = features.transform(frame, histories)
         item_ids = self.index_.select(ITEM_IDX, ITEM_ID)  # type: ignore[union-attr]
         return frame.join(item_ids, on=ITEM_IDX, how="left", maintain_order="left"), histories
@@ -606,6 +664,7 @@ class Recommender:
         else:
             self.user_encoder_ = ZeroShotUserEncoder(config.user).fit(self.item_vectors_)
         self.vector_index_ = FaissIndex.load(str(folder / "index.faiss"), config.index)
+        self.folds_ = {}  # training-only state: not saved
         self.ranker_ = LambdaRanker.from_text((folder / "ranker.txt").read_text(), config.ranker)
         arrays = load_arrays(folder / "features.safetensors")
         self.features_ = RankingFeatures.from_state(config.features, list(manifest.get("feature_blocks", [])), arrays)

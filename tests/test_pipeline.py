@@ -302,3 +302,25 @@ def test_feature_groups_are_checked_and_ablations_share_the_encoder(fitted: Reco
     ]
     assert small.user_encoder_ is fitted.user_encoder_
     assert small.recommend([0], k=3).height == 3
+
+
+def test_crossfitted_memory_encoders_score_unseen_users(topic_data, cache_dir: str, tmp_path):
+    """With memory_crossfit=2 each fold's ranker queries come from an encoder trained without those users."""
+    interactions, items = topic_data
+    memory = MemoryEncoderConfig(
+        net=MemoryNetConfig(dim=32, n_heads=2, segment_len=4, n_memory=2), epochs=2, show_progress=False
+    )
+    config = dataclasses.replace(_config(cache_dir), user_encoder="memory", memory=memory, memory_crossfit=2)
+    model = Recommender(config).fit(interactions, items)
+    assert sorted(model.folds_) == [0, 1]
+    folds = interactions.select(fold=model._fold(pl.col("user_id")))["fold"]
+    assert set(folds.to_list()) == {0, 1}
+    for retrieval in model.folds_.values():
+        assert retrieval.item_vectors.shape == (18, 32)
+        assert retrieval.encoder is not model.user_encoder_
+    recs = model.recommend(None, k=3)
+    assert recs.height == 36 * 3
+    loaded = Recommender.load(model.save(tmp_path / "crossfit"))
+    assert loaded.recommend(None, k=3).equals(recs) and loaded.folds_ == {}
+    with pytest.raises(ConfigError, match="memory_crossfit"):
+        RecommenderConfig(memory_crossfit=1)
