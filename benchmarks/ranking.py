@@ -12,7 +12,10 @@ pipeline with the memory encoder (``pipeline-memory``). Then, on the same fitted
 
 Raw results: ``results/ranking.json``; tables: ``README.md``.
 
-    python benchmarks/ranking.py [--datasets ...] [--no-ablation]
+    python benchmarks/ranking.py [--datasets ...] [--no-ablation] [--encoder-from results/memory_encoder.json]
+
+``--encoder-from`` takes the encoder-alone rows from the memory-encoder benchmark's results (same harness, same
+splits, its commit shown in the table) instead of training that encoder again.
 """
 
 from __future__ import annotations
@@ -77,12 +80,24 @@ def candidate_recall(model: Recommender, dataset: Any, split_kind: str) -> dict[
     return out
 
 
-def run_dataset(name: str, data_dir: str | None, text: TextEncoderConfig, ablation: bool) -> dict[str, Any]:
+def encoder_rows(path: Path | None, dataset: str) -> list[EvalResult]:
+    """The ``memory`` rows of ``dataset`` from a memory-encoder benchmark JSON (empty when no path)."""
+    if path is None:
+        return []
+    payload = json.loads(path.read_text())
+    rows = [EvalResult.from_dict(r) for r in payload["results"]]
+    return [r for r in rows if r.dataset == dataset and r.model == "memory"]
+
+
+def run_dataset(
+    name: str, data_dir: str | None, text: TextEncoderConfig, ablation: bool, encoder_from: Path | None
+) -> dict[str, Any]:
     dataset = load_dataset(name, data_dir=data_dir)
     config = EvalConfig(split=RUNS[name])  # type: ignore[arg-type]
-    models: dict[str, Any] = {m: make_model(m, text) for m in (*BASELINES, "memory", "pipeline-memory")}
+    results = encoder_rows(encoder_from, name)
+    names = (*BASELINES, *([] if results else ["memory"]), "pipeline-memory")
+    models: dict[str, Any] = {m: make_model(m, text) for m in names}
     started = {}
-    results = []
     for label, model in models.items():
         started[label] = time.perf_counter()
         results += evaluate_many({label: model}, dataset, config)
@@ -180,16 +195,19 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--datasets", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--encoder-from", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     text = TextEncoderConfig(cache_dir=args.cache_dir, show_progress=False)
     started = time.perf_counter()
-    runs = {name: run_dataset(name, args.data_dir, text, not args.no_ablation) for name in args.datasets}
+    runs = {
+        name: run_dataset(name, args.data_dir, text, not args.no_ablation, args.encoder_from) for name in args.datasets
+    }
     seconds = time.perf_counter() - started
     info = machine()
     command = ("python benchmarks/ranking.py " + " ".join(sys.argv[1:])).strip()
-    commit = next(iter(runs.values()))["results"][0].commit
+    commit = next(iter(runs.values()))["results"][-1].commit
     payload = {
         "machine": info,
         "command": command,

@@ -301,6 +301,23 @@ class Recommender:
         return MemoryEncoder(self.config.memory).fit(histories, text_vectors, valid)
 
     def _fit_ranker(self, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame) -> LambdaRanker:
+        frame, names = self._training_frame(past, history, labels)
+        frame = frame.join(
+            frame.group_by(QUERY).agg(pl.col("label").max()).filter(pl.col("label") > 0), on=QUERY, how="semi"
+        )
+        in_valid = (pl.col("owner").hash(self.config.seed) % 1000) < int(1000 * self.config.valid_fraction)
+        return LambdaRanker(self.config.ranker).fit(frame.filter(~in_valid), frame.filter(in_valid), names)
+
+    def training_frame(self, interactions: pl.DataFrame) -> pl.DataFrame:
+        """The ranker's training data for ``interactions`` with the fitted retrieval stage: one row per
+        (query, candidate) with ``query``, ``owner`` (the user), ``item_id``, every feature and ``label``
+        (1 = the held-out event). For inspection and leakage checks."""
+        check_is_fitted(self)
+        return self._training_frame(*training_queries(interactions, self.config.n_cutoffs))[0]
+
+    def _training_frame(
+        self, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame
+    ) -> tuple[pl.DataFrame, list[str]]:
         if labels.height == 0:
             raise DataError("no user has two or more events; the ranker needs at least one earlier event per label.")
         features = RankingFeatures(self.config.features).fit(self._context(past))
@@ -321,14 +338,9 @@ class Recommender:
         frame = frame.with_columns(pl.col("label").fill_null(0)).join(
             labels.select(QUERY, "owner"), on=QUERY, how="left", maintain_order="left"
         )
-        hit = frame.group_by(QUERY).agg(pl.col("label").max())
-        logger.info(
-            "ranker training: %d queries, candidate recall %.3f", labels.height, hit["label"].sum() / labels.height
-        )
-        frame = frame.join(hit.filter(pl.col("label") > 0).select(QUERY), on=QUERY, how="semi")
-        in_valid = (pl.col("owner").hash(self.config.seed) % 1000) < int(1000 * self.config.valid_fraction)
-        names = features.feature_names
-        return LambdaRanker(self.config.ranker).fit(frame.filter(~in_valid), frame.filter(in_valid), names)
+        hits = frame.group_by(QUERY).agg(pl.col("label").max())["label"].sum()
+        logger.info("ranker training: %d queries, candidate recall %.3f", labels.height, hits / labels.height)
+        return frame, features.feature_names
 
     # ---------------------------------------------------------------------------------- candidates
     def _histories(self, users: pl.Series, history: pl.DataFrame | None) -> Histories:

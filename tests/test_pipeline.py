@@ -324,3 +324,15 @@ def test_crossfitted_memory_encoders_score_unseen_users(topic_data, cache_dir: s
     assert loaded.recommend(None, k=3).equals(recs) and loaded.folds_ == {}
     with pytest.raises(ConfigError, match="memory_crossfit"):
         RecommenderConfig(memory_crossfit=1)
+
+
+def test_ranker_features_never_see_the_label_event(fitted: Recommender, topic_data):
+    """Each user's last event is a label and in no history: replacing its item changes the labels only."""
+    interactions, _ = topic_data
+    last = pl.col("timestamp") == pl.col("timestamp").max().over("user_id")
+    swapped = interactions.with_columns(pl.when(last).then((pl.col("item_id") + 7) % 18).otherwise(pl.col("item_id")))
+    a, b = fitted.training_frame(interactions), fitted.training_frame(swapped)
+    features = fitted.ranker_.feature_names_
+    assert a.select("query", "item_id", *features).equals(b.select("query", "item_id", *features))
+    assert not a["label"].equals(b["label"])
+    assert a.group_by("query").agg(pl.col("label").sum())["label"].max() == 1
