@@ -256,10 +256,13 @@ class MemoryEncoder:
         has = valid.lengths > 0
         targets[has] = valid.item_idx[valid.indptr[:-1][has]]
         self.weight_stats_ = _weight_stats(train)
-        self.initialize(text_vectors, known=np.unique(np.concatenate([train.item_idx, valid.item_idx])))
+        self.initialize(text_vectors, known=np.unique(train.item_idx))
         net = cast(MemoryNet, self.net_)
         self._train(net, train, targets)
         if cfg.refit_epochs:
+            # items first seen in validation get their residual now: it is still zero, as it was masked out
+            # (had it been on, they would only ever have been pushed down as negatives)
+            net.items.known[torch.from_numpy(np.unique(valid.item_idx))] = True
             self._refit(net, _concat(train, valid))
         self.train_seconds_ = time.perf_counter() - started
         logger.info(

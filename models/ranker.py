@@ -32,7 +32,8 @@ class RankerConfig:
     n_estimators:
         Maximum boosting rounds; early stopping on the validation groups picks the best.
     learning_rate, num_leaves, min_child_samples:
-        The usual LightGBM knobs.
+        The usual LightGBM knobs. Small trees with at least 200 rows per leaf: with 31 leaves and 20 rows the
+        validation NDCG peaked after about 13 trees on Scientific (0.1001 against 0.1018).
     early_stopping_rounds:
         Rounds without validation NDCG@``eval_at`` improvement before stopping.
     eval_at:
@@ -45,8 +46,8 @@ class RankerConfig:
 
     n_estimators: int = 300
     learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_child_samples: int = 20
+    num_leaves: int = 15
+    min_child_samples: int = 200
     early_stopping_rounds: int = 30
     eval_at: int = 10
     n_threads: int = 2

@@ -75,7 +75,8 @@ class RecommenderConfig:
         ``k >= 2``: cross-fit instead of holding events out. The users are split into ``k`` folds; the ranker's
         queries of each fold are scored by an encoder trained on the other folds' whole histories (out of
         sample), and the encoder that serves is trained on every event. It costs ``k`` extra encoders, each on
-        ``(k - 1) / k`` of the users. 0 turns it off.
+        ``(k - 1) / k`` of the users. 0 turns it off (then ``memory_holdout`` applies). Measured on Scientific:
+        NDCG@10 0.1053 with 2 folds against 0.1018 holding out the cut-offs.
     valid_fraction:
         Share of users whose ranker queries are held out for early stopping.
     chunk_users:
@@ -94,7 +95,7 @@ class RecommenderConfig:
     n_popularity_candidates: int = 20
     n_cutoffs: int = 3
     memory_holdout: int | None = None
-    memory_crossfit: int = 0
+    memory_crossfit: int = 2
     valid_fraction: float = 0.1
     chunk_users: int = 2048
     seed: int = 0

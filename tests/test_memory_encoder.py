@@ -199,6 +199,19 @@ def test_explicit_validation_events_and_the_refit_pass():
         MemoryEncoder(config).fit(train, random_vectors(40), valid.select(np.arange(2)))
 
 
+def test_items_first_seen_in_validation_get_a_residual_only_in_the_refit():
+    """Training never pushes them down as mere negatives: their residual is masked until the refit pass."""
+    train = histories([5, 5], n_items=30, seed=1)
+    train = Histories(train.user_ids, train.indptr, train.item_idx % 20, train.timestamps, train.weights)
+    valid = Histories(train.user_ids, np.array([0, 1, 2]), np.array([25, 26]), np.array([10**7, 10**7]))
+    config = MemoryEncoderConfig(net=SMALL, epochs=1, n_negatives=64, show_progress=False)
+    before = MemoryEncoder(MemoryEncoderConfig(**{**config.__dict__, "refit_epochs": 0}))
+    before.fit(train, random_vectors(30), valid)
+    assert not before.net_.items.known[25] and float(before.net_.items.residual.weight[25].detach().abs().sum()) == 0.0
+    after = MemoryEncoder(config).fit(train, random_vectors(30), valid)
+    assert after.net_.items.known[25] and float(after.net_.items.residual.weight[25].detach().abs().sum()) > 0.0
+
+
 @pytest.mark.parametrize(("field", "value"), [("refit_epochs", -1), ("refit_lr_scale", 0.0), ("refit_lr_scale", 2.0)])
 def test_refit_settings_are_checked(field: str, value: float):
     with pytest.raises(ConfigError, match=field):
