@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from recsys.datasets import load_dataset
 from recsys.evaluation import EvalConfig, EvalResult, evaluate_many, length_table, results_table
 from recsys.models.memory_encoder import MemoryEncoderConfig
@@ -29,25 +27,12 @@ from recsys.models.text_encoder import TextEncoderConfig
 from recsys.zoo import make_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from foundation import machine
+from foundation import Prefitted, machine
 
 HERE = Path(__file__).resolve().parent
 RUNS = {"amazon-scientific-unisrec": "published", "ml-100k": "loo", "ml-latest-small": "loo"}
 START, END = "<!-- memory-encoder:start -->", "<!-- memory-encoder:end -->"
 BUCKETS = (20, 50, 200)
-
-
-class Prefitted:
-    """An already fitted model in the harness: ``fit`` does nothing (its fit time is reported as 0)."""
-
-    def __init__(self, model: MemoryRecommender) -> None:
-        self.model = model
-
-    def fit(self, interactions: pl.DataFrame, items: pl.DataFrame) -> Prefitted:
-        return self
-
-    def recommend(self, users: Any, k: int = 10, **kwargs: Any) -> pl.DataFrame:
-        return self.model.recommend(users, k, **kwargs)
 
 
 def memory(text: TextEncoderConfig, dim: int = 128) -> MemoryRecommender:

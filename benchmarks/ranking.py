@@ -39,26 +39,13 @@ from recsys.schema import ITEM_ID, USER_ID
 from recsys.zoo import make_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from foundation import machine
+from foundation import Prefitted, machine
 
 HERE = Path(__file__).resolve().parent
 RUNS = {"amazon-scientific-unisrec": "published", "ml-100k": "loo", "ml-latest-small": "loo"}
 START, END = "<!-- ranking:start -->", "<!-- ranking:end -->"
 BASELINES = ("popularity", "transitions", "zero-shot-text")
 SOURCES = {"retrieval_rank": "encoder + FAISS", "transition_rank": "transitions", "popularity_rank": "popularity"}
-
-
-class Prefitted:
-    """An already fitted pipeline in the harness: ``fit`` does nothing."""
-
-    def __init__(self, model: Recommender) -> None:
-        self.model = model
-
-    def fit(self, interactions: pl.DataFrame, items: pl.DataFrame) -> Prefitted:
-        return self
-
-    def recommend(self, users: Any, k: int = 10, **kwargs: Any) -> pl.DataFrame:
-        return self.model.recommend(users, k, **kwargs)
 
 
 def candidate_recall(model: Recommender, dataset: Any, split_kind: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ one user's sequence (optionally row-normalised into transition probabilities). A
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ import scipy.sparse as sp
 
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError, check_is_fitted
+from recsys.features._common import check_history_items, check_positive_float
 
 __all__ = ["TransitionConfig", "Transitions", "recency_matrix"]
 
@@ -52,22 +52,9 @@ class TransitionConfig:
             raise ConfigError(f"window must be a positive integer (for example 3), got {self.window!r}.")
         if not (0.0 < self.distance_decay <= 1.0):
             raise ConfigError(f"distance_decay must be in (0, 1], got {self.distance_decay!r}.")
-        _check_half_life("history_half_life", self.history_half_life)
+        check_positive_float("history_half_life", self.history_half_life, 5.0)
         if not isinstance(self.normalize, bool):
             raise ConfigError(f"normalize must be True or False, got {self.normalize!r}.")
-
-
-def _check_half_life(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be a positive finite number of events (for example 5.0), got {value!r}.")
-
-
-def _check_items(histories: Histories, n_items: int) -> None:
-    if histories.item_idx.size and (histories.item_idx.min() < 0 or histories.item_idx.max() >= n_items):
-        raise DataError(
-            f"histories reference item rows outside 0..{n_items - 1}; build them with the same item_index "
-            "as the fitted catalogue."
-        )
 
 
 def recency_matrix(
@@ -92,7 +79,7 @@ def recency_matrix(
         float32 of shape ``(n_users, n_items)``; ``W[u, i]`` sums the weights of item ``i`` in
         ``u``'s history.
     """
-    _check_items(histories, n_items)
+    check_history_items(histories, n_items)
     users = histories.event_user()
     age = histories.indptr[users + 1] - 1 - np.arange(histories.item_idx.size)  # 0 for the newest event
     weights = np.power(0.5, age / half_life).astype(np.float32)
@@ -136,7 +123,7 @@ class Transitions:
 
     def fit(self, histories: Histories, n_items: int) -> Transitions:
         """Build ``matrix_`` from training ``histories`` over ``n_items`` items. Returns ``self``."""
-        _check_items(histories, n_items)
+        check_history_items(histories, n_items)
         cfg = self.config
         src, dst, weights = _pairs(histories, cfg.window, cfg.distance_decay)
         matrix = sp.coo_matrix((weights, (src, dst)), shape=(n_items, n_items)).tocsr()
