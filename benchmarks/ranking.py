@@ -12,7 +12,8 @@ pipeline with the memory encoder (``pipeline-memory``). Then, on the same fitted
 
 Raw results: ``results/ranking.json``; tables: ``README.md``.
 
-    python benchmarks/ranking.py [--datasets ...] [--no-ablation] [--encoder-from results/memory_encoder.json]
+    python benchmarks/ranking.py [--datasets ...] [--no-ablation | --ablate DATASET ...]
+                                 [--encoder-from results/memory_encoder.json]
 
 ``--encoder-from`` takes the encoder-alone rows from the memory-encoder benchmark's results (same harness, same
 splits, its commit shown in the table) instead of training that encoder again.
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--datasets", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--ablate", nargs="*", default=None, help="datasets to ablate (default: all that run)")
     parser.add_argument("--encoder-from", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -189,7 +191,14 @@ def main() -> None:
     text = TextEncoderConfig(cache_dir=args.cache_dir, show_progress=False)
     started = time.perf_counter()
     runs = {
-        name: run_dataset(name, args.data_dir, text, not args.no_ablation, args.encoder_from) for name in args.datasets
+        name: run_dataset(
+            name,
+            args.data_dir,
+            text,
+            not args.no_ablation and (args.ablate is None or name in args.ablate),
+            args.encoder_from,
+        )
+        for name in args.datasets
     }
     seconds = time.perf_counter() - started
     info = machine()
