@@ -112,7 +112,7 @@ def run_dataset(
             out["ablation"].append(
                 {"without": group, "ndcg@10": r.metrics["ndcg@10"], "recall@10": r.metrics["recall@10"]}
             )
-    if name == "ml-latest-small":
+    if name in ("ml-latest-small", "ml-100k"):  # movie titles read well
         out["explanation"] = explanation(pipeline, dataset)
     return out
 
