@@ -252,12 +252,15 @@ class Recommender:
             self.user_encoder_ = ZeroShotUserEncoder(self.config.user).fit(self.item_vectors_)
         self.vector_index_ = FaissIndex(self.config.index).fit(self.item_vectors_)
         self.folds_ = folds
-        past, history, labels = training_queries(interactions, self.config.n_cutoffs)
-        self.ranker_ = self._fit_ranker(past, history, labels)
         self.popularity_ = item_popularity(interactions, self.index_)
-        self.features_ = RankingFeatures(self.config.features).fit(self._context(interactions))
+        self._fit_ranking(interactions)
         self.interactions_ = interactions
         return self
+
+    def _fit_ranking(self, interactions: pl.DataFrame) -> None:
+        """The ranker on time-respecting cut-offs, then the feature blocks on every event (for serving)."""
+        self.ranker_ = self._fit_ranker(*training_queries(interactions, self.config.n_cutoffs))
+        self.features_ = RankingFeatures(self.config.features).fit(self._context(interactions))
 
     def with_features(self, features: FeatureConfig) -> Recommender:
         """A new recommender sharing this one's text vectors, user encoder and FAISS index, with its ranker
@@ -265,14 +268,11 @@ class Recommender:
         check_is_fitted(self)
         twin = copy.copy(self)
         twin.config = dataclasses.replace(self.config, features=features)
-        past, history, labels = training_queries(self.interactions_, self.config.n_cutoffs)  # type: ignore[arg-type]
-        twin.ranker_ = twin._fit_ranker(past, history, labels)
-        twin.features_ = RankingFeatures(features).fit(twin._context(self.interactions_))  # type: ignore[arg-type]
+        twin._fit_ranking(self.interactions_)  # type: ignore[arg-type]
         return twin
 
     def _context(self, events: pl.DataFrame) -> FitContext:
-        histories = Histories.from_interactions(events, self.index_)  # type: ignore[arg-type]
-        return FitContext(histories, self.items_, self.text_vectors_)  # type: ignore[arg-type]
+        return FitContext(self._histories_of(events), self.items_, self.text_vectors_)  # type: ignore[arg-type]
 
     def _histories_of(self, events: pl.DataFrame) -> Histories:
         return Histories.from_interactions(events, self.index_)  # type: ignore[arg-type]
@@ -297,7 +297,7 @@ class Recommender:
         past, _, _ = training_queries(interactions, holdout)
         cut = pl.len().over(USER_ID) - holdout  # the first held-out event of each user
         first_cut = interactions.filter((pl.int_range(pl.len()).over(USER_ID) == cut) & (cut >= 1))
-        histories = Histories.from_interactions(past, self.index_)  # type: ignore[arg-type]
+        histories = self._histories_of(past)
         valid = Histories.from_interactions(first_cut, self.index_, histories.user_ids)  # type: ignore[arg-type]
         return MemoryEncoder(self.config.memory).fit(histories, text_vectors, valid)
 
@@ -367,8 +367,9 @@ class Recommender:
         n_candidates = min(max(self.config.n_candidates, k), self.index_.height)  # type: ignore[union-attr]
         exclude = histories if exclude_seen else None
         idx, _ = retrieval.index.search(queries, n_candidates, exclude=exclude)
-        cold = histories.lengths == 0  # no query vector: popular items instead
-        idx[cold] = self._popular(popularity, histories, n_candidates, exclude_seen)[cold]
+        cold = np.flatnonzero(histories.lengths == 0)  # no query vector: popular items instead
+        if len(cold):
+            idx[cold] = self._popular(popularity, histories.select(cold), n_candidates, exclude_seen)
         sources = {RETRIEVAL_RANK: idx}
         if self.config.n_transition_candidates and features.transitions is not None:
             scores = features.transitions.score(histories)  # (n_queries, n_items)
@@ -390,19 +391,10 @@ class Recommender:
     def _popular(popularity: np.ndarray, histories: Histories, n: int, exclude_seen: bool) -> np.ndarray:
         """int64 ``(n_queries, n)``: the most popular items, history items skipped when ``exclude_seen``
         (-1 pads where the catalogue runs out)."""
-        counts = np.asarray(popularity, np.float32)
-        extra = int(histories.lengths.max(initial=0)) if exclude_seen else 0
-        top = np.argsort(-counts, kind="stable")[: n + extra]  # enough to fill n after exclusion
-        scores = np.repeat(np.arange(len(top), 0, -1, dtype=np.float32)[None, :], histories.n_users, axis=0)
-        if exclude_seen:
-            rank_of = np.full(len(counts), -1, np.int64)
-            rank_of[top] = np.arange(len(top))
-            pos, users = rank_of[histories.item_idx], histories.event_user()
-            scores[users[pos >= 0], pos[pos >= 0]] = -np.inf  # (n_queries, len(top))
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
-        picked = np.take_along_axis(scores, order, axis=1)
-        out = np.where(np.isfinite(picked), top[order], -1)
-        return np.pad(out, ((0, 0), (0, n - out.shape[1])), constant_values=-1)
+        scores = np.repeat(
+            np.asarray(popularity, np.float32)[None, :], histories.n_users, axis=0
+        )  # (n_queries, n_items)
+        return topk(scores, n, histories if exclude_seen else None, overwrite=True)[0]
 
     def _candidate_features(
         self,
@@ -526,8 +518,8 @@ class Recommender:
         candidates:
             ``user_id, item_id`` rows (any order, duplicates allowed).
         history:
-            Interactions (data contract) that give the users' histories inline; they replace the fitted events
-            of those users. Users in neither are unknown.
+            Interactions (data contract) that give the users' histories inline, instead of the fitted events
+            (as in :meth:`recommend`). Users without events there are unknown.
         items:
             ``item_id, text`` of items outside the fitted catalogue (new items, scored from their text alone).
             Items in neither are unknown.
@@ -550,10 +542,8 @@ class Recommender:
                 raise DataError(f"candidates lack column {column!r}; pass user_id, item_id rows.")
         model = self._with_new_items(items) if items is not None else self
         users = self._user_series(candidates[USER_ID].unique(maintain_order=True))
-        source = history if history is not None else self.interactions_
+        source = history if history is not None else self.interactions_  # as in _histories
         known_users = users.filter(users.is_in(source[USER_ID].implode()))  # type: ignore[index]
-        if history is not None:
-            known_users = pl.concat([known_users, users.filter(users.is_in(self.interactions_[USER_ID].implode()))])  # type: ignore[index]
         keyed = candidates.select(pl.col(USER_ID).cast(users.dtype), ITEM_ID).with_row_index("_row")
         known = keyed.join(model.index_, on=ITEM_ID, how="left").with_columns(  # type: ignore[arg-type]
             _known_user=pl.col(USER_ID).is_in(known_users.implode())
@@ -568,15 +558,10 @@ class Recommender:
                 "or on_unknown='null'."
             )
         rows = known.filter(pl.col(ITEM_IDX).is_not_null() & pl.col("_known_user"))
-        scorable = known_users.unique(maintain_order=True)
-        frame = model._pair_features(rows, scorable, history)
+        frame = model._pair_features(rows, known_users, history)
         frame = frame.with_columns(pl.Series(SCORE, model.ranker_.score(frame), dtype=pl.Float32))  # type: ignore[union-attr]
         keep = ["_row", "interest_score", SCORE] + (list(model.ranker_.feature_names_) if with_features else [])  # type: ignore[union-attr]
-        scored = frame.rename({RETRIEVAL_SCORE: "interest_score"}).with_columns(
-            pl.col("interest_score").cast(pl.Float32)
-        )
-        if with_features:
-            scored = scored.with_columns(pl.col("interest_score").alias(RETRIEVAL_SCORE))
+        scored = frame.with_columns(interest_score=pl.col(RETRIEVAL_SCORE).cast(pl.Float32))
         out = keyed.select("_row").join(scored.select(keep), on="_row", how="left", maintain_order="left")
         return pl.concat([candidates, out.drop("_row")], how="horizontal")
 
