@@ -15,9 +15,10 @@ from typing import Annotated, Any, cast
 import polars as pl
 import typer
 
+from recsys.batch import BatchConfig, BatchJob, read_users
 from recsys.data import DataConfig, Dataset, read_table
 from recsys.datasets import available_datasets, load_dataset
-from recsys.errors import DatasetNotFoundError, ModelFormatError, RecsysError
+from recsys.errors import ConfigError, DatasetNotFoundError, ModelFormatError, RecsysError
 from recsys.evaluation import EvalConfig, SplitKind, evaluate_many, results_table, save_results
 from recsys.models.text_encoder import TextEncoderConfig
 from recsys.pipeline import Recommender, RecommenderConfig
@@ -136,11 +137,33 @@ def fit(
     typer.echo(f"saved model to {model.save(out)}")
 
 
+def _print_rows(recs: pl.DataFrame, recommender: Recommender, show: int, explain: bool) -> None:
+    texts = recommender.items_.select(ITEM_ID, TEXT)  # type: ignore[union-attr]
+    for row in recs.head(show).join(texts, on=ITEM_ID, how="left", maintain_order="left").iter_rows(named=True):
+        line = f"user {row[USER_ID]} #{row['rank']}: {row[TEXT][:70]}"
+        if explain:
+            line += f"\n    because you had: {row['because']}\n    it {row['reasons']}"
+        typer.echo(line)
+
+
+def _is_batch_output(out: Path) -> bool:
+    """A directory (existing, or a path without a file suffix) gets the sharded batch job."""
+    return out.is_dir() or out.suffix == ""
+
+
 @app.command()
 def recommend(
     model: Annotated[Path, typer.Option(help="Model directory written by `recsys fit`.")],
-    out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv).")],
-    users: Annotated[Path | None, typer.Option(help="File with a user_id column (default: every user).")] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output: a .parquet or .csv file (one table), or a directory (a path without a suffix, or an "
+            "existing folder) for a resumable batch job: part-*.parquet shards with a fallback column, then _SUCCESS."
+        ),
+    ],
+    users: Annotated[
+        Path | None, typer.Option(help="Parquet or CSV file with a user_id column (default: every fitted user).")
+    ] = None,
     k: Annotated[int, typer.Option(help="Recommendations per user.")] = 10,
     include_seen: Annotated[bool, typer.Option(help="Allow items already in the user's history.")] = False,
     explain: Annotated[
@@ -148,19 +171,47 @@ def recommend(
         typer.Option(help="Add because_ids, because (similar history items) and reasons (top ranker features)."),
     ] = False,
     show: Annotated[int, typer.Option(help="Print the first N rows (with --explain: readable sentences).")] = 0,
+    memory_budget_mb: Annotated[
+        float, typer.Option(help="Batch job: working memory per chunk of users in MiB; sets the users per shard.")
+    ] = BatchConfig.memory_budget_mb,
+    overwrite: Annotated[
+        bool, typer.Option(help="Batch job: replace another job's output in --out instead of refusing.")
+    ] = False,
+    history: Annotated[
+        Path | None,
+        typer.Option(
+            help="Batch job: events (user_id, item_id, timestamp) of users the model has no events for; "
+            "they are scored from these items' texts instead of getting popular items."
+        ),
+    ] = None,
 ) -> None:
-    """Recommend the top K items for users with a saved model."""
+    """Recommend the top K items for users with a saved model.
+
+    With a directory --out this is a batch job: users are processed in chunks sized from --memory-budget-mb
+    (progress bar with ETA), each chunk is committed as a part-NNNNN.parquet shard, and _SUCCESS is written
+    last. Run the same command again after a crash to resume: committed shards are kept.
+    """
+    wanted = read_users(users) if users is not None else None
+    if _is_batch_output(out):
+        if explain:
+            raise ConfigError("--explain writes one table; give --out a .parquet file instead of a directory.")
+        config = BatchConfig(k=k, exclude_seen=not include_seen, memory_budget_mb=memory_budget_mb)
+        inline = read_table(history) if history is not None else None
+        report = BatchJob(config).run(model, out, wanted, history=inline, overwrite=overwrite)
+        typer.echo(
+            f"wrote {report.n_rows:,} rows for {report.n_users:,} users ({report.fallback_users:,} fallback) to "
+            f"{out} in {report.n_shards} shard(s), {report.shards_reused} reused from an earlier run"
+        )
+        if show:
+            _print_rows(read_table(out).head(show), Recommender.load(model), show, explain=False)
+        return
+    if history is not None:
+        raise ConfigError("--history is for batch jobs; give --out a directory instead of a file.")
     recommender = Recommender.load(model)
-    wanted = read_table(users)[USER_ID] if users is not None else None
     recs = recommender.recommend(wanted, k=k, exclude_seen=not include_seen, explain=explain)
     _write_table(recs, out)
     typer.echo(f"wrote {recs.height:,} rows for {recs[USER_ID].n_unique():,} users to {out}")
-    texts = recommender.items_.select(ITEM_ID, TEXT)  # type: ignore[union-attr]
-    for row in recs.head(show).join(texts, on=ITEM_ID, how="left", maintain_order="left").iter_rows(named=True):
-        line = f"user {row[USER_ID]} #{row['rank']}: {row[TEXT][:70]}"
-        if explain:
-            line += f"\n    because you had: {row['because']}\n    it {row['reasons']}"
-        typer.echo(line)
+    _print_rows(recs, recommender, show, explain)
 
 
 @app.command()
