@@ -20,16 +20,29 @@ __all__ = ["check_k", "mask_seen", "to_recommendations", "topk"]
 def check_k(k: object) -> int:
     """``k`` as an int; :class:`ConfigError` unless it is a positive integer."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"k must be a positive integer (for example 10), got {k!r}.")
+        raise ConfigError(f"k must be a positive integer (for example 10), got k={k!r}.")
     return int(k)
 
 
-def _check_scores(scores: np.ndarray) -> None:
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_scores(scores: np.ndarray) -> np.ndarray:
+    """``scores`` as a float array: integer and boolean scores become float32 (they must hold ``-inf``)."""
     if not isinstance(scores, np.ndarray) or scores.ndim != 2:
         shape = getattr(scores, "shape", None)
         raise DataError(f"scores must be a 2-D numpy array (n_users, n_items), got shape {shape}.")
+    if scores.dtype == np.bool_ or np.issubdtype(scores.dtype, np.integer):
+        return scores.astype(np.float32)
+    if not np.issubdtype(scores.dtype, np.floating):
+        raise DataError(f"scores have dtype {scores.dtype}; expected real numbers (float32).")
     if np.isnan(scores).any():
         raise DataError("scores hold NaN; fix the scoring stage or replace NaN with -inf before topk.")
+    if scores.dtype.itemsize > 4 and scores.size:  # float64 values beyond float32 would come back as +-inf
+        finite = np.abs(scores[np.isfinite(scores)])
+        if finite.size and finite.max() > _FLOAT32_MAX:
+            raise DataError(f"scores hold finite values beyond the float32 range (up to {finite.max():.3g}); rescale.")
+    return scores
 
 
 def mask_seen(scores: np.ndarray, histories: Histories) -> None:
@@ -47,7 +60,13 @@ def mask_seen(scores: np.ndarray, histories: Histories) -> None:
             f"scores has {scores.shape[0]} rows but the exclusion histories have {histories.n_users} users; "
             "pass the histories of exactly the scored users, in the same order."
         )
-    scores[histories.event_user(), histories.item_idx] = -np.inf
+    items = histories.item_idx
+    if items.size and (items.min() < 0 or items.max() >= scores.shape[1]):
+        raise DataError(
+            f"the exclusion histories hold item rows {int(items.min())}..{int(items.max())} but scores has "
+            f"{scores.shape[1]} items; pass histories built on the same catalogue."
+        )
+    scores[histories.event_user(), items] = -np.inf
 
 
 def _select_top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -73,7 +92,8 @@ def topk(
     Parameters
     ----------
     scores:
-        float32 array of shape ``(n_users, n_items)``; no NaN.
+        float array of shape ``(n_users, n_items)``, no NaN, finite values within the float32 range; integer
+        and boolean scores are converted to float32 (a copy).
     k:
         Items per user. When fewer than ``k`` items are left (small catalogue, exclusions), the tail is
         padded with index ``-1`` and score ``-inf``.
@@ -91,11 +111,12 @@ def topk(
         Equal scores are ordered by the lower item index.
     """
     k = check_k(k)
-    _check_scores(scores)
+    converted = _check_scores(scores)
     if exclude is not None:
-        if not overwrite or not scores.flags.writeable:
-            scores = scores.copy()
-        mask_seen(scores, exclude)
+        if converted is scores and (not overwrite or not scores.flags.writeable):
+            converted = scores.copy()
+        mask_seen(converted, exclude)
+    scores = converted
     n_users, n_items = scores.shape
     kk = min(k, n_items)
     idx = np.full((n_users, k), -1, dtype=np.int64)
@@ -133,6 +154,8 @@ def to_recommendations(user_ids: pl.Series, idx: np.ndarray, vals: np.ndarray, i
         raise DataError(
             f"idx {idx.shape} and vals {vals.shape} must both have shape (len(user_ids)={len(user_ids)}, k)."
         )
+    if idx.size and idx.max() >= len(item_ids):
+        raise DataError(f"idx holds item row {int(idx.max())} but item_ids has {len(item_ids)} items.")
     rows, cols = np.nonzero(idx >= 0)
     if rows.size == 0:
         return empty_recommendations(user_ids.dtype, item_ids.dtype)

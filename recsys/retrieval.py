@@ -16,6 +16,7 @@ from typing import Any, Literal, cast
 
 import numpy as np
 
+from recsys._topk import check_k
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError, ModelFormatError, check_is_fitted
 
@@ -54,12 +55,18 @@ def as_float32_matrix(x: np.ndarray, name: str, dim: int | None = None) -> np.nd
         raise DataError(f"{name} must be a 2-D array (n, dim); got shape {x.shape}.")
     if dim is not None and x.shape[1] != dim:
         raise DataError(f"{name} has dimension {x.shape[1]} but the index holds vectors of dimension {dim}.")
-    if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"{name} has dtype {x.dtype}; expected a numeric array (it is converted to float32).")
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"{name} has dtype {x.dtype}; expected a real numeric array (it is converted to float32).")
+    if x.shape[1] == 0:
+        raise DataError(f"{name} has shape {x.shape}; vectors need a dimension of at least 1.")
+    with np.errstate(over="ignore"):  # float64 beyond the float32 range becomes inf: refused just below
+        x = np.ascontiguousarray(x, dtype=np.float32)
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).any(axis=1).sum())
-        raise DataError(f"{name} has {bad} row(s) with NaN or infinite values; fix or drop them before searching.")
+        raise DataError(
+            f"{name} has {bad} row(s) with NaN or infinite values (or beyond the float32 range); fix or drop them "
+            "before searching."
+        )
     return x
 
 
@@ -124,8 +131,7 @@ class _BaseIndex:
         check_is_fitted(self, ("dim_", "n_items_"))
         n_items = cast(int, self.n_items_)
         queries = as_float32_matrix(queries, "queries", self.dim_)
-        if k < 1:
-            raise ConfigError(f"k={k} must be >= 1.")
+        k = check_k(k)
         if exclude is not None and exclude.n_users != len(queries):
             raise DataError(f"exclude has {exclude.n_users} users but there are {len(queries)} queries.")
         out_idx = np.full((len(queries), k), -1, dtype=np.int64)
@@ -135,6 +141,8 @@ class _BaseIndex:
         for start in range(0, len(queries), self.config.batch_size):
             rows = order[start : start + self.config.batch_size]
             fetch = int(min(n_items, k + lengths[rows].max(initial=0)))
+            if fetch == 0:  # empty catalogue: nothing to find (FAISS asserts on k=0)
+                continue
             idx, scores = self._search_raw(queries[rows], fetch)
             idx, scores = _compact(idx, scores, _exclusion_mask(idx, rows, exclude), k)
             out_idx[rows], out_scores[rows] = idx, scores
@@ -155,7 +163,7 @@ class ExactIndex(_BaseIndex):
     def _search_raw(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores = queries @ cast(np.ndarray, self.vectors_).T  # (n, n_items)
         n_items = scores.shape[1]
-        # Sort by score descending, ties by lower item row (deterministic, like FAISS flat search).
+        # Sort by score descending, ties by lower item row (deterministic; FAISS orders ties its own way).
         order = np.lexsort((np.broadcast_to(np.arange(n_items), scores.shape), -scores), axis=1)[:, :k]
         return order.astype(np.int64), np.take_along_axis(scores, order, axis=1)
 
@@ -203,7 +211,7 @@ class FaissIndex(_BaseIndex):
         self = cls(config)
         try:
             self.index_ = faiss.read_index(os.fspath(path))
-        except RuntimeError as err:
+        except (RuntimeError, MemoryError) as err:  # MemoryError: a corrupt header asks for exabytes
             raise ModelFormatError(f"{os.fspath(path)!r} is not a readable FAISS index file: {err}") from err
         self.n_items_, self.dim_ = self.index_.ntotal, self.index_.d
         return self

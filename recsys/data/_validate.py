@@ -86,7 +86,7 @@ def _text_expr(df: pl.DataFrame, fields: tuple[str, ...], separator: str) -> pl.
     parts = []
     for name in fields:
         dtype = df.schema[name]
-        if isinstance(dtype, pl.List):
+        if isinstance(dtype, pl.List) and not dtype.inner.is_nested():
             expr = pl.col(name).cast(pl.List(pl.String)).list.join(", ")
         elif dtype == pl.String or dtype.is_numeric() or dtype == pl.Categorical:
             expr = pl.col(name).cast(pl.String)
@@ -147,6 +147,11 @@ def _order_expr(df: pl.DataFrame, column: str) -> pl.Expr:
 
 def _check_order_values(df: pl.DataFrame, column: str, config: DataConfig, report: ValidationReport) -> pl.DataFrame:
     dtype = df.schema[column]
+    if dtype.is_integer():  # UInt64 / Int128 values beyond Int64 would silently become null timestamps
+        out_of_range = pl.col(column).cast(pl.Int64, strict=False).is_null() & pl.col(column).is_not_null()
+        df = _bad_rows(
+            df, out_of_range, "non-finite or out-of-range order value", column, "remove huge timestamps", config, report
+        )
     if dtype.is_float():
         bad = ~pl.col(column).is_finite().fill_null(True) | (pl.col(column).abs() >= 2.0**63).fill_null(False)
         df = _bad_rows(
@@ -181,6 +186,12 @@ def _optional_columns(df: pl.DataFrame, config: DataConfig, report: ValidationRe
         exprs.append(pl.col(config.weight_column).cast(pl.Float32).alias(WEIGHT))
     if config.event_column is not None:
         _require_columns(df, [config.event_column], "interactions")
+        dtype = df.schema[config.event_column]
+        if dtype.is_nested() or dtype == pl.Object:
+            raise SchemaError(
+                f"interactions column {config.event_column!r} has dtype {dtype}; event types must be strings or "
+                f"numbers. Fix: cast it to pl.String or set DataConfig.event_column=None."
+            )
         exprs.append(pl.col(config.event_column).cast(pl.String).alias(EVENT))
     return exprs
 
@@ -222,10 +233,11 @@ def validate_interactions(
     if config.weight_column is not None:
         df = _bad_rows(
             df,
-            ~pl.col(config.weight_column).cast(pl.Float64).is_finite().fill_null(False),
+            # via Float32, the stored dtype: a finite 1e300 would otherwise become an infinite weight
+            ~pl.col(config.weight_column).cast(pl.Float64).cast(pl.Float32).is_finite().fill_null(False),
             "null or non-finite weight",
             config.weight_column,
-            "fill or remove null/NaN/inf weights",
+            "fill or remove null/NaN/inf weights (and weights beyond the float32 range)",
             config,
             report,
         )
