@@ -6,6 +6,7 @@ from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
 from recsys.features.item_stats import ItemStats, ItemStatsConfig
 from recsys.features.popularity import Popularity, PopularityConfig, item_popularity
 from recsys.features.ranking import FeatureConfig, RankingFeatures
+from recsys.features.relative import QueryRelative, RelativeConfig
 from recsys.features.similarity import SimilarityConfig, TextSimilarity
 from recsys.features.transitions import TransitionConfig, Transitions
 from recsys.features.user_stats import UserActivity
@@ -23,7 +24,9 @@ __all__ = [
     "ItemStatsConfig",
     "Popularity",
     "PopularityConfig",
+    "QueryRelative",
     "RankingFeatures",
+    "RelativeConfig",
     "RepeatSignals",
     "SimilarityConfig",
     "TextSimilarity",

@@ -9,7 +9,8 @@ also say which sources proposed a candidate.
 :class:`RankingFeatures` fits every enabled block on past events (:class:`~recsys.features.base.FitContext`)
 and adds their columns. Groups (for ablations): ``interest`` (the interest-match score and its rank),
 ``source`` (the other sources' ranks), ``item``, ``user``, ``transition``, ``cooccurrence``, ``similarity``,
-``category`` (skipped when the catalogue has no category column) and ``repeat``.
+``category`` (skipped when the catalogue has no category column), ``repeat`` and ``relative`` (each of
+the main signals relative to the query's other candidates; applied last).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from recsys.features.affinity import CategoryAffinity, CategoryConfig, RepeatSig
 from recsys.features.base import QUERY, FeatureBlock, FitContext
 from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
 from recsys.features.item_stats import ItemStats, ItemStatsConfig
+from recsys.features.relative import QueryRelative, RelativeConfig
 from recsys.features.similarity import SimilarityConfig, TextSimilarity
 from recsys.features.transitions import TransitionConfig, Transitions
 from recsys.features.user_stats import UserActivity
@@ -49,7 +51,18 @@ TRANSITION_RANK = "transition_rank"
 POPULARITY_RANK = "popularity_rank"
 CANDIDATE_COLUMNS = (QUERY, ITEM_IDX, RETRIEVAL_SCORE, RETRIEVAL_RANK, TRANSITION_RANK, POPULARITY_RANK)
 SOURCE_COLUMNS = {"interest": [RETRIEVAL_SCORE, RETRIEVAL_RANK], "source": [TRANSITION_RANK, POPULARITY_RANK]}
-GROUPS = ("interest", "source", "item", "user", "transition", "cooccurrence", "similarity", "category", "repeat")
+GROUPS = (
+    "interest",
+    "source",
+    "item",
+    "user",
+    "transition",
+    "cooccurrence",
+    "similarity",
+    "category",
+    "repeat",
+    "relative",  # last: it compares columns the other groups add
+)
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,7 @@ class FeatureConfig:
     cooccurrence: CoOccurrenceConfig = field(default_factory=CoOccurrenceConfig)
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
     category: CategoryConfig = field(default_factory=CategoryConfig)
+    relative: RelativeConfig = field(default_factory=RelativeConfig)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.groups) - set(GROUPS))
@@ -136,6 +150,12 @@ class RankingFeatures:
         }
         return factories[group]()  # type: ignore[no-untyped-call]
 
+    def _relative(self, blocks: dict[str, FeatureBlock]) -> QueryRelative:
+        """The query-relative block over the columns that the source columns and ``blocks`` provide."""
+        available = [c for g in self.config.groups for c in SOURCE_COLUMNS.get(g, [])]
+        available += [n for block in blocks.values() for n in block.names]
+        return QueryRelative(self.config.relative, available)
+
     def _block_groups(self, items: pl.DataFrame | None) -> list[str]:
         groups = [g for g in self.config.groups if g not in SOURCE_COLUMNS]
         if "category" in groups and items is not None:
@@ -146,7 +166,11 @@ class RankingFeatures:
 
     def fit(self, context: FitContext) -> RankingFeatures:
         """Fit every enabled block on ``context`` (past events only). Returns ``self``."""
-        self.blocks_ = {g: self._new_block(g).fit(context) for g in self._block_groups(context.items)}
+        groups = self._block_groups(context.items)
+        blocks = {g: self._new_block(g).fit(context) for g in groups if g != "relative"}
+        if "relative" in groups:
+            blocks["relative"] = self._relative(blocks).fit(context)
+        self.blocks_ = blocks
         return self
 
     @property
@@ -199,10 +223,11 @@ class RankingFeatures:
         unknown = sorted(set(groups) - set(GROUPS))
         if unknown:
             raise ModelFormatError(f"saved features name unknown group(s) {unknown}.")
-        blocks = {}
+        blocks: dict[str, FeatureBlock] = {}
         for g in groups:
             prefix = f"{g}."
             mine = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-            blocks[g] = self._new_block(g).load_state(mine)
+            block = self._relative(blocks) if g == "relative" else self._new_block(g)
+            blocks[g] = block.load_state(mine)
         self.blocks_ = blocks
         return self

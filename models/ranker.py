@@ -38,6 +38,9 @@ class RankerConfig:
         Rounds without validation NDCG@``eval_at`` improvement before stopping.
     eval_at:
         Cut-off of the validation NDCG used for early stopping.
+    objective:
+        ``"lambdarank"`` (LambdaRank, the default) or ``"rank_xendcg"`` (XE-NDCG, a listwise cross-entropy
+        surrogate of NDCG).
     n_threads:
         LightGBM threads (fixed for determinism).
     seed:
@@ -50,6 +53,7 @@ class RankerConfig:
     min_child_samples: int = 200
     early_stopping_rounds: int = 30
     eval_at: int = 10
+    objective: str = "lambdarank"
     n_threads: int = 2
     seed: int = 0
 
@@ -58,10 +62,12 @@ class RankerConfig:
             raise ConfigError(f"RankerConfig.n_estimators={self.n_estimators} must be >= 1.")
         if not 0 < self.learning_rate <= 1:
             raise ConfigError(f"RankerConfig.learning_rate={self.learning_rate} must be in (0, 1].")
+        if self.objective not in ("lambdarank", "rank_xendcg"):
+            raise ConfigError(f"RankerConfig.objective={self.objective!r}; use 'lambdarank' or 'rank_xendcg'.")
 
     def lgb_params(self) -> dict[str, object]:
         return {
-            "objective": "lambdarank",
+            "objective": self.objective,
             "metric": "ndcg",
             "eval_at": [self.eval_at],
             "learning_rate": self.learning_rate,

@@ -47,7 +47,12 @@ PHRASES: dict[str, str] = {
 
 
 def phrase(feature: str) -> str:
-    """The words for a feature (its name when there are none)."""
+    """The words for a feature (its name when there are none); query-relative features (``*_gap``,
+    ``*_qrank``) read as their base feature compared with the other candidates."""
+    for suffix in ("_gap", "_qrank"):
+        base = feature.removesuffix(suffix)
+        if base != feature and base in PHRASES:
+            return f"{PHRASES[base]}, more than the other candidates"
     return PHRASES.get(feature, feature.replace("_", " "))
 
 

@@ -67,6 +67,7 @@ class RecommenderConfig:
     n_cutoffs:
         Training queries per user for the ranker: the last ``n_cutoffs`` events of each user's history,
         each predicted from the events before it. Feature statistics use only events before all cut-offs.
+        Measured on Scientific (with query-relative features): NDCG@10 0.1081 with 5 against 0.1071 with 3.
     memory_holdout:
         Last events per user the memory encoder does not train on (default ``n_cutoffs``: its scores on every
         ranker label are out of sample). Smaller values train the encoder on more events (short histories)
@@ -93,7 +94,7 @@ class RecommenderConfig:
     n_candidates: int = 200
     n_transition_candidates: int = 100
     n_popularity_candidates: int = 20
-    n_cutoffs: int = 3
+    n_cutoffs: int = 5
     memory_holdout: int | None = None
     memory_crossfit: int = 2
     valid_fraction: float = 0.1
@@ -524,7 +525,8 @@ class Recommender:
             ``item_id, text`` of items outside the fitted catalogue (new items, scored from their text alone).
             Items in neither are unknown.
         with_features:
-            Also return every ranker feature column.
+            Also return every ranker feature column. Query-relative features (``*_gap``, ``*_qrank``) compare an
+            item with the user's own candidates (as in :meth:`recommend`), not with the other rows passed.
         on_unknown:
             ``"raise"``: a :class:`~recsys.errors.DataError` names the unknown users and items; ``"null"``: their
             rows get null scores.
@@ -573,13 +575,18 @@ class Recommender:
 
     def _pair_features(self, rows: pl.DataFrame, users: pl.Series, history: pl.DataFrame | None) -> pl.DataFrame:
         """Features of given ``(user, item_idx)`` rows (column ``_row`` kept): source ranks from the candidate
-        sources (list length + 1 where a source did not propose the item), then every feature block."""
+        sources (list length + 1 where a source did not propose the item), then every feature block.
+
+        The features are computed over the user's own candidates plus the given items, so query-relative
+        features compare an item with the same reference as in :meth:`recommend` (not with the caller's other
+        rows), and duplicate rows get equal features."""
         histories = self._histories(users, history)
         sources, queries = self._candidates(histories, self.features_, exclude_seen=True)  # type: ignore[arg-type]
         owners = pl.DataFrame({USER_ID: users}).with_row_index(QUERY)
         pairs = rows.join(owners, on=USER_ID, how="left").select("_row", QUERY, pl.col(ITEM_IDX).cast(pl.UInt32))
         ranks = sources.drop(RETRIEVAL_SCORE).unique([QUERY, ITEM_IDX], keep="first")
-        frame = pairs.join(ranks, on=[QUERY, ITEM_IDX], how="left", maintain_order="left")
+        union = pl.concat([pairs.select(QUERY, ITEM_IDX), ranks.select(QUERY, ITEM_IDX)])
+        frame = union.unique(maintain_order=True).join(ranks, on=[QUERY, ITEM_IDX], how="left", maintain_order="left")
         lengths = {
             RETRIEVAL_RANK: min(self.config.n_candidates, self.index_.height),  # type: ignore[union-attr]
             TRANSITION_RANK: self.config.n_transition_candidates,
@@ -587,8 +594,8 @@ class Recommender:
         }
         frame = frame.with_columns(pl.col(name).fill_null(n + 1).cast(pl.UInt32) for name, n in lengths.items())
         score = pair_dot(queries, self.item_vectors_, frame[QUERY].to_numpy(), frame[ITEM_IDX].to_numpy())  # type: ignore[arg-type]
-        frame = frame.with_columns(pl.Series(RETRIEVAL_SCORE, score))
-        return self.features_.transform(frame, histories)  # type: ignore[union-attr]
+        frame = self.features_.transform(frame.with_columns(pl.Series(RETRIEVAL_SCORE, score)), histories)  # type: ignore[union-attr]
+        return pairs.join(frame, on=[QUERY, ITEM_IDX], how="left", maintain_order="left")
 
     def _with_new_items(self, items: pl.DataFrame) -> Recommender:
         """A shallow copy whose catalogue also holds ``items`` (``item_id, text``) that are not in it yet."""

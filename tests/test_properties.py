@@ -818,7 +818,6 @@ def test_score_more_than_10k_candidates_for_one_user(model: Recommender, seed: i
 # ---- bugs found by these properties in recsys/pipeline.py (not ours to edit): strict xfails --------------
 
 
-@pytest.mark.xfail(strict=True, reason="score: _qrank features rank duplicate rows 1, 2, 3, ...: their scores differ")
 def test_score_duplicate_candidate_rows_score_the_same(model: Recommender) -> None:
     scored = model.score(pl.DataFrame({"user_id": [0] * 5, "item_id": [0] * 5}))
     assert scored["score"].n_unique() == 1
