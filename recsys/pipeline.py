@@ -19,9 +19,9 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from recsys._persist import config_from_dict, load_arrays, read_model_dir, write_model_dir
-from recsys._topk import topk
+from recsys._topk import check_k, topk
 from recsys.data import Histories, item_index
-from recsys.errors import ConfigError, DataError, ModelFormatError, check_is_fitted
+from recsys.errors import ConfigError, DataError, ModelFormatError, SchemaError, check_is_fitted
 from recsys.explain import because_items, feature_importance, reasons
 from recsys.features.base import FitContext
 from recsys.features.popularity import item_popularity
@@ -350,6 +350,29 @@ class Recommender:
         source = source.filter(pl.col(USER_ID).is_in(users.implode()))  # type: ignore[union-attr]
         return Histories.from_interactions(source, self.index_, users)  # type: ignore[arg-type]
 
+    def _checked_history(self, history: pl.DataFrame | None) -> pl.DataFrame | None:
+        """A caller's inline ``history`` with integer id columns cast to the fitted integer dtypes; ids of another
+        kind (strings for integers, ...) are a :class:`SchemaError`. None stays None."""
+        if history is None:
+            return None
+        for column in (USER_ID, ITEM_ID):
+            if column not in history.columns:
+                raise SchemaError(
+                    f"history lacks column {column!r}; pass interactions with user_id, item_id, timestamp."
+                )
+            fitted = (self.interactions_ if column == USER_ID else self.index_).schema[column]  # type: ignore[union-attr]
+            given = history.schema[column]
+            if given != fitted and not (given.is_integer() and fitted.is_integer()):
+                raise SchemaError(
+                    f"history column {column!r} has dtype {given}; the model was fitted with {fitted}. Cast it."
+                )
+            if given != fitted:
+                try:
+                    history = history.with_columns(pl.col(column).cast(fitted, strict=True))
+                except Exception as err:
+                    raise SchemaError(f"history column {column!r} has ids outside {fitted}.") from err
+        return history
+
     def _candidates(
         self,
         histories: Histories,
@@ -422,7 +445,7 @@ class Recommender:
         (the list length + 1 where that source did not propose the item). History items are excluded."""
         check_is_fitted(self)
         users = self._user_series(users)
-        histories = self._histories(users, history)
+        histories = self._histories(users, self._checked_history(history))
         frame, _ = self._candidates(histories, self.features_, exclude_seen=True)  # type: ignore[arg-type]
         owners = pl.DataFrame({USER_ID: users}).with_row_index(QUERY)
         item_ids = self.index_.select(ITEM_IDX, ITEM_ID)  # type: ignore[union-attr]
@@ -457,9 +480,9 @@ class Recommender:
             :mod:`recsys.explain`).
         """
         check_is_fitted(self)
-        if k < 1:
-            raise ConfigError(f"k={k} must be >= 1.")
+        k = check_k(k)
         users = self._user_series(users)
+        history = self._checked_history(history)
         parts = []
         chunks = range(0, len(users), self.config.chunk_users)
         for start in tqdm(
@@ -473,11 +496,14 @@ class Recommender:
         dtype = self.interactions_.schema[USER_ID]  # type: ignore[union-attr]
         if users is None:
             return self.interactions_[USER_ID].unique(maintain_order=True)  # type: ignore[index]
-        series = users if isinstance(users, pl.Series) else pl.Series(USER_ID, list(users))
         try:
+            series = users if isinstance(users, pl.Series) else pl.Series(USER_ID, list(users))
             return series.cast(dtype, strict=True).rename(USER_ID)
         except Exception as err:
-            raise DataError(f"users have dtype {series.dtype}; the fitted user_id has {dtype}. Cast them.") from err
+            raise DataError(
+                f"users {list(users[:5])!r}... cannot be read as the fitted user_id dtype {dtype}; pass ids of one "
+                "type that casts to it."
+            ) from err
 
     def _recommend_chunk(
         self, users: pl.Series, k: int, history: pl.DataFrame | None, exclude_seen: bool, explain: bool = False
@@ -542,11 +568,29 @@ class Recommender:
         for column in (USER_ID, ITEM_ID):
             if column not in candidates.columns:
                 raise DataError(f"candidates lack column {column!r}; pass user_id, item_id rows.")
+        taken = [c for c in ("interest_score", SCORE) if c in candidates.columns]
+        if taken:
+            raise DataError(f"candidates already have column(s) {taken}, which score() adds; rename or drop them.")
+        if candidates[USER_ID].null_count() and on_unknown == "raise":
+            raise DataError(
+                f"candidates column 'user_id' has {candidates[USER_ID].null_count()} null(s); drop them, or pass "
+                "on_unknown='null' to score them null."
+            )
         model = self._with_new_items(items) if items is not None else self
+        item_dtype, given = model.index_.schema[ITEM_ID], candidates.schema[ITEM_ID]  # type: ignore[union-attr]
+        try:
+            if given != item_dtype and not (given.is_integer() and item_dtype.is_integer()):
+                raise TypeError(given)
+            item_ids = candidates[ITEM_ID].cast(item_dtype, strict=True)
+        except Exception as err:
+            raise SchemaError(
+                f"candidates column 'item_id' has dtype {given}; the catalogue's is {item_dtype}. Cast it."
+            ) from err
         users = self._user_series(candidates[USER_ID].unique(maintain_order=True))
+        history = self._checked_history(history)
         source = history if history is not None else self.interactions_  # as in _histories
         known_users = users.filter(users.is_in(source[USER_ID].implode()))  # type: ignore[index]
-        keyed = candidates.select(pl.col(USER_ID).cast(users.dtype), ITEM_ID).with_row_index("_row")
+        keyed = candidates.select(pl.col(USER_ID).cast(users.dtype), item_ids).with_row_index("_row")
         known = keyed.join(model.index_, on=ITEM_ID, how="left").with_columns(  # type: ignore[arg-type]
             _known_user=pl.col(USER_ID).is_in(known_users.implode())
         )

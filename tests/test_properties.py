@@ -815,7 +815,7 @@ def test_score_more_than_10k_candidates_for_one_user(model: Recommender, seed: i
         assert any(str(i) in _unknown_ids(str(error.value), "item") for i in set(items[items >= N_ITEMS].tolist()))
 
 
-# ---- bugs found by these properties in recsys/pipeline.py (not ours to edit): strict xfails --------------
+# ---- edge cases these properties found in recsys/pipeline.py (fixed): known answers ----------------------------
 
 
 def test_score_duplicate_candidate_rows_score_the_same(model: Recommender) -> None:
@@ -823,7 +823,6 @@ def test_score_duplicate_candidate_rows_score_the_same(model: Recommender) -> No
     assert scored["score"].n_unique() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.score: a null user_id is neither known nor reported under 'raise'")
 def test_score_null_user_under_raise_is_a_data_error(model: Recommender) -> None:
     with pytest.raises(DataError):
         model.score(
@@ -831,31 +830,26 @@ def test_score_null_user_under_raise_is_a_data_error(model: Recommender) -> None
         )
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.score joins candidates of another item_id dtype: polars SchemaError")
 def test_score_candidates_with_another_item_dtype_is_typed(model: Recommender) -> None:
     with pytest.raises(RecsysError):
         model.score(pl.DataFrame({"user_id": [0], "item_id": ["1"]}))
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.score: a candidates column named 'score' collides: DuplicateError")
 def test_score_candidates_with_a_score_column(model: Recommender) -> None:
     candidates = pl.DataFrame({"user_id": [0], "item_id": [1], "score": [0.5]})
     error = _raises_typed(lambda: model.score(candidates))
     assert error is not None or model.score(candidates).height == 1
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline._histories: is_in between history and user dtypes raises")
 def test_inline_history_with_another_user_dtype_is_typed(model: Recommender) -> None:
     history = pl.DataFrame({"user_id": ["500"], "item_id": [1], "timestamp": [1]})
     assert _raises_typed(lambda: model.recommend([500], k=3, history=history)) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline._user_series builds the Series outside its try: TypeError")
 def test_recommend_mixed_type_user_list_is_typed(model: Recommender) -> None:
     assert _raises_typed(lambda: model.recommend([1, "x"], k=3)) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline.recommend checks only k < 1: k=2.5 returns 2 items")
 def test_recommend_non_integer_k_is_a_config_error(model: Recommender) -> None:
     with pytest.raises(ConfigError):
         model.recommend([0], k=2.5)  # type: ignore[arg-type]
