@@ -95,11 +95,16 @@ def write_model_dir(
     texts: dict[str, str],
     writers: dict[str, typing.Callable[[str], None]],
     extra: dict[str, Any],
+    savers: typing.Sequence[typing.Callable[[Path], None]] = (),
 ) -> Path:
     """Write every part to a temporary sibling folder, add the manifest, then swap it in atomically.
 
     ``frames`` -> ``NAME.parquet``; ``arrays`` -> ``NAME.safetensors``; ``texts`` -> ``NAME`` as UTF-8;
-    ``writers`` are called with a path to write their own file (for example FAISS's index).
+    ``writers`` are called with a path to write their own file (for example FAISS's index); ``savers`` with the
+    folder, to write their own files there (for example ``MemoryStates.save``). Every file gets its sha256 in the
+    manifest. The swap renames the old directory aside, then the new one into place: a reader sees the old model,
+    the new one, or (for the instant between the two renames) none, never a mixture; a crash in that instant
+    leaves the old model in ``.NAME.old``.
     """
     target = Path(directory).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +118,8 @@ def write_model_dir(
         (tmp / name).write_text(text, encoding="utf-8")
     for name, write in writers.items():
         write(str(tmp / name))
+    for save in savers:
+        save(tmp)
     files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
     manifest = {"format": FORMAT, "versions": _versions(), "files": files, **extra}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))

@@ -22,7 +22,8 @@ from recsys.errors import ConfigError, DatasetNotFoundError, ModelFormatError, R
 from recsys.evaluation import EvalConfig, SplitKind, evaluate_many, results_table, save_results
 from recsys.models.text_encoder import TextEncoderConfig
 from recsys.pipeline import Recommender, RecommenderConfig
-from recsys.schema import ITEM_ID, TEXT, USER_ID
+from recsys.schema import ITEM_ID, TEXT, USER_ID, WEIGHT
+from recsys.update import update_recommender
 from recsys.zoo import DEFAULT_MODELS, MODEL_NAMES, make_model
 
 app = typer.Typer(
@@ -212,6 +213,61 @@ def recommend(
     _write_table(recs, out)
     typer.echo(f"wrote {recs.height:,} rows for {recs[USER_ID].n_unique():,} users to {out}")
     _print_rows(recs, recommender, show, explain)
+
+
+@app.command()
+def update(
+    model: Annotated[Path, typer.Option(help="Model directory written by `recsys fit` (or an earlier update).")],
+    interactions: Annotated[
+        Path | None, typer.Option(help="New events (Parquet, CSV, JSON lines): user_id, item_id and the order column.")
+    ] = None,
+    items: Annotated[
+        Path | None,
+        typer.Option(help="New items: item_id and the text field(s); known ids with the same text are skipped."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the updated model here instead of replacing --model (atomically).")
+    ] = None,
+    text_field: Annotated[list[str] | None, typer.Option(help="Item text column; repeat for several.")] = None,
+    order_column: Annotated[str, typer.Option(help="Interaction time or order column.")] = "timestamp",
+    weight_column: Annotated[
+        str | None, typer.Option(help="Weight column, e.g. rating (needed when the model was fitted with weights).")
+    ] = None,
+    keep_changed_text: Annotated[
+        bool, typer.Option(help="Keep the model's text for known items whose text changed, instead of failing.")
+    ] = False,
+    repair: Annotated[
+        bool, typer.Option(help="Drop bad rows (null ids, unknown items, NaN, ...) with a warning instead of failing.")
+    ] = False,
+) -> None:
+    """Add new events and new items to a saved model without retraining.
+
+    Only the memory states of users with new events are advanced (cost proportional to their new events); new
+    items are embedded from their text and added to the FAISS index; popularity and feature statistics are
+    recomputed on all events. The encoder and the ranker are not retrained. Events older than a user's last
+    event in the model, events for unknown items, and a known item whose text changed are refused (exit 2).
+    The model directory is replaced atomically (or --out is written).
+
+    Example: recsys update --model models/mine --interactions today.parquet --items new_items.csv
+    """
+    if interactions is None and items is None:
+        raise typer.BadParameter("give --interactions FILE and/or --items FILE.")
+    recommender = Recommender.load(model)
+    config = DataConfig(
+        text_fields=tuple(text_field or [TEXT]),
+        order_column=order_column,
+        weight_column=weight_column or (WEIGHT if WEIGHT in recommender.interactions_.columns else None),  # type: ignore[union-attr]
+        on_invalid="repair" if repair else "raise",
+    )
+    updated, report = update_recommender(
+        recommender,
+        read_table(interactions) if interactions is not None else None,
+        read_table(items) if items is not None else None,
+        data=config,
+        on_changed_text="keep" if keep_changed_text else "raise",
+    )
+    path = updated.save(out or model)
+    typer.echo(f"updated {model}: {report.summary()}; wrote {path}")
 
 
 @app.command()

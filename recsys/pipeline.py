@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from recsys._persist import config_from_dict, load_arrays, read_model_dir, write_model_dir
 from recsys._topk import check_k, topk
-from recsys.data import Histories, item_index
+from recsys.data import DataConfig, Histories, item_index
 from recsys.errors import ConfigError, DataError, ModelFormatError, SchemaError, check_is_fitted
 from recsys.explain import because_items, feature_importance, reasons
 from recsys.features.base import FitContext
@@ -35,12 +35,13 @@ from recsys.features.ranking import (
     RankingFeatures,
 )
 from recsys.models.baselines import _append_events
-from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
+from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig, MemoryStates
 from recsys.models.ranker import LambdaRanker, RankerConfig
 from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
 from recsys.models.zero_shot import ZeroShotConfig, ZeroShotUserEncoder
 from recsys.retrieval import FaissIndex, IndexConfig
 from recsys.schema import ITEM_ID, ITEM_IDX, RANK, SCORE, TEXT, USER_ID
+from recsys.update import OnChangedText, load_states, stored_queries, update_recommender
 
 __all__ = ["Recommender", "RecommenderConfig"]
 
@@ -207,7 +208,10 @@ class Recommender:
     vector_index_: FAISS index; popularity_: float32 ``(n_items,)`` events per item; features_: fitted
     feature blocks (on all fitted events); ranker_: LightGBM LambdaRank; interactions_: the fitted events;
     folds_: the cross-fitted retrieval stages that scored the ranker's training queries (``memory_crossfit``;
-    empty otherwise, and after ``load``).
+    empty otherwise, and after ``load`` or ``update``); states_: the memory encoder's
+    :class:`~recsys.models.memory_encoder.MemoryStates` of every fitted user (``None`` for zero-shot models, whose
+    user vector is a cheap mean): the query vectors of fitted users served from their fitted events, and the
+    starting point of :meth:`update`.
     """
 
     items_: pl.DataFrame | None = None
@@ -221,6 +225,7 @@ class Recommender:
     features_: RankingFeatures | None = None
     ranker_: LambdaRanker | None = None
     interactions_: pl.DataFrame | None = None
+    states_: MemoryStates | None = None  # optional: None for zero-shot models (see REQUIRED_STATE)
 
     def __init__(self, config: RecommenderConfig | None = None) -> None:
         self.config = config or RecommenderConfig()
@@ -235,6 +240,7 @@ class Recommender:
         """
         if valid is not None:
             interactions = _append_events(interactions, valid)
+        self.states_ = None  # fitting twice equals fitting once
         self.items_ = items
         self.index_ = item_index(items)
         self.text_vectors_ = ItemTextEncoder(self.config.text).encode(items[TEXT].to_list())
@@ -256,6 +262,8 @@ class Recommender:
         self.popularity_ = item_popularity(interactions, self.index_)
         self._fit_ranking(interactions)
         self.interactions_ = interactions
+        if isinstance(self.user_encoder_, MemoryEncoder):
+            self.states_ = self.user_encoder_.states(self._histories_of(interactions))
         return self
 
     def _fit_ranking(self, interactions: pl.DataFrame) -> None:
@@ -266,7 +274,7 @@ class Recommender:
     def with_features(self, features: FeatureConfig) -> Recommender:
         """A new recommender sharing this one's text vectors, user encoder and FAISS index, with its ranker
         retrained on ``features`` (feature ablations without retraining the encoder)."""
-        check_is_fitted(self)
+        check_is_fitted(self, REQUIRED_STATE)
         twin = copy.copy(self)
         twin.config = dataclasses.replace(self.config, features=features)
         twin._fit_ranking(self.interactions_)  # type: ignore[arg-type]
@@ -314,7 +322,7 @@ class Recommender:
         """The ranker's training data for ``interactions`` with the fitted retrieval stage: one row per
         (query, candidate) with ``query``, ``owner`` (the user), ``item_id``, every feature and ``label``
         (1 = the held-out event). For inspection and leakage checks."""
-        check_is_fitted(self)
+        check_is_fitted(self, REQUIRED_STATE)
         return self._training_frame(*training_queries(interactions, self.config.n_cutoffs))[0]
 
     def _training_frame(
@@ -350,6 +358,14 @@ class Recommender:
         source = source.filter(pl.col(USER_ID).is_in(users.implode()))  # type: ignore[union-attr]
         return Histories.from_interactions(source, self.index_, users)  # type: ignore[arg-type]
 
+    def _stored_queries(self, users: pl.Series, history: pl.DataFrame | None) -> np.ndarray | None:
+        """float32 ``(len(users), dim)``: the stored memory-state vectors of ``users`` when they are served from the
+        fitted events (no inline ``history``); None (encode the histories) otherwise and for zero-shot models.
+        They equal encoding the fitted histories again (to float tolerance) without reading them."""
+        if history is not None or self.states_ is None:
+            return None
+        return stored_queries(self.states_, users)
+
     def _checked_history(self, history: pl.DataFrame | None) -> pl.DataFrame | None:
         """A caller's inline ``history`` with integer id columns cast to the fitted integer dtypes; ids of another
         kind (strings for integers, ...) are a :class:`SchemaError`. None stays None."""
@@ -381,13 +397,16 @@ class Recommender:
         k: int = 0,
         popularity: np.ndarray | None = None,
         retrieval: Retrieval | None = None,
+        queries: np.ndarray | None = None,
     ) -> tuple[pl.DataFrame, np.ndarray]:
         """Merged candidates ``query, item_idx, retrieval_score`` and one rank column per source, plus the
         query vectors ``(n_queries, dim)``. ``popularity`` (default ``popularity_``) must come from the same
-        past events as ``features``; ``retrieval`` defaults to the fitted encoder and index."""
+        past events as ``features``; ``retrieval`` defaults to the fitted encoder and index; ``queries`` (default:
+        encode ``histories``) are precomputed query vectors (see :meth:`_stored_queries`)."""
         popularity = cast(np.ndarray, self.popularity_ if popularity is None else popularity)
         retrieval = retrieval or Retrieval(self.user_encoder_, self.item_vectors_, self.vector_index_)  # type: ignore[arg-type]
-        queries = retrieval.encoder.encode(histories)  # (n_queries, dim)
+        if queries is None:
+            queries = retrieval.encoder.encode(histories)  # (n_queries, dim)
         n_candidates = min(max(self.config.n_candidates, k), self.index_.height)  # type: ignore[union-attr]
         exclude = histories if exclude_seen else None
         idx, _ = retrieval.index.search(queries, n_candidates, exclude=exclude)
@@ -433,7 +452,8 @@ class Recommender:
         """Candidates (at least ``k`` per user where the catalogue allows) with features for ``users``, and
         their histories; ``query`` is the position in ``users``."""
         histories = self._histories(users, history)
-        frame, _ = self._candidates(histories, features, exclude_seen, k, popularity, retrieval)
+        queries = self._stored_queries(users, history) if retrieval is None else None
+        frame, _ = self._candidates(histories, features, exclude_seen, k, popularity, retrieval, queries)
         frame = features.transform(frame, histories)
         item_ids = self.index_.select(ITEM_IDX, ITEM_ID)  # type: ignore[union-attr]
         return frame.join(item_ids, on=ITEM_IDX, how="left", maintain_order="left"), histories
@@ -443,10 +463,12 @@ class Recommender:
     ) -> pl.DataFrame:
         """The candidate set the ranker orders: ``user_id, item_id, retrieval_score`` and each source's rank
         (the list length + 1 where that source did not propose the item). History items are excluded."""
-        check_is_fitted(self)
+        check_is_fitted(self, REQUIRED_STATE)
         users = self._user_series(users)
-        histories = self._histories(users, self._checked_history(history))
-        frame, _ = self._candidates(histories, self.features_, exclude_seen=True)  # type: ignore[arg-type]
+        history = self._checked_history(history)
+        histories = self._histories(users, history)
+        queries = self._stored_queries(users, history)
+        frame, _ = self._candidates(histories, self.features_, exclude_seen=True, queries=queries)  # type: ignore[arg-type]
         owners = pl.DataFrame({USER_ID: users}).with_row_index(QUERY)
         item_ids = self.index_.select(ITEM_IDX, ITEM_ID)  # type: ignore[union-attr]
         frame = frame.join(owners, on=QUERY, how="left", maintain_order="left")
@@ -479,7 +501,7 @@ class Recommender:
             texts) and ``reasons`` (the ranker features that pushed it up most, in words; see
             :mod:`recsys.explain`).
         """
-        check_is_fitted(self)
+        check_is_fitted(self, REQUIRED_STATE)
         k = check_k(k)
         users = self._user_series(users)
         history = self._checked_history(history)
@@ -526,7 +548,7 @@ class Recommender:
 
     def feature_importance(self) -> pl.DataFrame:
         """The trained ranker's feature importance: ``feature, group, gain, gain_share, splits, meaning``."""
-        check_is_fitted(self)
+        check_is_fitted(self, REQUIRED_STATE)
         return feature_importance(self.ranker_.booster_, self.features_.groups_of())  # type: ignore[union-attr]
 
     def score(
@@ -562,7 +584,7 @@ class Recommender:
         ``candidates`` in input order with ``interest_score`` (Float32: the user vector . item vector) and
         ``score`` (Float32: the ranker's score), plus the feature columns on request.
         """
-        check_is_fitted(self)
+        check_is_fitted(self, REQUIRED_STATE)
         if on_unknown not in ("raise", "null"):
             raise ConfigError(f"on_unknown={on_unknown!r}; use 'raise' or 'null'.")
         for column in (USER_ID, ITEM_ID):
@@ -625,7 +647,8 @@ class Recommender:
         features compare an item with the same reference as in :meth:`recommend` (not with the caller's other
         rows), and duplicate rows get equal features."""
         histories = self._histories(users, history)
-        sources, queries = self._candidates(histories, self.features_, exclude_seen=True)  # type: ignore[arg-type]
+        stored = self._stored_queries(users, history)
+        sources, queries = self._candidates(histories, self.features_, exclude_seen=True, queries=stored)  # type: ignore[arg-type]
         owners = pl.DataFrame({USER_ID: users}).with_row_index(QUERY)
         pairs = rows.join(owners, on=USER_ID, how="left").select("_row", QUERY, pl.col(ITEM_IDX).cast(pl.UInt32))
         ranks = sources.drop(RETRIEVAL_SCORE).unique([QUERY, ITEM_IDX], keep="first")
@@ -665,10 +688,51 @@ class Recommender:
         twin.features_ = self.features_.extend_items(twin.items_, twin.text_vectors_, self.index_.height)  # type: ignore[union-attr]
         return twin
 
+    # -------------------------------------------------------------------------------------- update
+    def update(
+        self,
+        interactions: pl.DataFrame | None = None,
+        items: pl.DataFrame | None = None,
+        *,
+        data: DataConfig | None = None,
+        on_changed_text: OnChangedText = "raise",
+    ) -> Recommender:
+        """A **new** recommender with new events and new items added, without retraining; ``self`` is unchanged.
+
+        New items (ids the model does not know) are embedded from their text and added to the catalogue, the
+        feature blocks and the FAISS index. New events are validated like ``fit``'s input and appended; with the
+        memory encoder, only the states of users with new events are advanced (O(their new events + one
+        segment)), and new users get fresh states. The popularity and the feature blocks are recomputed on all
+        events (cheap polars and sparse statistics, linear in all events); the encoder weights and the ranker are
+        not retrained. See :mod:`recsys.update` for the rules (changed texts, events older than a user's last
+        event, replayed events) and the costs; :func:`recsys.update.update_recommender` also returns a report.
+
+        Parameters
+        ----------
+        interactions:
+            New events: ``user_id, item_id, timestamp`` (and ``weight`` if the model has weights). Their items must
+            be in the model or in ``items``.
+        items:
+            New items: ``item_id, text`` (or the text fields named in ``data``). Known ids with the same text are
+            ignored.
+        data:
+            How the raw frames map onto the data contract (default: the contract's own column names).
+        on_changed_text:
+            ``"raise"`` (a known item with another text is a :class:`~recsys.errors.DataError`) or ``"keep"``
+            (keep the model's text, with a warning).
+
+        Raises
+        ------
+        SchemaError, DataError
+            Missing or mistyped columns; bad rows, unknown items, events older than the model's.
+        """
+        return update_recommender(self, interactions, items, data=data, on_changed_text=on_changed_text)[0]
+
     # -------------------------------------------------------------------------------- save / load
     def save(self, directory: str | Path) -> Path:
-        """Write the fitted recommender to ``directory`` (replaced atomically); see :mod:`recsys._persist`."""
-        check_is_fitted(self)
+        """Write the fitted recommender to ``directory`` (replaced atomically), with the memory states of a
+        memory-encoder model (safetensors); see :mod:`recsys._persist`."""
+        check_is_fitted(self, REQUIRED_STATE)
         features = self.features_
         arrays = {
             "item_vectors": {"vectors": self.item_vectors_, "text": self.text_vectors_, "popularity": self.popularity_},
@@ -686,6 +750,7 @@ class Recommender:
             arrays=arrays,  # type: ignore[arg-type]
             texts={"ranker.txt": self.ranker_.to_text()},  # type: ignore[union-attr]
             writers={"index.faiss": self.vector_index_.save},  # type: ignore[union-attr]
+            savers=[self.states_.save] if self.states_ is not None else [],
             extra={
                 "feature_names": self.ranker_.feature_names_,  # type: ignore[union-attr]
                 "feature_blocks": list(features.blocks_),  # type: ignore[union-attr, arg-type]
@@ -694,7 +759,8 @@ class Recommender:
 
     @classmethod
     def load(cls, directory: str | Path) -> Recommender:
-        """Load a directory written by :meth:`save`, after checking its manifest and checksums."""
+        """Load a directory written by :meth:`save`, after checking its manifest and checksums (and, for a
+        memory-encoder model, that its memory states exist and match its events)."""
         folder, manifest = read_model_dir(directory)
         config = config_from_dict(RecommenderConfig, json.loads((folder / "config.json").read_text()))
         self = cls(config)
@@ -714,6 +780,10 @@ class Recommender:
             self.user_encoder_ = ZeroShotUserEncoder(config.user).fit(self.item_vectors_)
         self.vector_index_ = FaissIndex.load(str(folder / "index.faiss"), config.index)
         self.folds_ = {}  # training-only state: not saved
+        self.states_ = None
+        if config.user_encoder == "memory":
+            net = config.memory.net
+            self.states_ = load_states(folder, self.interactions_, self.index_.height, net.dim, net.n_memory)
         self.ranker_ = LambdaRanker.from_text((folder / "ranker.txt").read_text(), config.ranker)
         arrays = load_arrays(folder / "features.safetensors")
         self.features_ = RankingFeatures.from_state(config.features, list(manifest.get("feature_blocks", [])), arrays)
@@ -724,3 +794,9 @@ class Recommender:
                 f"{self.features_.feature_names} and the manifest's {names} differ; the model is inconsistent."
             )
         return self
+
+
+REQUIRED_STATE: tuple[str, ...] = tuple(
+    name for name in Recommender.__annotations__ if name.endswith("_") and name != "states_"
+)
+"""The attributes every fitted :class:`Recommender` has (``states_`` is None for zero-shot models)."""
