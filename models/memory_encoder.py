@@ -425,6 +425,24 @@ class MemoryEncoder:
         return float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).mean())
 
     # ------------------------------------------------------------------------------ inference
+    def add_items(self, text_vectors: np.ndarray) -> MemoryEncoder:
+        """A copy whose catalogue also holds items known by their text vectors only (appended rows, no learned
+        residual), so that histories with these items can be encoded. Weights are unchanged, so every fitted
+        item's vector and every memory state stay valid. Costs one copy of the encoder's arrays.
+
+        Parameters
+        ----------
+        text_vectors: float32 ``(n_new, text_dim)`` text embeddings of the new items.
+        """
+        arrays = self.to_arrays()
+        n_new = len(text_vectors)
+        arrays["text"] = np.concatenate([arrays["text"], np.asarray(text_vectors, np.float32)])
+        key = "net.items.residual.weight"
+        if key in arrays:  # (n_items, dim): zero rows, and the new items are not "known", so the residual is off
+            residual = arrays[key]
+            arrays[key] = np.concatenate([residual, np.zeros((n_new, residual.shape[1]), residual.dtype)])
+        return MemoryEncoder.from_arrays(self.config, arrays)
+
     def item_vectors(self) -> np.ndarray:
         """float32 ``(n_items, dim)``: L2-normalised vectors of the fitted catalogue."""
         check_is_fitted(self, ("net_",))

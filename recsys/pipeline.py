@@ -665,7 +665,8 @@ class Recommender:
         return pairs.join(frame, on=[QUERY, ITEM_IDX], how="left", maintain_order="left")
 
     def _with_new_items(self, items: pl.DataFrame) -> Recommender:
-        """A shallow copy whose catalogue also holds ``items`` (``item_id, text``) that are not in it yet."""
+        """A shallow copy whose catalogue, feature blocks and user encoder also hold ``items`` (``item_id, text``)
+        that are not in it yet (the FAISS index is not rebuilt: :meth:`update` does that)."""
         for column in (ITEM_ID, TEXT):
             if column not in items.columns:
                 raise DataError(f"items lack column {column!r}; new items need item_id and text.")
@@ -686,6 +687,10 @@ class Recommender:
         twin.item_vectors_ = np.concatenate([self.item_vectors_, vectors.astype(np.float32)])  # type: ignore[list-item]
         twin.popularity_ = np.concatenate([self.popularity_, np.zeros(new.height, np.float32)])  # type: ignore[list-item]
         twin.features_ = self.features_.extend_items(twin.items_, twin.text_vectors_, self.index_.height)  # type: ignore[union-attr]
+        if isinstance(self.user_encoder_, MemoryEncoder):  # histories may hold the new items
+            twin.user_encoder_ = self.user_encoder_.add_items(text)
+        else:
+            twin.user_encoder_ = ZeroShotUserEncoder(self.config.user).fit(twin.item_vectors_)  # type: ignore[arg-type]
         return twin
 
     # -------------------------------------------------------------------------------------- update

@@ -50,7 +50,6 @@ from recsys.features.popularity import item_popularity
 from recsys.features.ranking import RankingFeatures
 from recsys.models.baselines import _append_events
 from recsys.models.memory_encoder import MemoryEncoder, MemoryStates
-from recsys.models.zero_shot import ZeroShotUserEncoder
 from recsys.retrieval import FaissIndex
 from recsys.schema import EVENT, ITEM_ID, TEXT, TIMESTAMP, USER_ID, WEIGHT
 
@@ -60,7 +59,6 @@ if TYPE_CHECKING:
 __all__ = [
     "UpdateReport",
     "advance_states",
-    "extend_memory_encoder",
     "load_states",
     "stored_queries",
     "update_recommender",
@@ -150,14 +148,9 @@ def update_recommender(
 
 
 def _with_items(model: Recommender, new_items: pl.DataFrame) -> Recommender:
-    """The catalogue, vectors and feature blocks extended (``_with_new_items``), then the user encoder and the
-    FAISS index over the extended item vectors."""
-    twin = model._with_new_items(new_items)
-    if isinstance(model.user_encoder_, MemoryEncoder):
-        n_old = model.index_.height  # type: ignore[union-attr]
-        twin.user_encoder_ = extend_memory_encoder(model.user_encoder_, twin.text_vectors_[n_old:])  # type: ignore[index]
-    else:
-        twin.user_encoder_ = ZeroShotUserEncoder(model.config.user).fit(twin.item_vectors_)  # type: ignore[arg-type]
+    """The catalogue, vectors, feature blocks and user encoder extended (``_with_new_items``), then the FAISS
+    index over the extended item vectors."""
+    twin = model._with_new_items(new_items)  # the user encoder included
     twin.vector_index_ = FaissIndex(model.config.index).fit(twin.item_vectors_)  # type: ignore[arg-type]
     return twin
 
@@ -277,25 +270,6 @@ def _check_forward(old: pl.DataFrame, new: pl.DataFrame) -> None:
 
 
 # ------------------------------------------------------------------------------- memory encoder and states
-def extend_memory_encoder(encoder: MemoryEncoder, text_vectors: np.ndarray) -> MemoryEncoder:
-    """A copy of ``encoder`` whose catalogue also holds items known by their text vectors only (appended rows, no
-    learned residual), so that events with these items can be encoded. Weights are unchanged, so every fitted
-    item's vector and every saved memory state stay valid.
-
-    Parameters
-    ----------
-    text_vectors: float32 ``(n_new, text_dim)`` text embeddings of the new items.
-    """
-    arrays = encoder.to_arrays()
-    n_new = len(text_vectors)
-    arrays["text"] = np.concatenate([arrays["text"], np.asarray(text_vectors, np.float32)])
-    key = "net.items.residual.weight"
-    if key in arrays:  # (n_items, dim): zero rows, and the new items are not "known", so the residual is off
-        residual = arrays[key]
-        arrays[key] = np.concatenate([residual, np.zeros((n_new, residual.shape[1]), residual.dtype)])
-    return MemoryEncoder.from_arrays(encoder.config, arrays)
-
-
 def state_rows(state_users: pl.Series, users: pl.Series) -> np.ndarray:
     """int64 ``(len(users),)``: the row of each of ``users`` in ``state_users``, -1 where absent."""
     rows = pl.DataFrame({USER_ID: state_users}).with_row_index("_row")

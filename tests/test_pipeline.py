@@ -194,6 +194,19 @@ def test_score_unknown_policy_inline_history_and_new_items(fitted: Recommender, 
     assert by_item[4242] > by_item[4243], "a space reader must match the space item better"
 
 
+def test_score_an_inline_history_that_holds_new_items(fitted: Recommender, topic_data):
+    """A history may mention items that exist only in ``items=``: they are encoded from their text."""
+    _, items = topic_data
+    space = items.filter(pl.col("topic") == "space")["item_id"].head(2).to_list()
+    new = pl.DataFrame({"item_id": [4242, 4243], "text": ["a rocket engine for the moon mission", "dog treats"]})
+    inline = pl.DataFrame({"user_id": [777] * 3, "item_id": [*space, 4242], "timestamp": [1, 2, 3]})
+    pairs = pl.DataFrame({"user_id": [777, 777], "item_id": [4243, space[0]]})
+    scored = fitted.score(pairs, history=inline, items=new)
+    assert scored["score"].null_count() == 0
+    by_item = dict(zip(scored["item_id"].to_list(), scored["interest_score"].to_list(), strict=True))
+    assert by_item[space[0]] > by_item[4243], "a space reader must match a space item better than dog treats"
+
+
 def test_candidates_report_each_source(fitted: Recommender):
     cands = fitted.candidates([0, 12])
     assert cands.columns == [
