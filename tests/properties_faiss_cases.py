@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
-from property_support import examples, same_array
+from property_support import examples, layout, same_array
 
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError, ModelFormatError, RecsysError
@@ -27,24 +27,6 @@ from recsys.retrieval import ExactIndex, FaissIndex, IndexConfig
 
 DTYPES = [np.float64, np.float32, np.float16, np.int8, np.int32, np.int64, np.uint8, np.bool_, np.complex64, object]
 LAYOUTS = ["C", "fortran", "strided", "transposed", "reversed", "read-only"]
-
-
-def layout(matrix: np.ndarray, kind: str) -> np.ndarray:
-    """The same values in another memory layout (every one but "C" is not C-contiguous or not writable)."""
-    if kind == "fortran":
-        return np.asfortranarray(matrix)
-    if kind == "strided":
-        big = np.zeros((2 * matrix.shape[0], 3 * matrix.shape[1]), dtype=matrix.dtype)
-        big[::2, ::3] = matrix
-        return big[::2, ::3]
-    if kind == "transposed":
-        return np.ascontiguousarray(matrix.T).T
-    if kind == "reversed":
-        return np.ascontiguousarray(matrix[::-1])[::-1]
-    if kind == "read-only":
-        matrix = matrix.copy()
-        matrix.setflags(write=False)
-    return matrix
 
 
 GOOD_DTYPES, BAD_DTYPES = DTYPES[:7], DTYPES[7:]

@@ -37,6 +37,24 @@ def same_array(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
+def layout(matrix: np.ndarray, kind: str) -> np.ndarray:
+    """The same values in another memory layout (every one but "C" is not C-contiguous or not writable)."""
+    if kind == "fortran":
+        return np.asfortranarray(matrix)
+    if kind == "strided":
+        big = np.zeros((2 * matrix.shape[0], 3 * matrix.shape[1]), dtype=matrix.dtype)
+        big[::2, ::3] = matrix
+        return big[::2, ::3]
+    if kind == "transposed":
+        return np.ascontiguousarray(matrix.T).T
+    if kind == "reversed":
+        return np.ascontiguousarray(matrix[::-1])[::-1]
+    if kind == "read-only":
+        matrix = matrix.copy()
+        matrix.setflags(write=False)
+    return matrix
+
+
 def run_isolated(module: str, test: str, timeout: float = 300) -> str:
     """Run ``module::test`` (a whole Hypothesis test) in a child pytest, so that a crash of native code
     (a segfault or abort in FAISS) fails the calling test instead of killing the test run.

@@ -25,7 +25,7 @@ import polars as pl
 import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
-from property_support import examples, same_array
+from property_support import examples, layout, same_array
 
 from recsys._topk import to_recommendations, topk
 from recsys.data import DataConfig, Dataset, DataWarning, Histories, item_index
@@ -469,24 +469,6 @@ def test_histories_from_raw_events_are_exact_or_a_typed_error(case: tuple[pl.Dat
 SCORE_DTYPES = [np.float64, np.float32, np.float16, np.int32, np.int64, np.uint8, np.bool_, np.complex128, object]
 
 
-def layouts(matrix: np.ndarray, layout: str) -> np.ndarray:
-    """The same values in another memory layout: C, Fortran, strided view, transposed view, read-only."""
-    if layout == "fortran":
-        return np.asfortranarray(matrix)
-    if layout == "strided":
-        big = np.zeros((2 * matrix.shape[0], 3 * matrix.shape[1]), dtype=matrix.dtype)
-        big[::2, ::3] = matrix
-        return big[::2, ::3]
-    if layout == "transposed":
-        return np.ascontiguousarray(matrix.T).T
-    if layout == "reversed":
-        return np.ascontiguousarray(matrix[::-1])[::-1]
-    if layout == "read-only":
-        matrix = matrix.copy()
-        matrix.setflags(write=False)
-    return matrix
-
-
 def _histories(rows: list[list[int]]) -> Histories:
     lengths = [len(r) for r in rows]
     return Histories(
@@ -525,7 +507,7 @@ def topk_cases(draw: st.DrawFn) -> dict[str, Any]:
         )
         exclude = exclude if top > 0 else _histories([[] for _ in range(rows)])
     return {
-        "scores": layouts(
+        "scores": layout(
             scores, draw(st.sampled_from(["C", "fortran", "strided", "transposed", "reversed", "read-only"]))
         ),
         "k": draw(INVALID_K if "k" in faults else VALID_K),
