@@ -137,6 +137,22 @@ def test_training_queries_never_see_the_label():
         assert seen.height >= 1
 
 
+def test_training_queries_of_a_user_sample_keep_every_past_event():
+    events = pl.DataFrame(
+        {"user_id": [1] * 4 + [2] * 4 + [3] * 4, "item_id": list(range(12)), "timestamp": list(range(12))}
+    )
+    past_all, _, _ = training_queries(events, n_cutoffs=2)
+    past, history, labels = training_queries(events, n_cutoffs=2, max_users=1, seed=5)
+    assert past.equals(past_all)  # feature statistics still see every user
+    assert labels["owner"].n_unique() == 1 and labels.height == 2
+    owner = labels["owner"][0]
+    assert set(history["user_id"].str.split("#").list.first().cast(pl.Int64).to_list()) == {owner}
+    again = training_queries(events, n_cutoffs=2, max_users=1, seed=5)[2]
+    assert again.equals(labels)  # seeded
+    with pytest.raises(ConfigError, match="max_ranker_users"):
+        RecommenderConfig(max_ranker_users=0)
+
+
 @pytest.mark.realdata
 def test_pipeline_beats_popularity_on_ml_100k(cache_dir: str):
     data_dir = require_data("ml-100k/ml-100k.inter", "ml-100k/ml-100k.item")
