@@ -6,8 +6,11 @@ child's wall time (model load included), users per second, shards, and the child
 
 Raw results: ``results/batch.json``; table: ``README.md`` (between the ``batch`` markers).
 
-    python benchmarks/batch.py [--dataset ml-latest-small] [--user-encoder zero-shot|memory]
-                               [--memory-budget-mb 512] [--cache-dir DIR]
+    python benchmarks/batch.py [--dataset ml-latest-small | --synthetic ITEMS USERS]
+                               [--user-encoder zero-shot|memory] [--memory-budget-mb 512] [--cache-dir DIR]
+
+``--synthetic`` makes a catalogue of short texts over 50 topics and users whose interest drifts between two
+topics (the ranker then trains on 2,000 sampled users' cut-offs).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
+from recsys.data import Dataset
 from recsys.datasets import load_dataset
 from recsys.evaluation._harness import _git_commit
 from recsys.models.text_encoder import TextEncoderConfig
@@ -37,11 +42,42 @@ HERE = Path(__file__).resolve().parent
 START, END = "<!-- batch:start -->", "<!-- batch:end -->"
 
 
-def run(dataset: str, user_encoder: str, budget: float, cache_dir: str | None) -> dict[str, Any]:
-    data = load_dataset(dataset)
+def synthetic(n_items: int, n_users: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A catalogue of ``n_items`` short texts over 50 topics and ``n_users`` users whose interest drifts from one
+    topic to another halfway through their history (lengths 2 + geometric, mean about 10)."""
+    rng = np.random.default_rng(seed)
+    vocab = rng.integers(0, 26, (50, 40, 6))  # 50 topics x 40 words x 6 letters
+    words = np.array(["".join(chr(97 + c) for c in w) for t in vocab for w in t]).reshape(50, 40)
+    topic = rng.integers(0, 50, n_items)
+    picks = rng.integers(0, 40, (n_items, 5))
+    text = [f"{' '.join(words[t, p])} no {i}" for i, (t, p) in enumerate(zip(topic, picks, strict=True))]
+    items = pl.DataFrame({"item_id": np.arange(n_items), "text": text})
+    by_topic = [np.flatnonzero(topic == t) for t in range(50)]
+    lengths = 2 + rng.geometric(1 / 8, n_users)
+    user = np.repeat(np.arange(n_users), lengths)
+    pos = np.arange(len(user)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    first, second = rng.integers(0, 50, n_users), rng.integers(0, 50, n_users)
+    now = np.where(pos < np.repeat(lengths // 2, lengths), first[user], second[user])
+    sizes = np.array([len(b) for b in by_topic])[now]
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in by_topic])])[:-1][now]
+    flat = np.concatenate(by_topic)
+    item = flat[offsets + (rng.random(len(user)) * sizes).astype(np.int64)]
+    events = pl.DataFrame({"user_id": user, "item_id": item, "timestamp": pos + 1_000_000})
+    return events, items
+
+
+def run(
+    dataset: str, user_encoder: str, budget: float, cache_dir: str | None, size: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    if size is None:
+        data = load_dataset(dataset)
+    else:
+        dataset = f"synthetic {size[0]:,} items x {size[1]:,} users"
+        data = Dataset.from_frames(*synthetic(*size), name="synthetic")
     config = RecommenderConfig(
         text=TextEncoderConfig(cache_dir=cache_dir, show_progress=False),
         user_encoder=user_encoder,  # type: ignore[arg-type]
+        max_ranker_users=2_000 if size is not None else 10_000,
         show_progress=False,
     )
     started = time.perf_counter()
@@ -74,24 +110,24 @@ def run(dataset: str, user_encoder: str, budget: float, cache_dir: str | None) -
     }
 
 
-def render(result: dict[str, Any], info: dict[str, Any], command: str, commit: str) -> str:
-    r = result
-    return "\n".join(
-        [
-            START,
-            "",
-            f"Command: `{command}`. Commit `{commit}`. Machine: {info['cpu']}, {info['cores']} cores.",
-            "",
-            "| dataset | user encoder | users | items | shards | batch s (load included) | users/s | peak RSS MiB |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+def render(payload: dict[str, Any]) -> str:
+    lines = [
+        START,
+        "",
+        f"Machine: {payload['machine']['cpu']}, {payload['machine']['cores']} cores. Each row: its command and commit.",
+        "",
+        "| dataset | user encoder | users | items | shards | batch s (load included) | users/s | peak RSS MiB | fit s "
+        "| command | commit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in payload["results"]:
+        lines.append(
             f"| {r['dataset']} | {r['user_encoder']} | {r['users']:,} | {r['items']:,} | {r['shards']} | "
-            f"{r['batch_seconds']:.1f} | {r['users_per_second']:.0f} | {r['peak_rss_mib']:.0f} |",
-            "",
-            f"(Fit on every event before saving: {r['fit_seconds']:.0f} s; not part of the batch time.)",
-            "",
-            END,
-        ]
-    )
+            f"{r['batch_seconds']:.1f} | {r['users_per_second']:.0f} | {r['peak_rss_mib']:.0f} | "
+            f"{r['fit_seconds']:.0f} | `{r['command']}` | `{r['commit']}` |"
+        )
+    lines += ["", "(fit s: fitting on every event before saving; not part of the batch time.)", "", END]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -100,19 +136,26 @@ def main() -> None:
     parser.add_argument("--user-encoder", default="zero-shot", choices=["zero-shot", "memory"])
     parser.add_argument("--memory-budget-mb", type=float, default=512.0)
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--synthetic", nargs=2, type=int, metavar=("ITEMS", "USERS"), default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    result = run(args.dataset, args.user_encoder, args.memory_budget_mb, args.cache_dir)
-    info, commit = machine(), _git_commit(str(HERE.parent))
+    size = tuple(args.synthetic) if args.synthetic else None
+    result = run(args.dataset, args.user_encoder, args.memory_budget_mb, args.cache_dir, size)  # type: ignore[arg-type]
     command = ("python benchmarks/batch.py " + " ".join(sys.argv[1:])).strip()
-    (HERE / "results").mkdir(exist_ok=True)
-    payload = {"machine": info, "command": command, "commit": commit, "result": result}
-    (HERE / "results" / "batch.json").write_text(json.dumps(payload, indent=2))
+    result |= {"command": command, "commit": _git_commit(str(HERE.parent))}
+    path = HERE / "results" / "batch.json"
+    path.parent.mkdir(exist_ok=True)
+    old = json.loads(path.read_text()) if path.exists() else {}
+    kept = [
+        r for r in old.get("results", []) if (r["dataset"], r["user_encoder"]) != (result["dataset"], args.user_encoder)
+    ]
+    payload = {"machine": machine(), "results": [*kept, result]}
+    path.write_text(json.dumps(payload, indent=2))
     readme = HERE / "README.md"
     text = readme.read_text()
     if START not in text:
         text += f"\n## Batch job throughput\n\n{START}\n{END}\n"
-    text = text[: text.index(START)] + render(result, info, command, commit) + text[text.index(END) + len(END) :]
+    text = text[: text.index(START)] + render(payload) + text[text.index(END) + len(END) :]
     readme.write_text(text)
     print(json.dumps(result, indent=2))
 
