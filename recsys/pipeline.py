@@ -200,9 +200,9 @@ def training_queries(
         _first_cut=pl.col("_len") - n_cutoffs
     )
     past = df.filter(pl.col("_pos") < pl.col("_first_cut")).drop("_pos", "_len", "_first_cut")
-    users = df[USER_ID].unique().sort()
-    if max_users is not None and len(users) > max_users:
-        df = df.filter(pl.col(USER_ID).is_in(users.sample(max_users, seed=seed).implode()))
+    if max_users is not None and df[USER_ID].n_unique() > max_users:
+        sample = df[USER_ID].unique().sort().sample(max_users, seed=seed)
+        df = df.filter(pl.col(USER_ID).is_in(sample.implode()))
     histories, labels = [], []
     for c in range(1, n_cutoffs + 1):
         key = pl.concat_str([pl.col(USER_ID).cast(pl.String), pl.lit(f"#{c}")]).alias(USER_ID)

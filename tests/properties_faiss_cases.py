@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import pytest
+from conftest import histories_from_rows
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 from property_support import examples, layout, same_array
@@ -53,16 +53,6 @@ def arrays(draw: st.DrawFn, rows: int, dim: int, faults: set[str], name: str) ->
     return matrix
 
 
-def _histories(rows: list[list[int]]) -> Histories:
-    lengths = [len(r) for r in rows]
-    return Histories(
-        user_ids=pl.Series("user_id", list(range(len(rows)))),
-        indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        item_idx=np.array([i for r in rows for i in r], dtype=np.int64),
-        timestamps=np.zeros(sum(lengths), dtype=np.int64),
-    )
-
-
 @st.composite
 def search_cases(draw: st.DrawFn) -> dict[str, Any]:
     faults = draw(st.sets(st.sampled_from([*FAULTS, "exclusion rows"]), max_size=2))
@@ -72,7 +62,7 @@ def search_cases(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()) or "exclusion rows" in faults:
         users = n_queries + ("exclusion rows" in faults)
         rows = st.lists(st.integers(0, max(n_items - 1, 0)), max_size=5) if n_items else st.just([])
-        exclude = _histories(draw(st.lists(rows, min_size=users, max_size=users)))
+        exclude = histories_from_rows(draw(st.lists(rows, min_size=users, max_size=users)))
     return {
         "vectors": draw(arrays(n_items, dim, faults, "vectors")),
         "queries": draw(arrays(n_queries, query_dim, faults, "queries")),
@@ -144,7 +134,11 @@ ONES = np.ones((4, 3), dtype=np.float32)
 @given(case=search_cases())
 @example(case=_case(np.zeros((0, 3), np.float32), ONES, 5))  # empty catalogue: padding only
 @example(case=_case(np.arange(12, dtype=np.float16).reshape(3, 4).T, ONES[:2, :3].astype(np.int64), 9))  # k > items
-@example(case=_case(np.asfortranarray(ONES.astype(np.float64)), ONES[:, ::-1], 2, _histories([[0], [], [1, 2], [3]])))
+@example(
+    case=_case(
+        np.asfortranarray(ONES.astype(np.float64)), ONES[:, ::-1], 2, histories_from_rows([[0], [], [1, 2], [3]])
+    )
+)
 @example(case=_case(ONES.astype(np.complex64), ONES, 2))  # complex: refused, not truncated to its real part
 @example(case=_case(np.zeros((4, 0)), np.zeros((1, 0)), 1))  # zero-width vectors
 @example(case=_case(ONES, ONES[:, :2], 1))  # mismatched dimension

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from conftest import histories_from_rows
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 from property_support import examples, layout, same_array
@@ -469,16 +470,6 @@ def test_histories_from_raw_events_are_exact_or_a_typed_error(case: tuple[pl.Dat
 SCORE_DTYPES = [np.float64, np.float32, np.float16, np.int32, np.int64, np.uint8, np.bool_, np.complex128, object]
 
 
-def _histories(rows: list[list[int]]) -> Histories:
-    lengths = [len(r) for r in rows]
-    return Histories(
-        user_ids=pl.Series("user_id", list(range(len(rows)))),
-        indptr=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        item_idx=np.array([i for r in rows for i in r], dtype=np.int64),
-        timestamps=np.zeros(sum(lengths), dtype=np.int64),
-    )
-
-
 VALID_K = st.integers(1, 16) | st.sampled_from([np.int64(3), 10**4])
 INVALID_K = st.sampled_from([0, -2, True, 2.5, "3", None, 1.0])
 TOPK_FAULTS = ["k", "dtype", "NaN", "1-D", "exclusion rows", "exclusion items"]
@@ -502,10 +493,10 @@ def topk_cases(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()) or {"exclusion rows", "exclusion items"} & faults:
         rows = n_users + ("exclusion rows" in faults)
         top = n_items + 2 * ("exclusion items" in faults)
-        exclude = _histories(
+        exclude = histories_from_rows(
             draw(st.lists(st.lists(st.integers(0, max(top - 1, 0)), max_size=4), min_size=rows, max_size=rows))
         )
-        exclude = exclude if top > 0 else _histories([[] for _ in range(rows)])
+        exclude = exclude if top > 0 else histories_from_rows([[] for _ in range(rows)])
     return {
         "scores": layout(
             scores, draw(st.sampled_from(["C", "fortran", "strided", "transposed", "reversed", "read-only"]))
@@ -536,7 +527,7 @@ def _topk_oracle(case: dict[str, Any]) -> type[RecsysError] | None:
 
 
 def _topk_case(scores: Any, k: Any, exclude: list[list[int]] | None = None, overwrite: bool = False) -> dict[str, Any]:
-    histories = None if exclude is None else _histories(exclude)
+    histories = None if exclude is None else histories_from_rows(exclude)
     return {"scores": np.asarray(scores), "k": k, "exclude": histories, "overwrite": overwrite, "one_d": False}
 
 
@@ -663,7 +654,7 @@ def test_recommend_any_user_list(model: Recommender, users: list[Any], k: int, c
 
 
 @st.composite
-def inline_histories(draw: st.DrawFn) -> pl.DataFrame:
+def inlinehistories_from_rows(draw: st.DrawFn) -> pl.DataFrame:
     """Events of new users 500/501 (and sometimes fitted user 0, whose events they replace): a single event up
     to 12, unsorted, with equal timestamps and repeated items."""
     rows = draw(
@@ -677,7 +668,7 @@ def inline_histories(draw: st.DrawFn) -> pl.DataFrame:
 
 
 @examples(30)
-@given(history=inline_histories(), k=st.integers(1, N_ITEMS + 2))
+@given(history=inlinehistories_from_rows(), k=st.integers(1, N_ITEMS + 2))
 def test_recommend_with_an_inline_history_sorts_it_stably(model: Recommender, history: pl.DataFrame, k: int) -> None:
     """Unsorted events give the same answer as the same events sorted by time (ties kept in input order); the
     history's items are excluded; a user without events there gets popular items."""
@@ -703,7 +694,7 @@ HISTORY_MUTATIONS: dict[str, tuple[type[RecsysError], Callable[[pl.DataFrame], p
 
 
 @examples(30)
-@given(history=inline_histories(), mutation=st.sampled_from(sorted(HISTORY_MUTATIONS)), scoring=st.booleans())
+@given(history=inlinehistories_from_rows(), mutation=st.sampled_from(sorted(HISTORY_MUTATIONS)), scoring=st.booleans())
 def test_a_hostile_inline_history_is_a_typed_error(
     model: Recommender, history: pl.DataFrame, mutation: str, scoring: bool
 ) -> None:
