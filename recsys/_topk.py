@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError
 from recsys.schema import ITEM_ID, RANK, SCORE, USER_ID, empty_recommendations
 
-__all__ = ["check_k", "mask_seen", "to_recommendations", "topk"]
+__all__ = ["check_k", "mask_seen", "to_recommendations", "topk", "topk_positive", "topk_ranked"]
 
 
 def check_k(k: object) -> int:
@@ -130,6 +131,95 @@ def topk(
     vals[:, :kk] = np.take_along_axis(chosen_vals, order, axis=1)
     idx[np.isneginf(vals)] = -1
     return idx, vals
+
+
+def topk_positive(scores: sp.csr_matrix, k: int, exclude: Histories | None = None) -> np.ndarray:
+    """The ``k`` best positive entries per row of a sparse score matrix, best first (ties: lower index).
+
+    The sparse twin of ``topk(scores.toarray(), k, exclude)`` followed by dropping the entries that are not
+    positive: it never builds a dense ``(n_users, n_items)`` row, so its cost follows the stored entries.
+
+    Parameters
+    ----------
+    scores:
+        csr matrix of shape ``(n_users, n_items)`` (explicit zeros and negative entries are never chosen).
+    k:
+        Items per user; rows with fewer positive entries are padded with ``-1``.
+    exclude:
+        Histories of the ``n_users`` users (same order); their items are never chosen.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 array of shape ``(n_users, k)``: item indices, ``-1`` where a row ran out of positive entries.
+    """
+    k = check_k(k)
+    scores = sp.csr_matrix(scores)
+    n_users, n_items = scores.shape
+    rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(scores.indptr))  # (nnz,)
+    cols = scores.indices.astype(np.int64)
+    vals = np.asarray(scores.data, np.float32)
+    keep = vals > 0
+    if exclude is not None:
+        if exclude.n_users != n_users:
+            raise DataError(f"scores has {n_users} rows but the exclusion histories have {exclude.n_users} users.")
+        seen = np.unique(exclude.event_user() * n_items + exclude.item_idx)  # (n_seen,) sorted pair keys
+        keep &= ~np.isin(rows * n_items + cols, seen, assume_unique=False)
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    order = np.lexsort((cols, -vals, rows))  # by row, then best score, then lower index
+    rows, cols = rows[order], cols[order]
+    starts = np.searchsorted(rows, np.arange(n_users))  # first entry of each row
+    place = np.arange(rows.size) - starts[rows]  # 0 for each row's best
+    idx = np.full((n_users, k), -1, dtype=np.int64)
+    top = place < k
+    idx[rows[top], place[top]] = cols[top]
+    return idx
+
+
+def topk_ranked(order: np.ndarray, k: int, exclude: Histories | None = None, n_users: int = 1) -> np.ndarray:
+    """The first ``k`` items of one global ranking per user, history items skipped.
+
+    Equal to ``topk(np.repeat(scores[None], n_users, 0), k, exclude)[0]`` for ``order`` the stable argsort of
+    ``-scores`` (so ties keep the lower index), without a dense ``(n_users, n_items)`` matrix: only the first
+    ``k + (history items ranked that high)`` columns of the ranking are scanned.
+
+    Parameters
+    ----------
+    order:
+        int64 array of shape ``(n_items,)``: every item, best first.
+    k:
+        Items per user; ``-1`` pads where the catalogue runs out.
+    exclude:
+        Histories of the users (their count sets ``n_users``); their items are skipped.
+    n_users:
+        Rows when ``exclude`` is None.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 array of shape ``(n_users, k)``.
+    """
+    k = check_k(k)
+    n_items = order.size
+    n_users = exclude.n_users if exclude is not None else n_users
+    idx = np.full((n_users, k), -1, dtype=np.int64)
+    if exclude is None:
+        idx[:, : min(k, n_items)] = order[:k]
+        return idx
+    position = np.empty(n_items, np.int64)
+    position[order] = np.arange(n_items)  # rank of each item in the global order
+    users, ranked = exclude.event_user(), position[exclude.item_idx]  # (n_events,)
+    near = ranked < k + exclude.lengths[users]  # only these can push an item out of a user's first k
+    width = min(n_items, k + int(np.bincount(users[near], minlength=n_users).max(initial=0)))
+    # every user's first k unseen items lie in the first `width` ranked items
+    blocked = np.zeros((n_users, width), dtype=bool)
+    inside = ranked < width
+    blocked[users[inside], ranked[inside]] = True
+    free = ~blocked
+    place = np.cumsum(free, axis=1) - 1  # (n_users, width): how many unseen items come before
+    rows, cols = np.nonzero(free & (place < k))
+    idx[rows, place[rows, cols]] = order[cols]
+    return idx
 
 
 def to_recommendations(user_ids: pl.Series, idx: np.ndarray, vals: np.ndarray, item_ids: pl.Series) -> pl.DataFrame:

@@ -19,7 +19,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from recsys._persist import config_from_dict, load_arrays, read_model_dir, write_model_dir
-from recsys._topk import check_k, topk
+from recsys._topk import check_k, topk_positive, topk_ranked
 from recsys.data import DataConfig, Histories, item_index
 from recsys.errors import ConfigError, DataError, ModelFormatError, SchemaError, check_is_fitted
 from recsys.explain import because_items, feature_importance, reasons
@@ -435,10 +435,9 @@ class Recommender:
             idx[cold] = self._popular(popularity, histories.select(cold), n_candidates, exclude_seen)
         sources = {RETRIEVAL_RANK: idx}
         if self.config.n_transition_candidates and features.transitions is not None:
-            scores = features.transitions.score(histories)  # (n_queries, n_items)
-            t_idx, vals = topk(scores, self.config.n_transition_candidates, exclude, overwrite=True)
-            t_idx[vals <= 0] = -1  # no transition evidence: not a candidate
-            sources[TRANSITION_RANK] = t_idx
+            scores = features.transitions.score_sparse(histories)  # csr (n_queries, n_items)
+            # items without transition evidence (score 0) are not candidates
+            sources[TRANSITION_RANK] = topk_positive(scores, self.config.n_transition_candidates, exclude)
         if self.config.n_popularity_candidates:
             sources[POPULARITY_RANK] = self._popular(
                 popularity, histories, self.config.n_popularity_candidates, exclude_seen
@@ -454,10 +453,8 @@ class Recommender:
     def _popular(popularity: np.ndarray, histories: Histories, n: int, exclude_seen: bool) -> np.ndarray:
         """int64 ``(n_queries, n)``: the most popular items, history items skipped when ``exclude_seen``
         (-1 pads where the catalogue runs out)."""
-        scores = np.repeat(
-            np.asarray(popularity, np.float32)[None, :], histories.n_users, axis=0
-        )  # (n_queries, n_items)
-        return topk(scores, n, histories if exclude_seen else None, overwrite=True)[0]
+        order = np.argsort(-np.asarray(popularity, np.float32), kind="stable")  # ties: lower index first
+        return topk_ranked(order, n, histories if exclude_seen else None, histories.n_users)
 
     def _candidate_features(
         self,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 from conftest import histories_from_rows as histories
 
-from recsys._topk import to_recommendations, topk
+from recsys._topk import to_recommendations, topk, topk_positive, topk_ranked
 from recsys.errors import ConfigError, DataError
 
 
@@ -100,3 +101,37 @@ def test_to_recommendations_of_nothing_is_an_empty_typed_table() -> None:
     out = to_recommendations(pl.Series("user_id", [1]), idx, vals, pl.Series("item_id", ["x"]))
     assert out.height == 0
     assert out.schema == pl.Schema({"user_id": pl.Int64, "item_id": pl.String, "score": pl.Float32, "rank": pl.UInt32})
+
+
+# ---------------------------------------------------------------- sparse and global-ranking variants
+def test_topk_positive_known_answer() -> None:
+    # row 0: 0.5 @1, 2.0 @3, 2.0 @4 (tie: lower index first), -1 @0 never chosen; row 1: nothing positive
+    scores = sp.csr_matrix(np.array([[-1.0, 0.5, 0.0, 2.0, 2.0], [0.0, 0.0, -3.0, 0.0, 0.0]], dtype=np.float32))
+    np.testing.assert_array_equal(topk_positive(scores, 4), [[3, 4, 1, -1], [-1, -1, -1, -1]])
+    np.testing.assert_array_equal(topk_positive(scores, 2, histories([[3], []])), [[4, 1], [-1, -1]])
+
+
+def test_topk_ranked_known_answer() -> None:
+    order = np.array([2, 0, 3, 1])  # item 2 is the most popular
+    np.testing.assert_array_equal(topk_ranked(order, 2, n_users=2), [[2, 0], [2, 0]])
+    seen = histories([[2, 2, 0], [1], []])  # a repeated history item is skipped once
+    np.testing.assert_array_equal(topk_ranked(order, 3, seen), [[3, 1, -1], [2, 0, 3], [2, 0, 3]])
+
+
+def test_sparse_and_ranked_variants_equal_dense_topk() -> None:
+    """Both shortcuts give exactly the dense answer, ties and exclusions included, on 200 random cases."""
+    rng = np.random.default_rng(1)
+    for case in range(200):
+        n_users, n_items, k = int(rng.integers(1, 20)), int(rng.integers(1, 50)), int(rng.integers(1, 12))
+        scores = sp.random(n_users, n_items, density=rng.random(), random_state=case, format="csr")
+        scores.data = np.round(scores.data * 4) - (rng.random(scores.data.size) < 0.2)  # ties and negatives
+        scores = scores.astype(np.float32)
+        seen = histories([list(rng.integers(0, n_items, rng.integers(0, 8))) for _ in range(n_users)])
+        popularity = np.round(rng.random(n_items) * 3).astype(np.float32)
+        order = np.argsort(-popularity, kind="stable")
+        for exclude in (None, seen):
+            idx, vals = topk(scores.toarray(), k, exclude)
+            idx[vals <= 0] = -1
+            np.testing.assert_array_equal(topk_positive(scores, k, exclude), idx)
+            dense = topk(np.repeat(popularity[None], n_users, 0), k, exclude)[0]
+            np.testing.assert_array_equal(topk_ranked(order, k, exclude, n_users), dense)
