@@ -38,12 +38,13 @@ model knows are always scored from their fitted events.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,16 @@ __all__ = [
     "BatchJob",
     "BatchReport",
     "bytes_per_user",
+    "check_history",
     "check_shard",
+    "job_identity",
+    "known_users",
+    "open_output",
     "read_users",
+    "recommend_shard",
     "users_per_shard",
+    "write_shard",
+    "write_success",
 ]
 
 logger = logging.getLogger(__name__)
@@ -209,7 +217,7 @@ def resolve_users(model: Recommender, users: pl.Series | Sequence[Any] | None) -
     return unique
 
 
-def _check_history(history: pl.DataFrame, model: Recommender) -> pl.DataFrame:
+def check_history(history: pl.DataFrame, model: Recommender) -> pl.DataFrame:
     """The inline history with ``user_id`` and ``item_id`` in the model's dtypes."""
     missing = [c for c in (USER_ID, ITEM_ID, TIMESTAMP) if c not in history.columns]
     if missing:
@@ -344,26 +352,14 @@ class BatchJob:
         model = Recommender.load(model_dir)
         fingerprint = sha256((model_dir / "manifest.json").read_bytes())
         wanted = resolve_users(model, users)
-        inline = _check_history(history, model) if history is not None else None
-        job = self._identity(model, fingerprint, wanted, inline)
+        inline = check_history(history, model) if history is not None else None
+        job = job_identity(model, fingerprint, wanted, inline, self.config)
         # The job owns chunking and the progress bar: one recommend call per shard, no nested bar.
         model.config = dataclasses.replace(model.config, chunk_users=job["shard_users"], show_progress=False)
         out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {str(out)!r} is a file; a batch job writes a directory. Choose another path.")
-        out.mkdir(parents=True, exist_ok=True)
-        with locked(out):
-            if overwrite:
-                clear(out)
-            removed = remove_stale(out)
-            if removed:
-                logger.info("removed %d temporary file(s) left by an interrupted job in %s", removed, out)
-            check_identity(out, job)
-            if not (out / JOB).exists():
-                write_atomic(out / JOB, json_bytes(job))
-            (out / RECORDS).mkdir(exist_ok=True)
+        with open_output(out, job, overwrite):
             records, written = self._write_shards(out, model, wanted, inline, job)
-            manifest = self._success(out, job, records)
+            manifest = write_success(out, job, self.config, records)
         return BatchReport(
             out_dir=out,
             n_users=wanted.len(),
@@ -374,24 +370,6 @@ class BatchJob:
             fallback_users=manifest["fallback_users"],
             manifest=manifest,
         )
-
-    def _identity(
-        self, model: Recommender, fingerprint: str, users: pl.Series, history: pl.DataFrame | None
-    ) -> dict[str, Any]:
-        """Everything that determines the output bytes; a resume must match it exactly."""
-        shard_users = users_per_shard(model, self.config)
-        return {
-            "format": FORMAT,
-            "recsys_version": __version__,
-            "model_fingerprint": fingerprint,
-            "users_sha256": _frame_sha256(users.to_frame()),
-            "n_users": users.len(),
-            "history_sha256": _frame_sha256(history) if history is not None else None,
-            "k": self.config.k,
-            "exclude_seen": self.config.exclude_seen,
-            "shard_users": shard_users,
-            "n_shards": math.ceil(users.len() / shard_users),
-        }
 
     def _write_shards(
         self, out: Path, model: Recommender, users: pl.Series, history: pl.DataFrame | None, job: dict[str, Any]
@@ -405,7 +383,7 @@ class BatchJob:
         per_user = bytes_per_user(model, self.config.k) // 1024
         message = "batch: %d users in %d shard(s) of up to %d (budget %g MiB, ~%d KiB per user); %d already committed"
         logger.info(message, users.len(), n_shards, size, self.config.memory_budget_mb, per_user, len(records))
-        known = model.interactions_[USER_ID].unique()  # type: ignore[index]
+        known = known_users(model)
         done = sum(r["users"] for r in records.values())
         bar = tqdm(total=users.len(), initial=done, unit="user", desc="batch", disable=not self.config.show_progress)
         written = 0
@@ -414,55 +392,138 @@ class BatchJob:
                 if i in records:
                     continue
                 shard_users = users.slice(i * size, size)
-                frame = self._recommend_shard(model, shard_users, known, history)
-                check_shard(frame, shard_users, self.config.k)
-                records[i] = _commit(out, i, frame, key)
+                records[i] = write_shard(out, i, model, shard_users, known, history, self.config, key)
                 written += 1
                 bar.update(shard_users.len())
         return [records[i] for i in range(n_shards)], written
 
-    def _recommend_shard(
-        self, model: Recommender, users: pl.Series, known: pl.Series, history: pl.DataFrame | None
-    ) -> pl.DataFrame:
-        """The shard's rows, users in the order given, best first; ``fallback`` for users unknown to the model."""
-        is_known = users.is_in(known.implode())
-        parts = []
-        for fallback, group in ((False, users.filter(is_known)), (True, users.filter(~is_known))):
-            if group.len() == 0:
-                continue
-            inline = None
-            if fallback and history is not None:
-                inline = history.filter(pl.col(USER_ID).is_in(group.implode()))
-            recs = model.recommend(
-                group,
-                k=self.config.k,
-                history=inline if inline is not None and inline.height else None,
-                exclude_seen=self.config.exclude_seen,
-            )
-            parts.append(recs.with_columns(pl.lit(fallback, pl.Boolean).alias(FALLBACK)))
-        positions = users.to_frame().with_row_index("_pos")
-        frame = pl.concat(parts).join(positions, on=USER_ID, how="left")
-        return frame.sort("_pos", RANK).select(OUTPUT_COLUMNS)
 
-    def _success(self, out: Path, job: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
-        """Write ``_SUCCESS`` (atomically, last) and return it; equal jobs give equal bytes."""
-        manifest = {
-            "format": FORMAT,
-            "job": job,
-            "config": {name: getattr(self.config, name) for name in ("k", "exclude_seen", "memory_budget_mb")},
-            "model_fingerprint": job["model_fingerprint"],
-            "recsys_version": __version__,
-            "k": job["k"],
-            "columns": list(OUTPUT_COLUMNS),
-            "total_users": sum(r["users"] for r in records),
-            "total_rows": sum(r["rows"] for r in records),
-            "fallback_users": sum(r["fallback_users"] for r in records),
-            "shards": [
-                {name: r[name] for name in ("file", "rows", "users", "fallback_users", "sha256")} for r in records
-            ],
-        }
-        write_atomic(out / SUCCESS, json_bytes(manifest))
-        return manifest
+# ------------------------------------------------------------------------------------------ one shard
+# The steps below are shared with the Dask job (:mod:`recsys.distributed`): a shard is computed, checked and
+# committed the same way whichever process runs it.
+def job_identity(
+    model: Recommender, fingerprint: str, users: pl.Series, history: pl.DataFrame | None, config: BatchConfig
+) -> dict[str, Any]:
+    """Everything that determines the output bytes of a job that cuts ``users`` into fixed slices; a resume must
+    match it exactly (``_JOB.json``)."""
+    shard_users = users_per_shard(model, config)
+    return {
+        "format": FORMAT,
+        "recsys_version": __version__,
+        "model_fingerprint": fingerprint,
+        "users_sha256": _frame_sha256(users.to_frame()),
+        "n_users": users.len(),
+        "history_sha256": _frame_sha256(history) if history is not None else None,
+        "k": config.k,
+        "exclude_seen": config.exclude_seen,
+        "shard_users": shard_users,
+        "n_shards": math.ceil(users.len() / shard_users),
+    }
+
+
+@contextlib.contextmanager
+def open_output(out: Path, job: dict[str, Any], overwrite: bool) -> Iterator[None]:
+    """Hold ``out`` (created if needed, locked) for job ``job``: clear it first with ``overwrite``, delete leftover
+    temporary files, refuse another job's output (:func:`~recsys._batch_files.check_identity`), write ``_JOB.json``
+    and the ``_shards`` folder.
+
+    Raises
+    ------
+    ConfigError
+        ``out`` is a file, another job writes there, or it holds another job's output.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; a batch job writes a directory. Choose another path.")
+    out.mkdir(parents=True, exist_ok=True)
+    with locked(out):
+        if overwrite:
+            clear(out)
+        removed = remove_stale(out)
+        if removed:
+            logger.info("removed %d temporary file(s) left by an interrupted job in %s", removed, out)
+        check_identity(out, job)
+        if not (out / JOB).exists():
+            write_atomic(out / JOB, json_bytes(job))
+        (out / RECORDS).mkdir(exist_ok=True)
+        yield
+
+
+def known_users(model: Recommender) -> pl.Series:
+    """The ids of the users with events in the model (the others get ``fallback = true``)."""
+    return model.interactions_[USER_ID].unique()  # type: ignore[index]
+
+
+def recommend_shard(
+    model: Recommender,
+    users: pl.Series,
+    known: pl.Series,
+    history: pl.DataFrame | None,
+    config: BatchConfig,
+) -> pl.DataFrame:
+    """A shard's rows (:data:`OUTPUT_COLUMNS`): ``users`` in the order given, best first; ``fallback`` for users
+    not in ``known``, scored from their ``history`` rows when it has any. An empty ``users`` gives an empty shard
+    with the same schema."""
+    is_known = users.is_in(known.implode())
+    parts = []
+    for fallback, group in ((False, users.filter(is_known)), (True, users.filter(~is_known))):
+        if group.len() == 0:
+            continue
+        inline = None
+        if fallback and history is not None:
+            inline = history.filter(pl.col(USER_ID).is_in(group.implode()))
+        recs = model.recommend(
+            group,
+            k=config.k,
+            history=inline if inline is not None and inline.height else None,
+            exclude_seen=config.exclude_seen,
+        )
+        parts.append(recs.with_columns(pl.lit(fallback, pl.Boolean).alias(FALLBACK)))
+    if not parts:
+        item_dtype = model.index_.schema[ITEM_ID]  # type: ignore[union-attr]
+        schema = {USER_ID: users.dtype, ITEM_ID: item_dtype, SCORE: pl.Float32, RANK: pl.UInt32, FALLBACK: pl.Boolean}
+        return pl.DataFrame(schema=schema)
+    positions = users.to_frame().with_row_index("_pos")
+    frame = pl.concat(parts).join(positions, on=USER_ID, how="left")
+    return frame.sort("_pos", RANK).select(OUTPUT_COLUMNS)
+
+
+def write_shard(
+    out: Path,
+    i: int,
+    model: Recommender,
+    users: pl.Series,
+    known: pl.Series,
+    history: pl.DataFrame | None,
+    config: BatchConfig,
+    key: str,
+) -> dict[str, Any]:
+    """Compute shard ``i`` for ``users`` (:func:`recommend_shard`), check it (:func:`check_shard`) and commit it
+    under job ``key`` (temporary file, fsync, rename, then its commit record); return the commit record.
+
+    Idempotent: the same inputs write the same bytes, so a retried or repeated call leaves the same shard."""
+    frame = recommend_shard(model, users, known, history, config)
+    check_shard(frame, users, config.k)
+    return _commit(out, i, frame, key)
+
+
+def write_success(out: Path, job: dict[str, Any], config: BatchConfig, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write ``_SUCCESS`` (atomically, last) from every shard's commit record (in shard order) and return it; equal
+    jobs give equal bytes."""
+    manifest = {
+        "format": FORMAT,
+        "job": job,
+        "config": {name: getattr(config, name) for name in ("k", "exclude_seen", "memory_budget_mb")},
+        "model_fingerprint": job["model_fingerprint"],
+        "recsys_version": __version__,
+        "k": job["k"],
+        "columns": list(OUTPUT_COLUMNS),
+        "total_users": sum(r["users"] for r in records),
+        "total_rows": sum(r["rows"] for r in records),
+        "fallback_users": sum(r["fallback_users"] for r in records),
+        "shards": [{name: r[name] for name in ("file", "rows", "users", "fallback_users", "sha256")} for r in records],
+    }
+    write_atomic(out / SUCCESS, json_bytes(manifest))
+    return manifest
 
 
 def _commit(out: Path, i: int, frame: pl.DataFrame, key: str) -> dict[str, Any]:
