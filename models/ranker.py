@@ -16,7 +16,7 @@ import polars as pl
 
 from recsys.errors import ConfigError, DataError, SchemaError, check_is_fitted
 
-__all__ = ["LambdaRanker", "RankerConfig"]
+__all__ = ["LambdaRanker", "RankerConfig", "ndcg_at"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,38 @@ def _groups(query: pl.Series) -> np.ndarray:
     if sizes.max() > MAX_GROUP_ROWS:
         raise DataError(f"a query has {sizes.max()} candidate rows; LambdaRank allows at most {MAX_GROUP_ROWS}.")
     return sizes
+
+
+def ndcg_at(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int) -> float:
+    """Mean NDCG@``k`` over consecutive query groups, as LightGBM's ``ndcg`` metric computes it.
+
+    Gains ``2**label - 1``, discount ``1 / log2(position + 2)`` (position from 0), tied scores in row order (a
+    stable sort, as LightGBM's), and a query without a positive label counts as 1.
+
+    Parameters
+    ----------
+    scores:
+        float array of shape ``(n_rows,)``, higher is better.
+    labels:
+        int array of shape ``(n_rows,)``, the relevance (0 = not relevant).
+    groups:
+        int array of shape ``(n_queries,)``: rows per query, in row order (LightGBM's ``group``).
+    k:
+        The cut-off.
+    """
+    n = len(groups)
+    if n == 0:
+        return float("nan")
+    query = np.repeat(np.arange(n), groups)  # (n_rows,)
+    starts = np.repeat(np.cumsum(groups) - groups, groups)
+    position = np.arange(len(query)) - starts  # (n_rows,) 0-based position inside the query
+    discount = np.where(position < k, 1.0 / np.log2(position + 2.0), 0.0)
+    gains = np.exp2(np.asarray(labels, np.float64)) - 1.0
+    by_score = np.lexsort((-np.asarray(scores, np.float64), query))  # query blocks kept, best first, ties stable
+    ideal = np.lexsort((-gains, query))
+    dcg = np.bincount(query, weights=gains[by_score] * discount, minlength=n)
+    idcg = np.bincount(query, weights=gains[ideal] * discount, minlength=n)
+    return float(np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 1.0).mean())
 
 
 def _matrix(frame: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
@@ -167,6 +199,13 @@ class LambdaRanker:
             return np.zeros(0)
         best = self.booster_.best_iteration or None
         return self.booster_.predict(_matrix(frame, names), num_iteration=best)
+
+    def ndcg(self, frame: pl.DataFrame, query: str = "query", label: str = "label", at: int | None = None) -> float:
+        """Mean NDCG@``at`` (default ``config.eval_at``) of this ranker's order of ``frame``'s queries (see
+        :func:`ndcg_at`); the validation metric of early stopping."""
+        frame = frame.sort(query, maintain_order=True)
+        labels = frame[label].cast(pl.Int32).to_numpy()
+        return ndcg_at(self.score(frame), labels, _groups(frame[query]), at or self.config.eval_at)
 
     def contributions(self, frame: pl.DataFrame) -> np.ndarray:
         """float64 array ``(frame.height, n_features + 1)``: LightGBM ``pred_contrib`` (last column: bias)."""
