@@ -14,7 +14,7 @@ STAMP := $(VENV)/.recsys-installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev,plot]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev,plot,dask]"
 	touch $(STAMP)
 
 install: $(STAMP)

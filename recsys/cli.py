@@ -18,6 +18,7 @@ import typer
 from recsys.batch import BatchConfig, BatchJob, read_users
 from recsys.data import DataConfig, Dataset, read_table
 from recsys.datasets import available_datasets, load_dataset
+from recsys.distributed import DaskBatchJob, DaskConfig, DaskRecommender, require_dask
 from recsys.errors import ConfigError, DatasetNotFoundError, ModelFormatError, RecsysError
 from recsys.evaluation import EvalConfig, SplitKind, evaluate_many, results_table, save_results
 from recsys.models.text_encoder import TextEncoderConfig
@@ -36,6 +37,13 @@ logger = logging.getLogger("recsys.cli")
 DataDir = Annotated[
     Path | None,
     typer.Option(help="Folder holding the public datasets (default: $RECSYS_DATA_DIR, ./shared/data, ../shared/data)."),
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        help="Run on Dask (needs the dask extra): local:N for a local cluster of N worker processes, a scheduler "
+        "address such as tcp://10.0.0.5:8786, or a scheduler file (.json). See README 'Running on Dask'."
+    ),
 ]
 CacheDir = Annotated[
     Path | None, typer.Option(help="Embedding cache folder (default: $RECSYS_CACHE_DIR or ~/.cache/recsys/embeddings).")
@@ -120,8 +128,13 @@ def fit(
     ] = "zero-shot",
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
+    scheduler: Scheduler = None,
 ) -> None:
-    """Fit the pipeline on a dataset or on your own files and save it to OUT."""
+    """Fit the pipeline on a dataset or on your own files and save it to OUT.
+
+    With --scheduler the LightGBM ranker trains on a Dask cluster (DaskLGBMRanker); the saved model is the same
+    format either way.
+    """
     config = DataConfig(
         text_fields=tuple(text_field or ["text"]),
         order_column=order_column,
@@ -133,7 +146,7 @@ def fit(
     config_ = RecommenderConfig(
         text=_text_config(cache_dir), n_candidates=n_candidates, user_encoder=cast(Any, user_encoder)
     )
-    model = Recommender(config_)
+    model = Recommender(config_) if scheduler is None else DaskRecommender(config_, _dask_config(scheduler))
     model.fit(data.interactions, data.items)
     typer.echo(f"saved model to {model.save(out)}")
 
@@ -145,6 +158,24 @@ def _print_rows(recs: pl.DataFrame, recommender: Recommender, show: int, explain
         if explain:
             line += f"\n    because you had: {row['because']}\n    it {row['reasons']}"
         typer.echo(line)
+
+
+def _dask_config(scheduler: str, partitions: int | None = None) -> DaskConfig:
+    """The settings for ``--scheduler``; Dask's own INFO logs (workers joining and leaving) kept out of the output."""
+    config = DaskConfig(scheduler=scheduler, partitions=partitions)
+    require_dask()
+    import distributed  # noqa: F401  (configures its loggers on import; quieted after)
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    return config
+
+
+def _batch_job(config: BatchConfig, scheduler: str | None, partitions: int | None) -> BatchJob | DaskBatchJob:
+    if scheduler is None:
+        if partitions is not None:
+            raise ConfigError("--partitions needs --scheduler (it sets the Dask job's user partitions).")
+        return BatchJob(config)
+    return DaskBatchJob(config, _dask_config(scheduler, partitions))
 
 
 def _is_batch_output(out: Path) -> bool:
@@ -185,12 +216,22 @@ def recommend(
             "they are scored from these items' texts instead of getting popular items."
         ),
     ] = None,
+    scheduler: Scheduler = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            help="Batch job on Dask: user partitions (= shards); default: as many as the memory budget needs."
+        ),
+    ] = None,
 ) -> None:
     """Recommend the top K items for users with a saved model.
 
     With a directory --out this is a batch job: users are processed in chunks sized from --memory-budget-mb
     (progress bar with ETA), each chunk is committed as a part-NNNNN.parquet shard, and _SUCCESS is written
     last. Run the same command again after a crash to resume: committed shards are kept.
+
+    With --scheduler the batch job runs on a Dask cluster: users are hash-partitioned into shards, one task per
+    shard, with the same commit protocol; --out must be on a file system every worker shares.
     """
     wanted = read_users(users) if users is not None else None
     if _is_batch_output(out):
@@ -198,7 +239,8 @@ def recommend(
             raise ConfigError("--explain writes one table; give --out a .parquet file instead of a directory.")
         config = BatchConfig(k=k, exclude_seen=not include_seen, memory_budget_mb=memory_budget_mb)
         inline = read_table(history) if history is not None else None
-        report = BatchJob(config).run(model, out, wanted, history=inline, overwrite=overwrite)
+        job = _batch_job(config, scheduler, partitions)
+        report = job.run(model, out, wanted, history=inline, overwrite=overwrite)
         typer.echo(
             f"wrote {report.n_rows:,} rows for {report.n_users:,} users ({report.fallback_users:,} fallback) to "
             f"{out} in {report.n_shards} shard(s), {report.shards_reused} reused from an earlier run"
@@ -206,8 +248,9 @@ def recommend(
         if show:
             _print_rows(read_table(out).head(show), Recommender.load(model), show, explain=False)
         return
-    if history is not None:
-        raise ConfigError("--history is for batch jobs; give --out a directory instead of a file.")
+    for name, value in (("--history", history), ("--scheduler", scheduler), ("--partitions", partitions)):
+        if value is not None:
+            raise ConfigError(f"{name} is for batch jobs; give --out a directory instead of a file.")
     recommender = Recommender.load(model)
     recs = recommender.recommend(wanted, k=k, exclude_seen=not include_seen, explain=explain)
     _write_table(recs, out)

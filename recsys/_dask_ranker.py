@@ -1,0 +1,197 @@
+"""Ranker training on a Dask cluster: LightGBM's ``DaskLGBMRanker`` with every query inside one partition.
+
+:class:`DaskRanker` has :class:`~recsys.models.ranker.LambdaRanker`'s interface and result (a LightGBM booster,
+saved as LightGBM text); :class:`DaskRecommender` is a :class:`~recsys.pipeline.Recommender` whose ranker trains
+that way (everything else, including the training frame, is computed on the client as before).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from recsys._dask_cluster import DaskConfig, connect, require_dask, worker_addresses
+from recsys.errors import DataError
+from recsys.features.ranking import QUERY
+from recsys.models.ranker import LambdaRanker, RankerConfig, _groups, _matrix, ndcg_at
+from recsys.pipeline import Recommender, RecommenderConfig
+
+__all__ = ["DaskRanker", "DaskRecommender", "ranker_frames"]
+
+logger = logging.getLogger(__name__)
+
+_PART = "_partition"
+
+
+class ValidationStop:
+    """LightGBM callback: early stopping on NDCG@``at`` of the *whole* validation set, by LightGBM's rule.
+
+    ``DaskLGBMRanker`` does not support LightGBM's early stopping (each worker would see only its own part of an
+    ``eval_set``). Every worker gets this callback with the full validation set instead: after each round it adds
+    the new tree's scores (``predict(start_iteration=i, num_iteration=1)``, so a round costs one tree over the
+    validation rows) and computes :func:`~recsys.models.ranker.ndcg_at`. The trees are the same on every worker
+    (data-parallel training), so every worker reaches the same decision in the same round and they stop together.
+    The rule is ``lightgbm.early_stopping``'s: the best round is the first with the highest value; stop once
+    ``rounds`` rounds pass without a strictly higher one, or at the last round.
+    """
+
+    order = 30  # after LightGBM's own callbacks
+    before_iteration = False
+
+    def __init__(self, matrix: np.ndarray, labels: np.ndarray, groups: np.ndarray, rounds: int, at: int) -> None:
+        self.matrix, self.labels, self.groups, self.rounds, self.at = matrix, labels, groups, rounds, at
+        self.scores = np.zeros(len(labels))
+        self.best_iteration, self.best_score = -1, -np.inf
+        self.history: list[float] = []
+
+    def __call__(self, env: Any) -> None:
+        import lightgbm as lgb
+
+        if env.iteration == env.begin_iteration:  # a fresh training run
+            self.scores[:] = 0.0
+            self.best_iteration, self.best_score, self.history = -1, -np.inf, []
+        self.scores += env.model.predict(self.matrix, start_iteration=env.iteration, num_iteration=1, raw_score=True)
+        value = ndcg_at(self.scores, self.labels, self.groups, self.at)
+        self.history.append(value)
+        if value > self.best_score:
+            self.best_iteration, self.best_score = env.iteration, value
+        if env.iteration - self.best_iteration >= self.rounds or env.iteration == env.end_iteration - 1:
+            best = [("valid", f"ndcg@{self.at}", self.best_score, True)]
+            raise lgb.callback.EarlyStopException(self.best_iteration, best)
+
+
+def _partitions(
+    frame: pl.DataFrame, query: str, label: str, features: Sequence[str], n: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(matrix float32 (rows, features), labels int32 (rows,), group sizes (queries,))`` per non-empty
+    partition; a query's rows all go to partition ``hash(query, seed) % n``, sorted by query as LightGBM needs."""
+    parts = frame.with_columns((pl.col(query).hash(seed) % n).alias(_PART)).partition_by(
+        _PART, maintain_order=True, include_key=False
+    )
+    out = []
+    for part in parts:
+        part = part.sort(query, maintain_order=True)
+        out.append((_matrix(part, features), part[label].cast(pl.Int32).to_numpy(), _groups(part[query])))
+    return out
+
+
+def _dask_arrays(client: Any, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[Any, Any, Any]:
+    """Dask arrays of the matrix, labels and groups, chunk ``j`` = partition ``j``, scattered to worker
+    ``j % n_workers`` (so the partitions, and LightGBM's data-parallel work, are spread over the workers)."""
+    import dask
+    import dask.array as da
+
+    workers = worker_addresses(client)
+    columns: list[list[Any]] = [[], [], []]
+    for j, arrays in enumerate(parts):
+        futures = client.scatter(list(arrays), workers=[workers[j % len(workers)]])
+        for column, future, array in zip(columns, futures, arrays, strict=True):
+            column.append(da.from_delayed(dask.delayed(future), shape=array.shape, dtype=array.dtype))
+    matrix, labels, groups = (da.concatenate(column) for column in columns)
+    return matrix, labels, groups
+
+
+class DaskRanker(LambdaRanker):
+    """:class:`~recsys.models.ranker.LambdaRanker` trained with LightGBM's ``DaskLGBMRanker`` on a cluster.
+
+    The training frame is hash-partitioned by query (a query's candidate rows never straddle partitions, as
+    LambdaRank needs) and spread over the workers; LightGBM trains data-parallel over them with the same parameters
+    as :meth:`RankerConfig.lgb_params` (``num_threads`` becomes each worker's thread count). Early stopping uses
+    :class:`ValidationStop` on the whole validation set. The result is a plain LightGBM booster truncated to the
+    best round: :meth:`score`, :meth:`to_text` and saved models are exactly those of a ``LambdaRanker``.
+    """
+
+    def __init__(self, config: RankerConfig | None = None, dask: DaskConfig | None = None) -> None:
+        super().__init__(config)
+        self.dask = dask or DaskConfig()
+
+    def fit(
+        self,
+        train: pl.DataFrame,
+        valid: pl.DataFrame | None,
+        features: Sequence[str],
+        query: str = "query",
+        label: str = "label",
+    ) -> DaskRanker:
+        """Train on ``train`` groups on the cluster; early-stop on NDCG of ``valid`` groups when given.
+
+        Returns
+        -------
+        self
+        """
+        import lightgbm as lgb
+
+        require_dask()
+        if train.height == 0:
+            raise DataError("the ranker's training frame is empty; it needs at least one query with candidates.")
+        stop = None
+        if valid is not None and valid.height:
+            valid = valid.sort(query, maintain_order=True)
+            labels, groups = valid[label].cast(pl.Int32).to_numpy(), _groups(valid[query])
+            rounds, at = self.config.early_stopping_rounds, self.config.eval_at
+            stop = ValidationStop(_matrix(valid, features), labels, groups, rounds, at)
+        with connect(self.dask) as client:
+            n = self.dask.partitions or len(worker_addresses(client))
+            parts = _partitions(train, query, label, features, n, self.dask.hash_seed)
+            booster = self._train(client, parts, features, stop)
+        best = booster.best_iteration if stop is not None else booster.current_iteration()
+        logger.info("dask ranker: %d partition(s), best iteration %d", len(parts), best)
+        self.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+        self.feature_names_ = list(features)
+        return self
+
+    def _train(
+        self,
+        client: Any,
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+        features: Sequence[str],
+        stop: ValidationStop | None,
+    ) -> Any:
+        """``DaskLGBMRanker.fit`` over the partitions; the trained booster (from the first worker)."""
+        from lightgbm import DaskLGBMRanker
+
+        params = {k: v for k, v in self.config.lgb_params().items() if k not in ("num_threads", "metric", "eval_at")}
+        params["n_estimators"] = self.config.n_estimators
+        model = DaskLGBMRanker(client=client, **params)
+        matrix, labels, groups = _dask_arrays(client, parts)
+        with warnings.catch_warnings(), client.as_current():  # LightGBM waits on futures with the default client
+            warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+            model.fit(matrix, labels, group=groups, feature_name=list(features), callbacks=[stop] if stop else None)
+        return model.to_local().booster_
+
+
+# ------------------------------------------------------------------------------------------ in the pipeline
+def ranker_frames(
+    model: Recommender, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """The ranker's ``(train, valid, feature names)`` exactly as ``Recommender._fit_ranker`` makes them: the
+    training frame's queries that hold their label, split by a seeded hash of the user (``valid_fraction``)."""
+    frame, names = model._training_frame(past, history, labels)
+    frame = frame.join(
+        frame.group_by(QUERY).agg(pl.col("label").max()).filter(pl.col("label") > 0), on=QUERY, how="semi"
+    )
+    in_valid = (pl.col("owner").hash(model.config.seed) % 1000) < int(1000 * model.config.valid_fraction)
+    return frame.filter(~in_valid), frame.filter(in_valid), names
+
+
+class DaskRecommender(Recommender):
+    """A :class:`~recsys.pipeline.Recommender` whose ranker trains on a Dask cluster (:class:`DaskRanker`).
+
+    Everything else (text encoding, the user encoder, the training frame's candidates and features) runs on the
+    client as in ``Recommender.fit``; the fitted model holds a plain ``LambdaRanker`` and saves and loads exactly
+    like any other (``Recommender.load``).
+    """
+
+    def __init__(self, config: RecommenderConfig | None = None, dask: DaskConfig | None = None) -> None:
+        super().__init__(config)
+        self.dask = dask or DaskConfig()
+
+    def _fit_ranker(self, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame) -> LambdaRanker:
+        train, valid, names = ranker_frames(self, past, history, labels)
+        ranker = DaskRanker(self.config.ranker, self.dask).fit(train, valid, names)
+        return LambdaRanker.from_text(ranker.to_text(), self.config.ranker)
