@@ -147,29 +147,40 @@ class BatchReport:
 
 # ------------------------------------------------------------------------------------------ sizing
 def bytes_per_user(model: Recommender, k: int) -> int:
-    """Estimated peak working memory (bytes) to recommend for one user, from the model's settings.
+    """Estimated peak working memory (bytes) to recommend for one user, from the model's settings and data.
 
-    ``n_items * 4 * (R + 3) + 2 * C * (F + 8) * 8 + 64 * k``, where
+    ``40 * T + 9 * (P + L) + 2 * C * (F + 8) * 8 + 64 * k``, where
 
-    - ``R``: dense float32 score rows over the catalogue that ``Recommender._candidates`` allocates per user:
-      the transition scores (when that source is on), the repeated popularity (when that source is on) and the
-      popular fill of users without history (always counted); ``+ 3`` rows cover ``topk``'s working copy
-      (``np.partition``, its masks and the tie count) and the sparse transition product before densifying;
+    - ``T``: the user's transition scores, stored sparsely (``Transitions.score_sparse``): about ``L * D``
+      entries (``L`` the mean history length of the fitted users, ``D`` the mean entries per row of the
+      transition matrix), at most ``n_items``, doubled for users above the mean; 40 bytes cover the csr entry
+      and the sort keys of :func:`~recsys._topk.topk_positive` (0 when the transition source is off);
+    - ``P + L``: the columns of the global popularity ranking scanned for the ``P`` popular candidates
+      (:func:`~recsys._topk.topk_ranked`: a mask and a running count per column);
     - ``C``: candidates per user at most, ``min(max(n_candidates, k), n_items)`` from FAISS plus the transition
       and popularity quotas (each at most ``n_items``);
     - ``F``: ranker features, plus 8 id, rank and score columns, 8 bytes each, doubled for the copies that
       polars joins and sorts make;
     - ``64 * k``: the output rows.
+
+    No term grows with the catalogue alone: candidate generation never builds a dense ``(users, n_items)``
+    row. The model itself (vectors, FAISS index, feature statistics) is loaded once and not counted.
     """
     n_items = model.index_.height  # type: ignore[union-attr]
     cfg = model.config
-    transitions = bool(cfg.n_transition_candidates and model.features_.transitions is not None)  # type: ignore[union-attr]
-    dense_rows = 1 + int(transitions) + int(cfg.n_popularity_candidates > 0)
+    transitions = model.features_.transitions if cfg.n_transition_candidates else None  # type: ignore[union-attr]
+    n_events, n_users = model.interactions_.height, max(1, model.interactions_[USER_ID].n_unique())  # type: ignore[union-attr]
+    mean_length = n_events / n_users
+    sparse = 0.0
+    if transitions is not None:
+        per_row = transitions.matrix_.nnz / max(1, n_items)
+        sparse = min(float(n_items), 2 * mean_length * per_row)
     candidates = min(max(cfg.n_candidates, k), n_items)
-    candidates += min(cfg.n_transition_candidates if transitions else 0, n_items)
+    candidates += min(cfg.n_transition_candidates if transitions is not None else 0, n_items)
     candidates += min(cfg.n_popularity_candidates, n_items)
     n_features = len(model.ranker_.feature_names_)  # type: ignore[union-attr]
-    return n_items * 4 * (dense_rows + 3) + 2 * candidates * (n_features + _KEY_COLUMNS) * 8 + 64 * k
+    scan = 9 * (cfg.n_popularity_candidates + mean_length)
+    return int(40 * sparse + scan + 2 * candidates * (n_features + _KEY_COLUMNS) * 8 + 64 * k)
 
 
 def users_per_shard(model: Recommender, config: BatchConfig) -> int:

@@ -115,10 +115,13 @@ def files_of(out: Path) -> dict[str, bytes]:
 # ------------------------------------------------------------------------------------------ sizing
 def test_bytes_per_user_follows_the_documented_formula(model: Recommender):
     n_items, n_features = 18, len(model.ranker_.feature_names_)  # type: ignore[union-attr]
-    dense_rows = 3  # transition scores, repeated popularity, popular fill of cold users
+    events, users = model.interactions_.height, model.interactions_["user_id"].n_unique()  # type: ignore[union-attr]
+    mean_length = events / users
+    per_row = model.features_.transitions.matrix_.nnz / n_items  # type: ignore[union-attr]
+    sparse = min(n_items, 2 * mean_length * per_row)  # the user's transition scores, stored sparsely
     candidates = 10 + 6 + 18  # FAISS, transitions, popularity (20, capped at the catalogue)
-    expected = n_items * 4 * (dense_rows + 3) + 2 * candidates * (n_features + 8) * 8 + 64 * K
-    assert bytes_per_user(model, K) == expected
+    expected = 40 * sparse + 9 * (20 + mean_length) + 2 * candidates * (n_features + 8) * 8 + 64 * K
+    assert bytes_per_user(model, K) == int(expected)
 
 
 @pytest.mark.parametrize(("users_per", "expected"), [(2.5, 2), (7.0, 7), (0.01, 1), (1000.0, 1000)])
