@@ -137,6 +137,49 @@ def test_training_queries_never_see_the_label():
         assert seen.height >= 1
 
 
+def test_label_window_lists_the_later_items_and_the_history_holds_none():
+    events = pl.DataFrame({"user_id": [1] * 5, "item_id": [10, 11, 12, 13, 14], "timestamp": list(range(5))})
+    _, history, labels = training_queries(events, n_cutoffs=3, label_window=3)
+    rows = {key: (item, later) for key, item, later in labels.select("user_id", "item_id", "later").iter_rows()}
+    # cut-off c predicts the c-th last event; `later` holds the next label_window - 1 events after it
+    assert rows == {"1#1": (14, None), "1#2": (13, [14]), "1#3": (12, [13, 14])}
+    for key, (item, later) in rows.items():
+        seen = history.filter(pl.col("user_id") == key)["item_id"].to_list()
+        assert item not in seen and not set(later or []) & set(seen)
+
+
+def test_label_window_gives_the_next_item_label_2_and_later_items_label_1(fitted: Recommender):
+    events = fitted.interactions_
+    windowed = Recommender(dataclasses.replace(fitted.config, label_window=3))
+    windowed.__dict__.update({k: v for k, v in fitted.__dict__.items() if k != "config"})
+    frame = windowed.training_frame(events)
+    assert set(frame["label"].unique().to_list()) <= {0, 1, 2}
+    _, _, labels = training_queries(events, fitted.config.n_cutoffs, label_window=3)
+    keys = labels.with_row_index("query")
+    nexts = frame.filter(pl.col("label") == 2).join(keys, on="query").select("item_id", "item_id_right")
+    assert nexts.height > 0 and (nexts["item_id"] == nexts["item_id_right"]).all()
+    later = frame.filter(pl.col("label") == 1).join(keys, on="query")
+    assert later.height > 0
+    assert all(item in (rest or []) for item, rest in later.select("item_id", "later").iter_rows())
+
+
+def test_ranker_folds_train_the_final_ranker_with_the_mean_best_round(
+    fitted: Recommender, caplog: pytest.LogCaptureFixture
+):
+    folded = Recommender(dataclasses.replace(fitted.config, ranker_folds=3))
+    folded.__dict__.update({k: v for k, v in fitted.__dict__.items() if k != "config"})
+    with caplog.at_level("INFO", logger="recsys.pipeline"):
+        folded._fit_ranking(fitted.interactions_)  # type: ignore[arg-type]
+    (line,) = [r.getMessage() for r in caplog.records if "best rounds" in r.getMessage()]
+    rounds = [int(x) for x in line.split("[")[1].split("]")[0].split(",")]
+    assert len(rounds) == 3 and all(1 <= r <= 30 for r in rounds)
+    booster = folded.ranker_.booster_  # type: ignore[union-attr]
+    assert booster.num_trees() == max(1, round(sum(rounds) / 3))  # no early stop: every query trains it
+    assert folded.recommend([0, 12], k=2).height == 4
+    with pytest.raises(ConfigError, match="ranker_folds"):
+        RecommenderConfig(ranker_folds=1)
+
+
 def test_training_queries_of_a_user_sample_keep_every_past_event():
     events = pl.DataFrame(
         {"user_id": [1] * 4 + [2] * 4 + [3] * 4, "item_id": list(range(12)), "timestamp": list(range(12))}
