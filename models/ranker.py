@@ -16,7 +16,7 @@ import polars as pl
 
 from recsys.errors import ConfigError, DataError, SchemaError, check_is_fitted
 
-__all__ = ["LambdaRanker", "RankerConfig", "ndcg_at"]
+__all__ = ["LambdaRanker", "RankerConfig", "ndcg_at", "query_ndcg"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ def _groups(query: pl.Series) -> np.ndarray:
     return sizes
 
 
-def ndcg_at(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int) -> float:
-    """Mean NDCG@``k`` over consecutive query groups, as LightGBM's ``ndcg`` metric computes it.
+def query_ndcg(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int) -> np.ndarray:
+    """float64 array of shape ``(n_queries,)``: each query's NDCG@``k``, as LightGBM's ``ndcg`` metric computes it.
 
     Gains ``2**label - 1``, discount ``1 / log2(position + 2)`` (position from 0), tied scores in row order (a
     stable sort, as LightGBM's), and a query without a positive label counts as 1.
@@ -109,8 +109,6 @@ def ndcg_at(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int) 
         The cut-off.
     """
     n = len(groups)
-    if n == 0:
-        return float("nan")
     query = np.repeat(np.arange(n), groups)  # (n_rows,)
     starts = np.repeat(np.cumsum(groups) - groups, groups)
     position = np.arange(len(query)) - starts  # (n_rows,) 0-based position inside the query
@@ -120,7 +118,12 @@ def ndcg_at(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int) 
     ideal = np.lexsort((-gains, query))
     dcg = np.bincount(query, weights=gains[by_score] * discount, minlength=n)
     idcg = np.bincount(query, weights=gains[ideal] * discount, minlength=n)
-    return float(np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 1.0).mean())
+    return np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 1.0)
+
+
+def ndcg_at(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int) -> float:
+    """Mean NDCG@``k`` over query groups (:func:`query_ndcg`; NaN without queries): LightGBM's ``ndcg`` metric."""
+    return float(query_ndcg(scores, labels, groups, k).mean()) if len(groups) else float("nan")
 
 
 def _matrix(frame: pl.DataFrame, features: Sequence[str]) -> np.ndarray:

@@ -16,8 +16,7 @@ import numpy as np
 import polars as pl
 
 from recsys._dask_cluster import DaskConfig, connect, require_dask, worker_addresses
-from recsys.errors import DataError
-from recsys.features.ranking import QUERY
+from recsys.errors import ConfigError, DataError
 from recsys.models.ranker import LambdaRanker, RankerConfig, _groups, _matrix, ndcg_at
 from recsys.pipeline import Recommender, RecommenderConfig
 
@@ -104,6 +103,11 @@ class DaskRanker(LambdaRanker):
     as :meth:`RankerConfig.lgb_params` (``num_threads`` becomes each worker's thread count). Early stopping uses
     :class:`ValidationStop` on the whole validation set. The result is a plain LightGBM booster truncated to the
     best round: :meth:`score`, :meth:`to_text` and saved models are exactly those of a ``LambdaRanker``.
+
+    Not bit-reproducible across runs with several partitions: ``DaskLGBMRanker`` orders the workers (LightGBM's
+    ranks) by a set of task keys, which changes between client processes, and the ranks decide which worker's part
+    some steps use (the feature bins among them); with one partition the result equals ``LambdaRanker``'s tree for
+    tree.
     """
 
     def __init__(self, config: RankerConfig | None = None, dask: DaskConfig | None = None) -> None:
@@ -169,14 +173,9 @@ class DaskRanker(LambdaRanker):
 def ranker_frames(
     model: Recommender, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
-    """The ranker's ``(train, valid, feature names)`` exactly as ``Recommender._fit_ranker`` makes them: the
-    training frame's queries that hold their label, split by a seeded hash of the user (``valid_fraction``)."""
-    frame, names = model._training_frame(past, history, labels)
-    frame = frame.join(
-        frame.group_by(QUERY).agg(pl.col("label").max()).filter(pl.col("label") > 0), on=QUERY, how="semi"
-    )
-    in_valid = (pl.col("owner").hash(model.config.seed) % 1000) < int(1000 * model.config.valid_fraction)
-    return frame.filter(~in_valid), frame.filter(in_valid), names
+    """The ranker's ``(train, valid, feature names)`` for the queries of :func:`recsys.pipeline.training_queries`,
+    exactly as ``Recommender.fit`` gives them to its ranker (``Recommender._ranker_frames``)."""
+    return model._ranker_frames(past, history, labels)
 
 
 class DaskRecommender(Recommender):
@@ -192,6 +191,12 @@ class DaskRecommender(Recommender):
         self.dask = dask or DaskConfig()
 
     def _fit_ranker(self, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame) -> LambdaRanker:
+        if self.config.ranker_folds >= 2:
+            raise ConfigError(
+                f"RecommenderConfig.ranker_folds={self.config.ranker_folds}: cross-validated tree counts are not "
+                "available on Dask yet; use ranker_folds=0 (validation early stopping, the default) or fit without "
+                "a scheduler."
+            )
         train, valid, names = ranker_frames(self, past, history, labels)
         ranker = DaskRanker(self.config.ranker, self.dask).fit(train, valid, names)
         return LambdaRanker.from_text(ranker.to_text(), self.config.ranker)

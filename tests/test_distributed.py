@@ -5,6 +5,7 @@ partition)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -33,7 +34,6 @@ from recsys.distributed import (
     model_loads,
     parse_scheduler,
     partition_of,
-    ranker_frames,
     require_dask,
 )
 from recsys.errors import ConfigError
@@ -363,23 +363,33 @@ def test_dask_ranker_ndcg_within_one_percent(ranker_data: tuple[pl.DataFrame, pl
 def test_dask_recommender_fits_a_plain_saved_model(
     items: pl.DataFrame, on_cluster: DaskConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    """The ranker trains on the cluster with the frames Recommender.fit gives LambdaRanker; the saved model is an
+    ordinary one."""
+    seen: dict[str, tuple[pl.DataFrame, ...]] = {}
+    for cls in (LambdaRanker, DaskRanker):
+        real = cls.fit
+
+        def recording(self: Any, train: pl.DataFrame, valid: pl.DataFrame, names: Any, real: Any = real) -> Any:
+            seen[type(self).__name__] = (train, valid)
+            return real(self, train, valid, names)
+
+        monkeypatch.setattr(cls, "fit", recording)
     events = topic_events(items, N_USERS)
     config = small_config(tmp_path)
     fitted = DaskRecommender(config, on_cluster).fit(events, items)
+    Recommender(config).fit(events, items)
+    dask_frames, plain_frames = seen["DaskRanker"], seen["LambdaRanker"]
+    assert all(a.equals(b) for a, b in zip(dask_frames, plain_frames, strict=True)) and dask_frames[1].height > 0
     assert type(fitted.ranker_) is LambdaRanker
     loaded = Recommender.load(fitted.save(tmp_path / "model"))
     assert loaded.ranker_.feature_names_ == fitted.ranker_.feature_names_  # type: ignore[union-attr]
     assert loaded.recommend([0, 1], k=K).equals(fitted.recommend([0, 1], k=K))
-    # ranker_frames gives the ranker exactly the frames Recommender._fit_ranker gives LambdaRanker.fit
-    seen: dict[str, Any] = {}
-    monkeypatch.setattr(LambdaRanker, "fit", lambda self, train, valid, names: seen.update(t=train, v=valid) or self)
-    plain = Recommender(config).fit(events, items)
-    from recsys.pipeline import training_queries
 
-    train, valid, _ = ranker_frames(
-        plain, *training_queries(events, config.n_cutoffs, config.max_ranker_users, config.seed)
-    )
-    assert train.equals(seen["t"]) and valid.equals(seen["v"]) and valid.height > 0
+
+def test_dask_recommender_refuses_cross_validated_tree_counts(items: pl.DataFrame, tmp_path: Path):
+    config = dataclasses.replace(small_config(tmp_path), ranker_folds=2)
+    with pytest.raises(ConfigError, match="ranker_folds=2"):
+        DaskRecommender(config, DaskConfig(scheduler="local:1")).fit(topic_events(items, N_USERS), items)
 
 
 # ------------------------------------------------------------------------------------------ command line
