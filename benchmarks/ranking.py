@@ -15,8 +15,11 @@ Raw results: ``results/ranking.json``; tables: ``README.md``.
     python benchmarks/ranking.py [--datasets ...] [--no-ablation | --ablate DATASET ...]
                                  [--encoder-from results/memory_encoder.json]
 
-``--encoder-from`` takes the encoder-alone rows from the memory-encoder benchmark's results (same harness, same
-splits, its commit shown in the table) instead of training that encoder again.
+``--encoder-from`` takes the encoder-alone rows from the memory-encoder benchmark's results, or from an earlier
+run of this benchmark (``results/ranking.json``; same harness, same splits, its commit shown in the table), instead
+of training that encoder again. Datasets not run keep their earlier results in ``results/ranking.json`` and the
+README (each dataset shows its own command and commit); a dataset run without ablation keeps its earlier
+ablation, labelled with that run's commit.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ def encoder_rows(path: Path | None, dataset: str) -> list[EvalResult]:
     if path is None:
         return []
     payload = json.loads(path.read_text())
+    if "runs" in payload:  # this benchmark's own results: the encoder-alone rows of an earlier run
+        payload = {"results": payload["runs"].get(dataset, {}).get("results", [])}
     rows = [EvalResult.from_dict(r) for r in payload["results"]]
     return [r for r in rows if r.dataset == dataset and r.model == "memory"]
 
@@ -130,18 +135,25 @@ def explanation(model: Recommender, dataset: Any) -> list[dict[str, Any]]:
     ]
 
 
-def render(runs: dict[str, dict[str, Any]], info: dict[str, Any], command: str, seconds: float, commit: str) -> str:
+def _commit_of(run: dict[str, Any], payload: dict[str, Any]) -> str:
+    """The commit of an earlier run (its pipeline row's), for results written before runs kept their own."""
+    rows = run.get("results", [])
+    return str(rows[-1]["commit"]) if rows else "unknown"
+
+
+def render(runs: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
     lines = [
         START,
         "",
-        f"Command: `{command}` ({seconds / 60:.0f} min in all). Commit `{commit}`.",
-        "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}.",
+        f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}. Each dataset names "
+        "its command and commit.",
         "",
     ]
     for dataset, run in runs.items():
         results: list[EvalResult] = run["results"]
-        lines += [f"### {dataset}", "", results_table(results), ""]
+        minutes = f" ({run['seconds'] / 60:.0f} min for the whole command)" if run.get("seconds") else ""
+        lines += [f"### {dataset}", "", f"Command: `{run.get('command')}`{minutes}. Commit `{run.get('commit')}`."]
+        lines += ["", results_table(results), ""]
         best_base = max((r for r in results if r.model in BASELINES), key=lambda r: r.metrics["ndcg@10"])
         enc = next(r for r in results if r.model == "memory")
         pipe = next(r for r in results if r.model == "pipeline-memory")
@@ -159,10 +171,16 @@ def render(runs: dict[str, dict[str, Any]], info: dict[str, Any], command: str, 
         lines += [f"| {k} | {v:.4f} |" for k, v in cands.items() if k not in ("n_targets", "mean_candidates")]
         lines += ["", f"({cands['mean_candidates']:.0f} candidates per user on average.)", ""]
         if run["ablation"]:
-            lines += ["Ablation (ranker retrained without one feature group):", "", "| without | NDCG@10 | Recall@10 |"]
+            source = f", from commit `{run['ablation_commit']}`" if run.get("ablation_commit") else ""
+            base = run.get("ablation_base") or pipe.metrics
+            lines += [
+                f"Ablation (ranker retrained without one feature group{source}):",
+                "",
+                "| without | NDCG@10 | Recall@10 |",
+            ]
             lines += [
                 "|---|---|---|",
-                f"| (nothing) | {pipe.metrics['ndcg@10']:.4f} | {pipe.metrics['recall@10']:.4f} |",
+                f"| (nothing) | {base['ndcg@10']:.4f} | {base['recall@10']:.4f} |",
             ]
             lines += [f"| {a['without']} | {a['ndcg@10']:.4f} | {a['recall@10']:.4f} |" for a in run["ablation"]]
             lines += [""]
@@ -203,20 +221,32 @@ def main() -> None:
     seconds = time.perf_counter() - started
     info = machine()
     command = ("python benchmarks/ranking.py " + " ".join(sys.argv[1:])).strip()
-    commit = next(iter(runs.values()))["results"][-1].commit
-    payload = {
-        "machine": info,
-        "command": command,
-        "seconds": seconds,
-        "runs": {k: {**v, "results": [r.to_dict() for r in v["results"]]} for k, v in runs.items()},
-    }
+    path = HERE / "results" / "ranking.json"
+    old = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    merged: dict[str, Any] = {}
+    for name in RUNS:
+        if name in runs:
+            run = {**runs[name], "results": [r.to_dict() for r in runs[name]["results"]]}
+            run |= {"command": command, "seconds": seconds, "commit": runs[name]["results"][-1].commit}
+            previous = old["runs"].get(name)
+            if not run["ablation"] and previous and previous.get("ablation"):
+                run["ablation"] = previous["ablation"]
+                run["ablation_commit"] = previous.get("ablation_commit") or _commit_of(previous, old)
+                base = previous.get("ablation_base") or previous["results"][-1]["metrics"]
+                run["ablation_base"] = {m: base[m] for m in ("ndcg@10", "recall@10")}
+            merged[name] = run
+        elif name in old["runs"]:
+            merged[name] = {"command": old.get("command"), "seconds": old.get("seconds"), **old["runs"][name]}
+            merged[name].setdefault("commit", _commit_of(old["runs"][name], old))
+    payload = {"machine": info, "runs": merged}
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "ranking.json").write_text(json.dumps(payload, indent=2, default=str))
+    path.write_text(json.dumps(payload, indent=2, default=str))
     readme = HERE / "README.md"
     text_md = readme.read_text()
     if START not in text_md:
         text_md += f"\n## Ranking stage: full pipeline, candidates, ablations, explanations\n\n{START}\n{END}\n"
-    block = render(runs, info, command, seconds, commit)
+    shown = {k: {**v, "results": [EvalResult.from_dict(r) for r in v["results"]]} for k, v in merged.items()}
+    block = render(shown, info)
     readme.write_text(text_md[: text_md.index(START)] + block + text_md[text_md.index(END) + len(END) :])
     for run in runs.values():
         print(results_table(run["results"]))

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from recsys._dask_cluster import DaskConfig, connect, require_dask, worker_addresses
-from recsys.errors import ConfigError, DataError
+from recsys.errors import DataError
 from recsys.models.ranker import LambdaRanker, RankerConfig, _groups, _matrix, ndcg_at
 from recsys.pipeline import Recommender, RecommenderConfig
 
@@ -165,6 +165,8 @@ class DaskRanker(LambdaRanker):
         matrix, labels, groups = _dask_arrays(client, parts)
         with warnings.catch_warnings(), client.as_current():  # LightGBM waits on futures with the default client
             warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+            # the callback carries the validation set to every worker inside the task: sent once per worker anyway
+            warnings.filterwarnings("ignore", message="Sending large graph")
             model.fit(matrix, labels, group=groups, feature_name=list(features), callbacks=[stop] if stop else None)
         return model.to_local().booster_
 
@@ -183,20 +185,19 @@ class DaskRecommender(Recommender):
 
     Everything else (text encoding, the user encoder, the training frame's candidates and features) runs on the
     client as in ``Recommender.fit``; the fitted model holds a plain ``LambdaRanker`` and saves and loads exactly
-    like any other (``Recommender.load``).
+    like any other (``Recommender.load``). Every ranker fit (the ``valid_fraction`` hold-out, or each fold and
+    the final ranker of ``ranker_folds``) trains on the cluster.
     """
 
     def __init__(self, config: RecommenderConfig | None = None, dask: DaskConfig | None = None) -> None:
         super().__init__(config)
         self.dask = dask or DaskConfig()
 
+    def _ranker(self, config: RankerConfig) -> LambdaRanker:
+        """Every ranker fit of ``Recommender._fit_ranker`` (the hold-out, or each cross-validation fold and the
+        final ranker of ``ranker_folds``) trains on the cluster."""
+        return DaskRanker(config, self.dask)
+
     def _fit_ranker(self, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame) -> LambdaRanker:
-        if self.config.ranker_folds >= 2:
-            raise ConfigError(
-                f"RecommenderConfig.ranker_folds={self.config.ranker_folds}: cross-validated tree counts are not "
-                "available on Dask yet; use ranker_folds=0 (validation early stopping, the default) or fit without "
-                "a scheduler."
-            )
-        train, valid, names = ranker_frames(self, past, history, labels)
-        ranker = DaskRanker(self.config.ranker, self.dask).fit(train, valid, names)
-        return LambdaRanker.from_text(ranker.to_text(), self.config.ranker)
+        ranker = super()._fit_ranker(past, history, labels)
+        return LambdaRanker.from_text(ranker.to_text(), self.config.ranker)  # a plain LambdaRanker, as saved

@@ -48,6 +48,9 @@ __all__ = ["Recommender", "RecommenderConfig"]
 logger = logging.getLogger(__name__)
 
 
+AUTO_RANKER_FOLDS = 5  # ranker_folds=None: cross-validation folds below ...
+AUTO_FOLDS_BELOW_QUERIES = 20_000  # ... this many training queries
+
 _MINIMUMS = {
     "n_candidates": 1,
     "n_cutoffs": 1,
@@ -84,7 +87,8 @@ class RecommenderConfig:
     label_window:
         Positives per training query: the next event's item (label 2) and, when ``> 1``, the items of the
         following ``label_window - 1`` events (label 1), so the ranker learns what a user takes up soon, not
-        only next. Early stopping still scores the next item alone. 1: the next item only (label 1).
+        only next. Early stopping still scores the next item alone. 1: the next item only (label 1). On ml-100k's
+        validation targets with 5 folds: NDCG@10 0.1435 with 3 against 0.1527 with 1.
     max_ranker_users:
         The ranker trains on the cut-offs of at most this many users (a seeded sample; None: every user). Its
         training frame has about ``users x n_cutoffs x candidates`` rows (10,000 users: ~16M rows at the
@@ -105,7 +109,10 @@ class RecommenderConfig:
         ``k >= 2``: choose the ranker's number of trees by ``k``-fold cross-validation over users (each fold's
         queries early-stop a ranker trained on the other folds), then train the ranker on every query with the
         mean best round. Costs ``k + 1`` ranker fits; every query both trains and validates. 0: one seeded
-        ``valid_fraction`` hold-out.
+        ``valid_fraction`` hold-out. ``None`` (default): 5 folds when the ranker has fewer than 20,000
+        training queries, else the hold-out. Why: on small data a 10% hold-out is a few hundred queries and
+        early-stops noisily (ml-100k: 47 trees); chosen on ml-100k's validation targets (test events removed),
+        NDCG@10 0.1474 with the hold-out, 0.1510 with a 30% hold-out, 0.1527 with 5 folds (encoder alone 0.1385).
     chunk_users:
         Users scored per chunk in ``recommend`` (bounds memory).
     """
@@ -126,7 +133,7 @@ class RecommenderConfig:
     memory_holdout: int | None = None
     memory_crossfit: int = 2
     valid_fraction: float = 0.1
-    ranker_folds: int = 0
+    ranker_folds: int | None = None
     chunk_users: int = 2048
     seed: int = 0
     show_progress: bool = True
@@ -145,7 +152,7 @@ class RecommenderConfig:
             )
         if self.user_encoder not in ("zero-shot", "memory"):
             raise ConfigError(f"RecommenderConfig.user_encoder={self.user_encoder!r}; use 'zero-shot' or 'memory'.")
-        if self.ranker_folds == 1 or self.ranker_folds < 0:
+        if self.ranker_folds is not None and (self.ranker_folds == 1 or self.ranker_folds < 0):
             raise ConfigError(f"RecommenderConfig.ranker_folds={self.ranker_folds} must be 0 (off) or >= 2.")
         if not 0 <= self.valid_fraction < 1:
             raise ConfigError(f"RecommenderConfig.valid_fraction={self.valid_fraction} must be in [0, 1).")
@@ -363,19 +370,26 @@ class Recommender:
 
     def _fit_ranker(self, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame) -> LambdaRanker:
         cfg = self.config
-        if cfg.ranker_folds < 2:
-            train, valid, names = self._ranker_frames(past, history, labels)
-            return LambdaRanker(cfg.ranker).fit(train, valid, names)
         frame, names, top = self._ranker_frame(past, history, labels)
-        fold = pl.col("owner").hash(cfg.seed) % cfg.ranker_folds
+        folds = cfg.ranker_folds
+        if folds is None:  # auto: cross-validate where a hold-out would be small
+            folds = AUTO_RANKER_FOLDS if frame[QUERY].n_unique() < AUTO_FOLDS_BELOW_QUERIES else 0
+        if folds < 2:
+            train, valid = self._split_valid(frame, top)
+            return self._ranker(cfg.ranker).fit(train, valid, names)
+        fold = pl.col("owner").hash(cfg.seed) % folds
         rounds = []
-        for f in range(cfg.ranker_folds):  # each fold's users early-stop a ranker trained on the others
+        for f in range(folds):  # each fold's users early-stop a ranker trained on the others
             held_out = _next_only(frame.filter(fold == f), top)
-            ranker = LambdaRanker(cfg.ranker).fit(frame.filter(fold != f), held_out, names)
+            ranker = self._ranker(cfg.ranker).fit(frame.filter(fold != f), held_out, names)
             rounds.append(ranker.booster_.best_iteration or ranker.booster_.current_iteration())
         n_trees = max(1, round(float(np.mean(rounds))))
         logger.info("ranker: %d-fold best rounds %s; final ranker: every query, %d trees", len(rounds), rounds, n_trees)
-        return LambdaRanker(dataclasses.replace(cfg.ranker, n_estimators=n_trees)).fit(frame, None, names)
+        return self._ranker(dataclasses.replace(cfg.ranker, n_estimators=n_trees)).fit(frame, None, names)
+
+    def _ranker(self, config: RankerConfig) -> LambdaRanker:
+        """A new, unfitted ranker stage; a subclass may train it elsewhere (``recsys.distributed``: on Dask)."""
+        return LambdaRanker(config)
 
     def _ranker_frame(
         self, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame
@@ -390,8 +404,11 @@ class Recommender:
         """The ranker's ``(train, valid, feature names)``: the queries that hold a positive, split by a seeded
         hash of the user (``valid_fraction``). Validation labels mark the next item alone."""
         frame, names, top = self._ranker_frame(past, history, labels)
+        return (*self._split_valid(frame, top), names)
+
+    def _split_valid(self, frame: pl.DataFrame, top: int) -> tuple[pl.DataFrame, pl.DataFrame]:
         in_valid = (pl.col("owner").hash(self.config.seed) % 1000) < int(1000 * self.config.valid_fraction)
-        return frame.filter(~in_valid), _next_only(frame.filter(in_valid), top), names
+        return frame.filter(~in_valid), _next_only(frame.filter(in_valid), top)
 
     def training_frame(self, interactions: pl.DataFrame) -> pl.DataFrame:
         """The ranker's training data for ``interactions`` with the fitted retrieval stage: one row per

@@ -375,7 +375,7 @@ def test_dask_recommender_fits_a_plain_saved_model(
 
         monkeypatch.setattr(cls, "fit", recording)
     events = topic_events(items, N_USERS)
-    config = small_config(tmp_path)
+    config = dataclasses.replace(small_config(tmp_path), ranker_folds=0)  # the hold-out, as on Dask
     fitted = DaskRecommender(config, on_cluster).fit(events, items)
     Recommender(config).fit(events, items)
     dask_frames, plain_frames = seen["DaskRanker"], seen["LambdaRanker"]
@@ -386,10 +386,16 @@ def test_dask_recommender_fits_a_plain_saved_model(
     assert loaded.recommend([0, 1], k=K).equals(fitted.recommend([0, 1], k=K))
 
 
-def test_dask_recommender_refuses_cross_validated_tree_counts(items: pl.DataFrame, tmp_path: Path):
+def test_dask_recommender_cross_validates_the_tree_count(
+    items: pl.DataFrame, on_cluster: DaskConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     config = dataclasses.replace(small_config(tmp_path), ranker_folds=2)
-    with pytest.raises(ConfigError, match="ranker_folds=2"):
-        DaskRecommender(config, DaskConfig(scheduler="local:1")).fit(topic_events(items, N_USERS), items)
+    with caplog.at_level("INFO", logger="recsys.pipeline"):
+        fitted = DaskRecommender(config, on_cluster).fit(topic_events(items, N_USERS), items)
+    (line,) = [r.getMessage() for r in caplog.records if "best rounds" in r.getMessage()]
+    rounds = [int(x) for x in line.split("[")[1].split("]")[0].split(",")]
+    assert len(rounds) == 2 and type(fitted.ranker_) is LambdaRanker
+    assert fitted.ranker_.booster_.num_trees() == max(1, round(sum(rounds) / 2))  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------------------------------------ command line
