@@ -229,6 +229,14 @@ class DaskBatchJob:
         with connect(self.dask) as client, client.as_current():
             from distributed import as_completed
 
+            workers = len(client.nthreads())
+            if len(todo) < workers:
+                logger.warning(
+                    "%d shard(s) to compute for %d Dask workers: some workers stay idle; pass more partitions "
+                    "(--partitions, DaskConfig.partitions), a few per worker",
+                    len(todo),
+                    workers,
+                )
             bar = tqdm(total=users, initial=done, unit="user", desc="batch", disable=not self.dask.show_progress)
 
             futures = {

@@ -169,7 +169,7 @@ def bytes_per_user(model: Recommender, k: int) -> int:
     n_items = model.index_.height  # type: ignore[union-attr]
     cfg = model.config
     transitions = model.features_.transitions if cfg.n_transition_candidates else None  # type: ignore[union-attr]
-    n_events, n_users = model.interactions_.height, max(1, model.interactions_[USER_ID].n_unique())  # type: ignore[union-attr]
+    n_events, n_users = model.interactions_.height, max(1, model.interactions_[USER_ID].n_unique())  # type: ignore[union-attr, index]
     mean_length = n_events / n_users
     sparse = 0.0
     if transitions is not None:
