@@ -166,7 +166,7 @@ def test_a_new_item_is_retrieved_for_a_reader_of_its_twin(zero_shot: Recommender
     twin = zero_shot.update(pl.DataFrame({"user_id": [901], "item_id": [1], "timestamp": [7]}), NEW_ITEMS)
     candidates = twin.candidates([901])
     assert candidates.filter(pl.col("retrieval_rank") == 1)["item_id"].to_list() == [100]
-    assert twin.recommend([901], k=3)["item_id"][0] == 100
+    assert 100 in twin.recommend([901], k=3)["item_id"].to_list()  # the ranker keeps it in the top 3
     idx, _ = twin.vector_index_.search(twin.item_vectors_[18:], 1)  # the index holds the new vectors
     assert idx[:, 0].tolist() == [18, 19]
 
