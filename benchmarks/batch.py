@@ -36,7 +36,7 @@ from recsys.models.text_encoder import TextEncoderConfig
 from recsys.pipeline import Recommender, RecommenderConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from foundation import machine
+from foundation import machine, write_block
 
 HERE = Path(__file__).resolve().parent
 START, END = "<!-- batch:start -->", "<!-- batch:end -->"
@@ -151,12 +151,7 @@ def main() -> None:
     ]
     payload = {"machine": machine(), "results": [*kept, result]}
     path.write_text(json.dumps(payload, indent=2))
-    readme = HERE / "README.md"
-    text = readme.read_text()
-    if START not in text:
-        text += f"\n## Batch job throughput\n\n{START}\n{END}\n"
-    text = text[: text.index(START)] + render(payload) + text[text.index(END) + len(END) :]
-    readme.write_text(text)
+    write_block("Batch job throughput", START, END, render(payload))
     print(json.dumps(result, indent=2))
 
 

@@ -51,7 +51,7 @@ from recsys.pipeline import Recommender, RecommenderConfig, training_queries
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batch import synthetic
-from foundation import machine
+from foundation import machine, write_block
 
 HERE = Path(__file__).resolve().parent
 START, END = "<!-- distributed:start -->", "<!-- distributed:end -->"
@@ -340,12 +340,7 @@ def main() -> None:
     kept = [r for name, r in previous.items() if name != result["dataset"]]
     payload = {"machine": machine(), "results": [*kept, merged]}
     path.write_text(json.dumps(payload, indent=2))
-    readme = HERE / "README.md"
-    text = readme.read_text()
-    if START not in text:
-        text += f"\n## Scale-out on Dask\n\n{START}\n{END}\n"
-    text = text[: text.index(START)] + render(payload) + text[text.index(END) + len(END) :]
-    readme.write_text(text)
+    write_block("Scale-out on Dask", START, END, render(payload))
     print(json.dumps(result, indent=2))
 
 

@@ -46,6 +46,16 @@ class Prefitted:
         return self.model.recommend(users, k, **kwargs)
 
 
+def write_block(heading: str, start: str, end: str, block: str) -> None:
+    """Put ``block`` (which holds its own ``start`` and ``end`` markers) in place of the README section between
+    them; a README without that section gets it appended under ``## heading``."""
+    readme = HERE / "README.md"
+    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
+    if start not in text:
+        text += f"\n## {heading}\n\n{start}\n{end}\n"
+    readme.write_text(text[: text.index(start)] + block + text[text.index(end) + len(end) :])
+
+
 def machine() -> dict[str, object]:
     cpu = "unknown"
     if Path("/proc/cpuinfo").exists():
@@ -151,11 +161,8 @@ def main() -> None:
         )
     )
     plot(results, HERE / "results" / "foundation.png")
-    readme = HERE / "README.md"
-    text = readme.read_text() if readme.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
     block = render(results, info, command.strip(), seconds)
-    text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    readme.write_text(text)
+    write_block("Foundation: baselines and the first pipeline", START, END, block)
     for group_start in range(0, len(results), len(DEFAULT_MODELS)):
         print(results_table(results[group_start : group_start + len(DEFAULT_MODELS)]))
 

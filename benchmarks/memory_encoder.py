@@ -27,7 +27,7 @@ from recsys.models.text_encoder import TextEncoderConfig
 from recsys.zoo import make_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from foundation import Prefitted, machine
+from foundation import Prefitted, machine, write_block
 
 HERE = Path(__file__).resolve().parent
 RUNS = {"amazon-scientific-unisrec": "published", "ml-100k": "loo", "ml-latest-small": "loo"}
@@ -114,12 +114,7 @@ def main() -> None:
             default=str,
         )
     )
-    readme = HERE / "README.md"
-    text_md = readme.read_text()
-    if START not in text_md:
-        text_md += f"\n## Memory encoder: quality\n\n{START}\n{END}\n"
-    block = render(results, info, command, seconds)
-    readme.write_text(text_md[: text_md.index(START)] + block + text_md[text_md.index(END) + len(END) :])
+    write_block("Memory encoder: quality", START, END, render(results, info, command, seconds))
     print(results_table(results))
 
 

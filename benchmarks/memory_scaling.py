@@ -21,6 +21,9 @@ import numpy as np
 import polars as pl
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from foundation import write_block  # noqa: E402
+
 START, END = "<!-- memory-scaling:start -->", "<!-- memory-scaling:end -->"
 N_ITEMS = 10_000
 
@@ -171,12 +174,7 @@ def main() -> None:
         json.dumps({"command": command, "lengths": rows, "incremental": inc}, indent=2)
     )
     plot(rows, HERE / "results" / "memory_scaling.png")
-    readme = HERE / "README.md"
-    text = readme.read_text()
-    if START not in text:
-        text += f"\n## Memory encoder: history length scaling\n\n{START}\n{END}\n"
-    text = text[: text.index(START)] + render(rows, inc, command.strip()) + text[text.index(END) + len(END) :]
-    readme.write_text(text)
+    write_block("Memory encoder: history length scaling", START, END, render(rows, inc, command.strip()))
 
 
 if __name__ == "__main__":

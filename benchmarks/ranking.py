@@ -43,7 +43,7 @@ from recsys.schema import ITEM_ID, USER_ID
 from recsys.zoo import make_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from foundation import Prefitted, machine
+from foundation import Prefitted, machine, write_block
 
 HERE = Path(__file__).resolve().parent
 RUNS = {"amazon-scientific-unisrec": "published", "ml-100k": "loo", "ml-latest-small": "loo"}
@@ -241,13 +241,9 @@ def main() -> None:
     payload = {"machine": info, "runs": merged}
     (HERE / "results").mkdir(exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str))
-    readme = HERE / "README.md"
-    text_md = readme.read_text()
-    if START not in text_md:
-        text_md += f"\n## Ranking stage: full pipeline, candidates, ablations, explanations\n\n{START}\n{END}\n"
     shown = {k: {**v, "results": [EvalResult.from_dict(r) for r in v["results"]]} for k, v in merged.items()}
-    block = render(shown, info)
-    readme.write_text(text_md[: text_md.index(START)] + block + text_md[text_md.index(END) + len(END) :])
+    heading = "Ranking stage: full pipeline, candidates, ablations, explanations"
+    write_block(heading, START, END, render(shown, info))
     for run in runs.values():
         print(results_table(run["results"]))
 
