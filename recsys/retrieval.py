@@ -10,7 +10,9 @@ first: dimension, dtype (C-contiguous float32), finite values, and ``-1`` labels
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -23,6 +25,19 @@ from recsys.errors import ConfigError, DataError, ModelFormatError, check_is_fit
 __all__ = ["ExactIndex", "FaissIndex", "IndexConfig"]
 
 
+IndexKind = Literal["flat", "ivf", "hnsw", "auto"]
+_KINDS = ("flat", "ivf", "hnsw", "auto")
+
+
+def _check_int(name: str, value: object, minimum: int, fix: str, optional: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an int >= ``minimum`` (or ``None`` when ``optional``)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or None" if optional else "")
+        raise ConfigError(f"IndexConfig.{name}={value!r} is invalid: expected {allowed}; {fix}.")
+
+
 @dataclass(frozen=True)
 class IndexConfig:
     """Settings of a vector index.
@@ -30,22 +45,94 @@ class IndexConfig:
     Parameters
     ----------
     kind:
-        ``"flat"``: exact inner-product search (``faiss.IndexFlatIP``). Approximate kinds come later.
+        ``"flat"``: exact inner-product search (``faiss.IndexFlatIP``), the default.
+        ``"ivf"``: inverted file (``faiss.IndexIVFFlat``, inner product): k-means splits the items into
+        ``nlist`` cells and a query scans the ``nprobe`` nearest cells; approximate, for 10^5-10^6+ items.
+        ``"hnsw"``: graph search (``faiss.IndexHNSWFlat``, inner product); approximate, no training, slower
+        to build and larger in memory than IVF.
+        ``"auto"``: ``"flat"`` below ``auto_min_items`` items, ``"ivf"`` from there on (decided at ``fit``).
+        An empty catalogue always gets a flat index (there is nothing to train on).
     batch_size:
         Queries searched per call (bounds memory).
     n_threads:
         FAISS OpenMP threads; 0 keeps FAISS's default.
+    nlist:
+        IVF cells. ``None``: ``round(4 * sqrt(n_items))``, at most ``n_items // 39`` (FAISS's minimum of 39
+        training points per cell) and at least 1: 128 cells at 5,000 items, 1,265 at 10^5, 4,000 at 10^6.
+        A given ``nlist`` above ``n_items`` is clamped to ``n_items`` with a warning (k-means needs at least
+        one point per cell).
+    nprobe:
+        IVF cells scanned per query (clamped to ``nlist``); more is slower and closer to exact. ``nprobe =
+        nlist`` scans everything and returns the exact answer.
+    max_train_points:
+        IVF k-means trains on a seeded random sample of at most this many items. ``None``: ``64 * nlist``
+        (FAISS's k-means asks for 39 to 256 points per cell).
+    hnsw_m:
+        HNSW neighbours per node (graph degree); more is more accurate, slower to build and larger.
+    ef_construction:
+        HNSW candidate-list size while building.
+    ef_search:
+        HNSW candidate-list size while searching (FAISS uses at least the number of results asked for).
+    auto_min_items:
+        Catalogue size from which ``kind="auto"`` picks ``"ivf"``.
+    seed:
+        Seed of the IVF training sample and of k-means.
+
+    ``nprobe`` and ``ef_search`` are search-time settings: :meth:`FaissIndex.load` applies the config's values
+    to the loaded index, so they can be changed without rebuilding it.
     """
 
-    kind: Literal["flat"] = "flat"
+    kind: IndexKind = "flat"
     batch_size: int = 4096
     n_threads: int = 0
+    nlist: int | None = None
+    nprobe: int = 32
+    max_train_points: int | None = None
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+    auto_min_items: int = 200_000
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind != "flat":
-            raise ConfigError(f"IndexConfig.kind={self.kind!r} is not supported; use 'flat'.")
-        if self.batch_size < 1:
-            raise ConfigError(f"IndexConfig.batch_size={self.batch_size} must be >= 1.")
+        if self.kind not in _KINDS:
+            raise ConfigError(f"IndexConfig.kind={self.kind!r} is not supported; use one of {list(_KINDS)}.")
+        _check_int("batch_size", self.batch_size, 1, "it is the number of queries searched per call")
+        _check_int("n_threads", self.n_threads, 0, "use 0 for FAISS's default")
+        _check_int("nlist", self.nlist, 1, "use None to derive it from the number of items", optional=True)
+        _check_int("nprobe", self.nprobe, 1, "it is the number of IVF cells scanned per query")
+        _check_int("max_train_points", self.max_train_points, 1, "use None for 64 * nlist", optional=True)
+        _check_int("hnsw_m", self.hnsw_m, 2, "typical values are 16 to 64")
+        _check_int("ef_construction", self.ef_construction, 1, "typical values are 40 to 500")
+        _check_int("ef_search", self.ef_search, 1, "typical values are 16 to 512")
+        _check_int("auto_min_items", self.auto_min_items, 1, "it is the catalogue size from which 'auto' uses IVF")
+        _check_int("seed", self.seed, 0, "any non-negative integer")
+        if self.nlist is not None and self.max_train_points is not None and self.max_train_points < self.nlist:
+            raise ConfigError(
+                f"IndexConfig.max_train_points={self.max_train_points} is below nlist={self.nlist}; k-means needs "
+                "at least one training point per cell: raise max_train_points (39 * nlist or more) or use None."
+            )
+
+    def resolved_kind(self, n_items: int) -> Literal["flat", "ivf", "hnsw"]:
+        """The index built for ``n_items`` items: ``kind``, with ``"auto"`` decided and an empty catalogue flat."""
+        if n_items == 0 or self.kind == "flat":
+            return "flat"
+        if self.kind == "auto":
+            return "ivf" if n_items >= self.auto_min_items else "flat"
+        return self.kind
+
+    def resolved_nlist(self, n_items: int) -> int:
+        """IVF cells for ``n_items`` (>= 1) items; see ``nlist``."""
+        if self.nlist is None:
+            return int(min(max(1, n_items // 39), max(1, round(4 * math.sqrt(n_items)))))
+        if self.nlist > n_items:
+            warnings.warn(
+                f"IndexConfig.nlist={self.nlist} exceeds the {n_items} items; using nlist={n_items} (k-means needs "
+                "one item per cell). Use nlist=None to derive it from the number of items.",
+                stacklevel=3,
+            )
+            return n_items
+        return self.nlist
 
 
 def as_float32_matrix(x: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
@@ -169,26 +256,59 @@ class ExactIndex(_BaseIndex):
 
 
 class FaissIndex(_BaseIndex):
-    """FAISS inner-product index over item vectors; saved with FAISS's own index file format."""
+    """FAISS inner-product index over item vectors (exact or approximate, see :class:`IndexConfig`); saved with
+    FAISS's own index file format."""
 
     index_: Any = None
 
     def fit(self, vectors: np.ndarray) -> FaissIndex:
-        """Index ``vectors``: float array of shape ``(n_items, dim)``."""
+        """Index ``vectors``: float array of shape ``(n_items, dim)``.
+
+        An IVF index first trains k-means on a seeded sample of the vectors (see ``max_train_points``).
+        """
         import faiss
 
         vectors = as_float32_matrix(vectors, "vectors")
         if self.config.n_threads:
             faiss.omp_set_num_threads(self.config.n_threads)
-        index = faiss.IndexFlatIP(vectors.shape[1])
+        n_items, dim = vectors.shape
+        kind = self.config.resolved_kind(n_items)
+        if kind == "ivf":
+            index = self._train_ivf(vectors)
+        elif kind == "hnsw":
+            index = faiss.IndexHNSWFlat(dim, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = self.config.ef_construction
+        else:
+            index = faiss.IndexFlatIP(dim)
         index.add(vectors)
-        self.index_ = index
-        self.n_items_, self.dim_ = vectors.shape
+        self.index_ = _apply_search_settings(index, self.config)
+        self.n_items_, self.dim_ = n_items, dim
         return self
+
+    def _train_ivf(self, vectors: np.ndarray) -> Any:
+        """An untrained-then-trained ``IndexIVFFlat`` (inner product) for ``vectors`` (n >= 1, dim)."""
+        import faiss
+
+        n_items, dim = vectors.shape
+        nlist = self.config.resolved_nlist(n_items)
+        n_train = min(n_items, self.config.max_train_points or 64 * nlist)
+        rng = np.random.default_rng(self.config.seed)
+        sample = vectors if n_train == n_items else vectors[np.sort(rng.choice(n_items, n_train, replace=False))]
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = self.config.seed
+        index.cp.max_points_per_centroid = max(256, -(-n_train // nlist))  # we sampled already: no re-sampling
+        index.train(sample)
+        return index
 
     def _search_raw(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, idx = self.index_.search(queries, k)
         return idx.astype(np.int64), scores
+
+    @property
+    def kind_(self) -> Literal["flat", "ivf", "hnsw"]:
+        """The kind of the fitted FAISS index (``"auto"`` resolved)."""
+        check_is_fitted(self, ("index_",))
+        return _kind_of(self.index_)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write FAISS's own index file."""
@@ -201,17 +321,55 @@ class FaissIndex(_BaseIndex):
     def load(cls, path: str | os.PathLike[str], config: IndexConfig | None = None) -> FaissIndex:
         """Read an index written by :meth:`save` (FAISS's format; no pickle).
 
+        The search-time settings of ``config`` (``nprobe``, ``ef_search``) are applied to the loaded index;
+        the file decides its kind and build-time settings.
+
         Raises
         ------
         ModelFormatError
-            The file is missing or not a FAISS index.
+            The file is missing, not a FAISS index, or a FAISS index of a kind this class does not build.
         """
         import faiss
 
         self = cls(config)
         try:
-            self.index_ = faiss.read_index(os.fspath(path))
+            index = faiss.read_index(os.fspath(path))
         except (RuntimeError, MemoryError) as err:  # MemoryError: a corrupt header asks for exabytes
             raise ModelFormatError(f"{os.fspath(path)!r} is not a readable FAISS index file: {err}") from err
+        if not isinstance(index, _supported_types()):
+            raise ModelFormatError(
+                f"{os.fspath(path)!r} holds a {type(index).__name__}; expected IndexFlatIP, IndexIVFFlat or "
+                "IndexHNSWFlat as written by FaissIndex.save."
+            )
+        if self.config.n_threads:
+            faiss.omp_set_num_threads(self.config.n_threads)
+        self.index_ = _apply_search_settings(index, self.config)
         self.n_items_, self.dim_ = self.index_.ntotal, self.index_.d
         return self
+
+
+def _supported_types() -> tuple[type, ...]:
+    """The FAISS index classes :class:`FaissIndex` builds (and so loads)."""
+    import faiss
+
+    return (faiss.IndexFlatIP, faiss.IndexIVFFlat, faiss.IndexHNSWFlat)
+
+
+def _kind_of(index: Any) -> Literal["flat", "ivf", "hnsw"]:
+    import faiss
+
+    if isinstance(index, faiss.IndexIVFFlat):
+        return "ivf"
+    if isinstance(index, faiss.IndexHNSWFlat):
+        return "hnsw"
+    return "flat"
+
+
+def _apply_search_settings(index: Any, config: IndexConfig) -> Any:
+    """Set ``nprobe`` (IVF, clamped to ``nlist``) or ``efSearch`` (HNSW) from ``config``; return ``index``."""
+    kind = _kind_of(index)
+    if kind == "ivf":
+        index.nprobe = min(config.nprobe, index.nlist)
+    elif kind == "hnsw":
+        index.hnsw.efSearch = config.ef_search
+    return index

@@ -229,7 +229,7 @@ def test_fit_twice_equals_fit_once(index_class: type, vectors: tuple[np.ndarray,
 
 def test_index_config_rejects_bad_settings() -> None:
     with pytest.raises(ConfigError, match="kind"):
-        IndexConfig(kind="hnsw")  # type: ignore[arg-type]
+        IndexConfig(kind="lsh")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="batch_size"):
         IndexConfig(batch_size=0)
 
