@@ -1,0 +1,371 @@
+"""Quality against peers on exactly our splits: our pipeline (seeds), our baselines, implicit ALS/BPR and RecBole.
+
+Every model is fitted on the same training events, may early-stop or tune on the same validation targets, and is
+scored by the same code (:func:`recsys.evaluation.ranking_metrics`) on the same test targets against the full
+catalogue, under two protocols:
+
+* ``masked``: history items (train + valid events of the user) are never recommended (our default);
+* ``unmasked``: they may be (RecBole's default for sequential models).
+
+Raw rows merge into ``benchmarks/results/quality.json`` keyed by (dataset, model, seed, protocol), so a later run
+of one dataset or model replaces only its own rows. Usually run through ``benchmarks/run.py``.
+
+    python benchmarks/quality.py --profile fast|full [--datasets ml-100k ...] [--models ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recsys.datasets import load_dataset
+from recsys.evaluation import make_split, ranking_metrics
+from recsys.evaluation._harness import _git_commit
+from recsys.models.memory_encoder import MemoryEncoderConfig
+from recsys.models.text_encoder import TextEncoderConfig
+from recsys.pipeline import Recommender, RecommenderConfig
+from recsys.schema import USER_ID
+from recsys.zoo import make_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from foundation import machine, write_block
+from implicit_peer import ImplicitConfig, ImplicitRecommender
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "quality.json"
+
+
+def markers(profile: str) -> tuple[str, str]:
+    """The README block of a profile's tables (the fast profile's smoke numbers never overwrite the full ones)."""
+    return f"<!-- quality-{profile}:start -->", f"<!-- quality-{profile}:end -->"
+
+
+SPLITS = {
+    "ml-100k": "loo",
+    "ml-latest-small": "loo",
+    "amazon-scientific-unisrec": "published",
+    "amazon-scientific-lcrec": "loo",
+}
+KS = (10, 50)
+METRICS = ("ndcg@10", "ndcg@50", "recall@10", "recall@50", "mrr@50")
+OURS = "ours (pipeline-memory)"
+BASELINES = ("popularity", "transitions", "zero-shot-text")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a profile runs. ``fast`` is a smoke run of every row on one small dataset (a short encoder training,
+    no cross-fitting, few RecBole epochs); ``full`` is the benchmark."""
+
+    name: str
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    memory_epochs: int | None  # None: the library default
+    memory_crossfit: int | None  # None: the library default
+    recbole_models: tuple[str, ...]
+    recbole_epochs: int
+
+
+PROFILES = {
+    "fast": Profile("fast", ("ml-100k",), (0,), 6, 0, ("SASRec",), 5),
+    "full": Profile("full", tuple(SPLITS), (0, 1, 2), None, None, ("SASRec", "BERT4Rec"), 50),
+}
+
+
+def ours(profile: Profile, seed: int, cache_dir: str | None) -> Recommender:
+    """The full pipeline with the learned memory encoder, as shipped (``recsys.zoo``'s ``pipeline-memory``)."""
+    memory = MemoryEncoderConfig(seed=seed, show_progress=False)
+    if profile.memory_epochs is not None:
+        memory = dataclasses.replace(memory, epochs=profile.memory_epochs)
+    config = RecommenderConfig(
+        text=TextEncoderConfig(cache_dir=cache_dir, show_progress=False),
+        user_encoder="memory",
+        memory=memory,
+        seed=seed,
+        show_progress=False,
+    )
+    if profile.memory_crossfit is not None:
+        config = dataclasses.replace(config, memory_crossfit=profile.memory_crossfit)
+    return Recommender(config)
+
+
+def _metrics(recs: pl.DataFrame, targets: pl.DataFrame, n_items: int) -> dict[str, float]:
+    return {k: v for k, v in ranking_metrics(recs, targets, n_items, KS).items() if not k.startswith("coverage")}
+
+
+def evaluate_both(
+    model: Any, name: str, seed: int, dataset: Any, split: Any, fit: Callable[[], None] | None = None
+) -> list[dict[str, Any]]:
+    """Fit ``model`` once (train + valid), then score the test users with and without the history mask."""
+    targets = split.test
+    users = targets[USER_ID].unique().sort()
+    history = split.history_for_test().filter(pl.col(USER_ID).is_in(users.implode()))
+    start = time.perf_counter()
+    if fit is None:
+        model.fit(split.train, dataset.items, valid=split.valid)
+    else:
+        fit()
+    fit_seconds = time.perf_counter() - start
+    rows = []
+    for protocol, exclude in (("masked", True), ("unmasked", False)):
+        start = time.perf_counter()
+        recs = model.recommend(users, k=max(KS), history=history, exclude_seen=exclude)
+        seconds = time.perf_counter() - start
+        rows.append(
+            {
+                "dataset": dataset.name,
+                "model": name,
+                "seed": seed,
+                "protocol": protocol,
+                "metrics": _metrics(recs, targets, dataset.items.height),
+                "fit_seconds": fit_seconds,
+                "predict_seconds": seconds,
+                "users": users.len(),
+                "users_per_second": users.len() / seconds,
+            }
+        )
+    logging.info(
+        "%s seed %d on %s: NDCG@10 %.4f (fit %.0f s)",
+        name,
+        seed,
+        dataset.name,
+        rows[0]["metrics"]["ndcg@10"],
+        fit_seconds,
+    )
+    return rows
+
+
+class _Plain:
+    """A baseline from ``recsys.zoo`` whose ``fit`` takes no validation targets: fitted on train + valid."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def fit(self, interactions: pl.DataFrame, items: pl.DataFrame, valid: pl.DataFrame | None = None) -> Any:
+        events = interactions if valid is None else pl.concat([interactions, valid.select(interactions.columns)])
+        self.model.fit(events, items)
+        return self
+
+    def recommend(self, users: Any, k: int = 10, **kwargs: Any) -> pl.DataFrame:
+        return self.model.recommend(users, k, **kwargs)
+
+
+def recbole_rows(dataset: str, model: str, seed: int, epochs: int, data_dir: str | None) -> list[dict[str, Any]]:
+    """RecBole's model on our split (``benchmarks/recbole_peer.py``, in its own virtual environment)."""
+    from recbole_peer import run_recbole
+
+    out = run_recbole(dataset, model=model, seed=seed, max_epochs=epochs, data_dir=data_dir)
+    rows = []
+    for protocol in ("masked", "unmasked"):
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": f"RecBole {model}",
+                "seed": seed,
+                "protocol": protocol,
+                "metrics": out["metrics"][protocol],
+                "fit_seconds": out["fit_seconds"],
+                "predict_seconds": out["predict_seconds"],
+                "users": out["users"],
+                "users_per_second": out["users_per_second"],
+                "epochs": out.get("epochs"),
+                "config": out.get("config"),
+            }
+        )
+    return rows
+
+
+def run_dataset(
+    name: str, profile: Profile, models: set[str] | None, data_dir: str | None, cache_dir: str | None
+) -> list[dict[str, Any]]:
+    """Every row of one dataset (``models``: a subset of row names to run; None = all)."""
+    dataset = load_dataset(name, data_dir=data_dir)
+    split = make_split(dataset, SPLITS[name])  # type: ignore[arg-type]
+    text = TextEncoderConfig(cache_dir=cache_dir, show_progress=False)
+
+    peers: list[tuple[str, int, Callable[[], Any]]] = [
+        (base, 0, lambda base=base: _Plain(make_model(base, text))) for base in BASELINES
+    ]
+    peers += [
+        (f"implicit {kind.upper()}", 0, lambda kind=kind: ImplicitRecommender(ImplicitConfig(kind=kind)))
+        for kind in ("als", "bpr")
+    ]
+    rows: list[dict[str, Any]] = []
+    for row, seed, build in peers:
+        if models is None or row in models:
+            rows += evaluate_both(build(), row, seed, dataset, split)
+    for model in profile.recbole_models:
+        if models is None or f"RecBole {model}" in models:
+            rows += recbole_rows(name, model, profile.seeds[0], profile.recbole_epochs, data_dir)
+    if models is None or OURS in models:
+        for seed in profile.seeds:
+            model = ours(profile, seed, cache_dir)
+            rows += evaluate_both(model, OURS, seed, dataset, split)
+            if seed == profile.seeds[0]:  # the end-to-end suite times the batch job on this model
+                model.save(model_dir(name, profile))
+    return rows
+
+
+def model_dir(dataset: str, profile: Profile) -> Path:
+    """Where the quality suite leaves our first seed's fitted model (git-ignored)."""
+    return HERE / ".models" / f"{dataset}-{profile.name}"
+
+
+def merge(rows: list[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:
+    """Add ``rows`` to the JSON file, replacing rows with the same (dataset, model, seed, protocol, profile)."""
+    payload = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
+    for row in rows:
+        row.update(run_info)
+    key = ("dataset", "model", "seed", "protocol", "profile")
+    fresh = {tuple(r[k] for k in key) for r in rows}
+    payload["rows"] = [r for r in payload["rows"] if tuple(r.get(k) for k in key) not in fresh] + rows
+    payload["machine"] = machine()
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(payload, indent=1))
+    return payload
+
+
+def _mean_spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per (dataset, protocol, model): metric means over seeds, the spread and the timings."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["protocol"], r["model"]), []).append(r)
+    out = []
+    for (dataset, protocol, model), group in groups.items():
+        out.append(
+            {
+                "dataset": dataset,
+                "protocol": protocol,
+                "model": model,
+                "seeds": len(group),
+                "values": {m: [g["metrics"][m] for g in group] for m in METRICS},
+                "fit_seconds": statistics.mean(g["fit_seconds"] for g in group),
+                "predict_seconds": statistics.mean(g["predict_seconds"] for g in group),
+                "commit": group[0].get("commit"),
+                "profile": group[0].get("profile"),
+            }
+        )
+    return out
+
+
+def render(payload: dict[str, Any], profile: str) -> str:
+    rows = [r for r in payload["rows"] if r.get("profile") == profile]
+    start, end = markers(profile)
+    lines = [start, "", _provenance(rows, payload["machine"]), ""]
+    summary = summarise(rows)
+    for dataset in dict.fromkeys(r["dataset"] for r in summary):
+        for protocol, words in (("masked", "history items excluded"), ("unmasked", "history items NOT excluded")):
+            group = [s for s in summary if s["dataset"] == dataset and s["protocol"] == protocol]
+            group.sort(key=lambda s: statistics.mean(s["values"]["ndcg@10"]))
+            lines += [
+                f"### {dataset}, {words}",
+                "",
+                "| model | seeds | " + " | ".join(METRICS) + " | fit s | predict s |",
+            ]
+            lines += ["|---|---:|" + "---:|" * (len(METRICS) + 2)]
+            for s in group:
+                cells = [_mean_spread(s["values"][m]) for m in METRICS]
+                name = f"**{s['model']}**" if s["model"] == OURS else s["model"]
+                lines.append(
+                    f"| {name} | {s['seeds']} | "
+                    + " | ".join(cells)
+                    + f" | {s['fit_seconds']:.0f} | {s['predict_seconds']:.1f} |"
+                )
+            lines += ["", _verdict(group), ""]
+    return "\n".join([*lines, end])
+
+
+def _verdict(group: list[dict[str, Any]]) -> str:
+    mine = next((s for s in group if s["model"] == OURS), None)
+    peers = [s for s in group if s["model"] != OURS]
+    if mine is None or not peers:
+        return "(ours or the peers missing from this run)"
+    best = max(peers, key=lambda s: statistics.mean(s["values"]["ndcg@10"]))
+    a, b = statistics.mean(mine["values"]["ndcg@10"]), statistics.mean(best["values"]["ndcg@10"])
+    return f"Ours {a:.4f} against the best peer ({best['model']}) {b:.4f}: {100 * (a / b - 1):+.1f}% NDCG@10."
+
+
+def _provenance(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
+    commands = sorted({r.get("command", "?") for r in rows})
+    commits = sorted({str(r.get("commit")) for r in rows})
+    return (
+        f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}. "
+        f"Commands: {', '.join(f'`{c}`' for c in commands)}. Commits: {', '.join(commits)}. "
+        "Full-catalogue ranking; ours: mean ± standard deviation over seeds; peers: seed 0. "
+        "Fit seconds include the validation-based tuning or early stopping of each model."
+    )
+
+
+def plot(payload: dict[str, Any], profile: str, path: Path) -> None:
+    """NDCG@10 (history excluded) per model and dataset; error bars: the spread over our seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = [s for s in summarise([r for r in payload["rows"] if r.get("profile") == profile])]
+    summary = [s for s in summary if s["protocol"] == "masked"]
+    datasets = list(dict.fromkeys(s["dataset"] for s in summary))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        group = sorted(
+            (s for s in summary if s["dataset"] == dataset), key=lambda s: statistics.mean(s["values"]["ndcg@10"])
+        )
+        means = [statistics.mean(s["values"]["ndcg@10"]) for s in group]
+        spread = [statistics.stdev(s["values"]["ndcg@10"]) if s["seeds"] > 1 else 0 for s in group]
+        colours = ["#d62" if s["model"] == OURS else "#69c" for s in group]
+        ax.barh([s["model"] for s in group], means, xerr=spread, color=colours)
+        ax.set_title(dataset, fontsize=9)
+        ax.set_xlabel("NDCG@10, full catalogue, history excluded", fontsize=8)
+        ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="fast")
+    parser.add_argument("--datasets", nargs="+", default=None, help="default: the profile's")
+    parser.add_argument("--models", nargs="+", default=None, help=f"row names, e.g. '{OURS}' 'implicit ALS'")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--cache-dir", default=None, help="item-embedding cache")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    profile = PROFILES[args.profile]
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for name in args.datasets or profile.datasets:
+        rows += run_dataset(name, profile, set(args.models) if args.models else None, args.data_dir, args.cache_dir)
+    info = {
+        "profile": args.profile,
+        "command": " ".join(["python benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)]),
+        "commit": _git_commit(str(HERE.parent)),
+        "seconds": time.perf_counter() - started,
+    }
+    payload = merge(rows, info)
+    write_block(
+        f"Quality against peers ({args.profile} profile)", *markers(args.profile), render(payload, args.profile)
+    )
+    plot(payload, args.profile, HERE / "results" / f"quality-{args.profile}.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""One command for the benchmark suites: quality against peers, speed against references, scale.
+
+    python benchmarks/run.py --profile fast     # every suite, small: under 15 minutes on 2 cores
+    python benchmarks/run.py --profile full     # the benchmark (hours: 4 datasets x 3 seeds, RecBole, 10^6)
+    python benchmarks/run.py --profile full --suites quality --datasets ml-100k
+
+Each suite runs in its own process (so that its peak memory is its own), writes raw JSON under
+``benchmarks/results/`` and its tables and plots into ``benchmarks/README.md``; the runner then records the
+machine, threads, library versions, command, commit and seconds per suite in ``results/run-<profile>.json`` and
+regenerates the headline block (the ratios the targets are stated in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from recsys.evaluation._harness import _git_commit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from foundation import machine, write_block
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SUITES = ("quality", "throughput", "speed", "scale")
+PEER_PACKAGES = ("implicit", "sentence-transformers", "psutil", "matplotlib", "scikit-learn", "scipy")
+
+
+def environment() -> dict[str, Any]:
+    """The machine, thread settings and every library version a number depends on."""
+    import faiss
+    import torch
+
+    info = machine()
+    versions = dict(info["versions"])  # type: ignore[call-overload]
+    for name in PEER_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    info["versions"] = versions
+    info["threads"] = {
+        "torch": torch.get_num_threads(),
+        "faiss": faiss.omp_get_max_threads(),
+        **{k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS") if k in os.environ},
+    }
+    info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    return info
+
+
+def suite_command(suite: str, profile: str, args: argparse.Namespace) -> list[str]:
+    command = [sys.executable, str(HERE / f"{suite}.py"), "--profile", profile]
+    if suite == "quality" and args.datasets:
+        command += ["--datasets", *args.datasets]
+    if suite in ("quality", "scale") and args.cache_dir:
+        command += ["--cache-dir", args.cache_dir]
+    if suite == "quality" and args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    return command
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def headline(profile: str) -> list[str]:
+    """The lines of the headline table: each target, what was measured and the ratio (missing parts say so)."""
+    lines = ["| target | measured | ratio | met |", "|---|---|---:|---|"]
+    quality = _load("quality.json")
+    if quality:
+        lines += _quality_lines(quality, profile)
+    return lines
+
+
+def _quality_lines(payload: dict[str, Any], profile: str) -> list[str]:
+    import statistics
+
+    from quality import OURS, summarise
+
+    rows = [r for r in payload["rows"] if r.get("profile") == profile and r["protocol"] == "masked"]
+    lines = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        summary = [s for s in summarise(rows) if s["dataset"] == dataset]
+        mine = next((s for s in summary if s["model"] == OURS), None)
+        peers = [s for s in summary if s["model"] != OURS]
+        if mine is None or not peers:
+            continue
+        best = max(peers, key=lambda s: statistics.mean(s["values"]["ndcg@10"]))
+        a, b = statistics.mean(mine["values"]["ndcg@10"]), statistics.mean(best["values"]["ndcg@10"])
+        lines.append(
+            f"| {dataset}: NDCG@10 ahead of every peer | ours {a:.4f} ({mine['seeds']} seeds), best peer "
+            f"{best['model']} {b:.4f} | {a / b:.2f}x | {'yes' if a > b else 'no'} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=("fast", "full"), default="fast")
+    parser.add_argument("--suites", nargs="+", choices=SUITES, default=list(SUITES))
+    parser.add_argument("--datasets", nargs="+", default=None, help="quality suite: override the profile's")
+    parser.add_argument("--data-dir", default=None, help="public datasets (default: RECSYS_DATA_DIR or ../shared/data)")
+    parser.add_argument("--cache-dir", default=None, help="item-embedding cache shared by the suites")
+    args = parser.parse_args()
+    record: dict[str, Any] = {
+        "profile": args.profile,
+        "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]]),
+        "commit": _git_commit(str(HERE.parent)),
+        "machine": environment(),
+        "suites": {},
+    }
+    started = time.perf_counter()
+    for suite in args.suites:
+        command = suite_command(suite, args.profile, args)
+        print(f"== {suite}: {' '.join(command[1:])}", flush=True)
+        t0 = time.perf_counter()
+        done = subprocess.run(command, cwd=HERE.parent, check=False)
+        record["suites"][suite] = {"seconds": time.perf_counter() - t0, "returncode": done.returncode}
+        print(f"== {suite}: {record['suites'][suite]['seconds']:.0f} s, exit {done.returncode}", flush=True)
+    record["seconds"] = time.perf_counter() - started
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"run-{args.profile}.json").write_text(json.dumps(record, indent=1))
+    start, end = f"<!-- headline-{args.profile}:start -->", f"<!-- headline-{args.profile}:end -->"
+    lines = [
+        start,
+        "",
+        f"Profile `{args.profile}`: `{record['command']}` at commit `{record['commit']}`, "
+        f"{record['seconds'] / 60:.1f} min ("
+        + ", ".join(f"{s} {v['seconds']:.0f} s" for s, v in record["suites"].items())
+        + ").",
+        "",
+        *headline(args.profile),
+        end,
+    ]
+    write_block(f"Headline: targets and ratios ({args.profile} profile)", start, end, "\n".join(lines))
+    failed = [s for s, v in record["suites"].items() if v["returncode"] != 0]
+    if failed:
+        sys.exit(f"suites failed: {failed}")
+
+
+if __name__ == "__main__":
+    main()

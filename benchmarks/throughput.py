@@ -1,0 +1,149 @@
+"""End to end: users/s of our batch job against RecBole's ``full_sort_topk``, peak memory, 1 and 2 threads.
+
+Ours: ``recsys recommend --model DIR --out DIR`` (a fresh process: start-up, model load, the memory encoder
+reading every user's whole history, FAISS, features, the LightGBM ranker, Parquet shards) on the model the
+quality suite fitted and saved (``benchmarks/.models/<dataset>-<profile>``, its first seed), for every fitted
+user; those are the test users, and RecBole's ``full_sort_topk`` is timed on the same users by the quality suite
+(``benchmarks/results/quality.json``, rows ``RecBole ...``, masked protocol). Each batch run is timed with
+1 and 2 threads (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``); the peak RSS is the batch process's own.
+
+    python benchmarks/throughput.py --profile fast|full [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recsys.evaluation._harness import _git_commit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from foundation import machine, write_block
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "throughput.json"
+START, END = "<!-- throughput:start -->", "<!-- throughput:end -->"
+
+
+def batch_run(model_dir: Path, threads: int) -> dict[str, Any]:
+    """One batch job in a child process with ``threads`` threads: wall seconds, users, peak RSS."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with tempfile.TemporaryDirectory(prefix="recsys-throughput-") as tmp:
+        out = Path(tmp) / "recs"
+        command = [sys.executable, "-m", "recsys.cli", "recommend", "--model", str(model_dir), "--out", str(out)]
+        started = time.perf_counter()
+        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            raise RuntimeError(f"batch job failed ({child.returncode}): {child.stderr.read().decode()[-2000:]}")
+        users = pl.scan_parquet(out / "part-*.parquet").select(pl.col("user_id").n_unique()).collect().item()
+    return {
+        "threads": threads,
+        "seconds": seconds,
+        "users": users,
+        "users_per_second": users / seconds,
+        "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux: KiB
+    }
+
+
+def recbole_speed(dataset: str, profile: str) -> dict[str, Any] | None:
+    """RecBole's full_sort_topk users/s on the same test users, from the quality suite's rows (masked)."""
+    path = HERE / "results" / "quality.json"
+    if not path.exists():
+        return None
+    rows = json.loads(path.read_text())["rows"]
+    for r in rows:
+        if (
+            r["dataset"] == dataset
+            and r.get("profile") == profile
+            and r["model"].startswith("RecBole")
+            and r["protocol"] == "masked"
+        ):
+            return {"model": r["model"], "users_per_second": r["users_per_second"], "users": r["users"]}
+    return None
+
+
+def run(profile: str, repeats: int) -> list[dict[str, Any]]:
+    rows = []
+    for model_dir in sorted((HERE / ".models").glob(f"*-{profile}")):
+        dataset = model_dir.name.removesuffix(f"-{profile}")
+        runs = {t: [batch_run(model_dir, t) for _ in range(repeats)] for t in (1, 2)}
+        best = {t: min(r, key=lambda x: x["seconds"]) for t, r in runs.items()}
+        peer = recbole_speed(dataset, profile)
+        rows.append(
+            {
+                "dataset": dataset,
+                "profile": profile,
+                "runs": runs,
+                "users": best[2]["users"],
+                "users_per_second": best[2]["users_per_second"],
+                "thread_speedup": best[1]["seconds"] / best[2]["seconds"],
+                "peak_rss_mib": max(r["peak_rss_mib"] for rs in runs.values() for r in rs),
+                "recbole": peer,
+                "ratio_to_recbole": best[2]["users_per_second"] / peer["users_per_second"] if peer else None,
+            }
+        )
+        print(json.dumps(rows[-1] | {"runs": "..."}), flush=True)
+    return rows
+
+
+def render(payload: dict[str, Any]) -> str:
+    info = payload["machine"]
+    lines = [
+        START,
+        "",
+        f"Command: `{payload['command']}` at commit `{payload['commit']}`. Machine: {info['cpu']}, {info['cores']} "
+        "cores. Ours: the whole batch job in a fresh process (start-up and model load included), best of "
+        f"{payload['repeats']}; RecBole: `full_sort_topk` on the same test users, timed inside the quality suite "
+        "(model already in memory), same profile.",
+        "",
+        "| dataset | profile | users | ours users/s (2 threads) | 1 -> 2 threads | peak RSS MiB "
+        "| RecBole users/s | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in payload["rows"]:
+        peer = r["recbole"]
+        lines.append(
+            f"| {r['dataset']} | {r['profile']} | {r['users']:,} | {r['users_per_second']:.0f} | "
+            f"{r['thread_speedup']:.2f}x | {r['peak_rss_mib']:,.0f} | "
+            + (
+                f"{peer['users_per_second']:.0f} ({peer['model']}) | {r['ratio_to_recbole']:.2f}x |"
+                if peer
+                else "- | - |"
+            )
+        )
+    return "\n".join([*lines, "", END])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=("fast", "full"), default="fast")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    rows = run(args.profile, args.repeats)
+    old = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
+    keep = [r for r in old if (r["dataset"], r["profile"]) not in {(x["dataset"], x["profile"]) for x in rows}]
+    payload = {
+        "command": " ".join(["python benchmarks/throughput.py", *sys.argv[1:]]),
+        "commit": _git_commit(str(HERE.parent)),
+        "machine": machine(),
+        "repeats": args.repeats,
+        "rows": keep + rows,
+    }
+    RESULTS.write_text(json.dumps(payload, indent=1))
+    write_block("End to end: batch job against RecBole", START, END, render(payload))
+
+
+if __name__ == "__main__":
+    main()

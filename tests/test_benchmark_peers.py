@@ -1,0 +1,81 @@
+"""The implicit ALS/BPR peer and the quality suite's bookkeeping (benchmarks/implicit_peer.py, quality.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.errors import ConfigError, NotFittedError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from implicit_peer import ImplicitConfig, ImplicitRecommender
+from quality import _mean_spread, merge, summarise
+
+
+def _blocks(n_users: int = 200, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Two disjoint tastes: even users take items 0-9, odd users items 10-19 (each user 7 of their 10)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        base = 0 if u % 2 == 0 else 10
+        for t, i in enumerate(rng.choice(10, 7, replace=False)):
+            rows.append((u, base + int(i), t))
+    events = pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
+    items = pl.DataFrame({"item_id": np.arange(20), "text": [f"item {i}" for i in range(20)]})
+    return events, items
+
+
+@pytest.mark.parametrize("kind", ["als", "bpr"])
+def test_implicit_peer_recommends_within_the_users_block(kind: str) -> None:
+    events, items = _blocks()
+    config = ImplicitConfig(kind=kind, factors=2, factor_grid=(), iterations=50 if kind == "bpr" else 15)
+    model = ImplicitRecommender(config).fit(events, items)
+    recs = model.recommend(list(range(200)), k=3, history=events)
+    assert recs.columns == ["user_id", "item_id", "score", "rank"]
+    assert recs.group_by("user_id").len()["len"].to_list() == [3] * 200
+    assert recs.join(events, on=["user_id", "item_id"], how="semi").height == 0  # history excluded
+    in_block = (pl.col("user_id") % 2 == 0) == (pl.col("item_id") < 10)
+    assert recs.select(in_block.all()).item()  # exactly the 3 unseen items of each user's block
+    assert recs.filter(pl.col("user_id") < 2)["rank"].to_list() == [1, 2, 3, 1, 2, 3]
+
+
+def test_implicit_peer_picks_factors_on_valid_and_refits_with_them() -> None:
+    events, items = _blocks()
+    last = pl.col("timestamp") == pl.col("timestamp").max().over("user_id")
+    model = ImplicitRecommender(ImplicitConfig(kind="als", factor_grid=(2, 4), iterations=5))
+    model.fit(events.filter(~last), items, valid=events.filter(last))
+    assert model.factors_ in (2, 4)
+    assert model.users_.height == 200  # refitted on train + valid
+
+
+def test_implicit_peer_unknown_users_get_no_rows_and_unfitted_raises() -> None:
+    events, items = _blocks()
+    with pytest.raises(NotFittedError):
+        ImplicitRecommender().recommend([0])
+    model = ImplicitRecommender(ImplicitConfig(factors=4, factor_grid=())).fit(events, items)
+    assert model.recommend([999], k=3, history=events).height == 0
+    with pytest.raises(ConfigError, match="kind"):
+        ImplicitConfig(kind="svd")  # type: ignore[arg-type]
+
+
+def test_quality_summary_means_over_seeds_and_merge_replaces_by_key(tmp_path, monkeypatch) -> None:
+    import quality
+
+    def row(seed: int, ndcg: float) -> dict:
+        metrics = dict.fromkeys(quality.METRICS, 0.0) | {"ndcg@10": ndcg}
+        return {"dataset": "d", "model": "m", "seed": seed, "protocol": "masked", "metrics": metrics,
+                "fit_seconds": 1.0, "predict_seconds": 2.0}  # fmt: skip
+
+    monkeypatch.setattr(quality, "RESULTS", tmp_path / "quality.json")
+    merge([row(0, 0.1), row(1, 0.3)], {"profile": "full", "commit": "c"})
+    payload = merge([row(1, 0.2)], {"profile": "full", "commit": "c"})  # seed 1 re-run replaces the old row
+    assert len(payload["rows"]) == 2
+    (summary,) = summarise(payload["rows"])
+    assert summary["seeds"] == 2
+    assert summary["values"]["ndcg@10"] == [0.1, 0.2]
+    assert _mean_spread([0.1, 0.2]) == "0.1500 ± 0.0707"
+    assert _mean_spread([0.25]) == "0.2500"
