@@ -57,6 +57,8 @@ class MemoryEncoderConfig:
         length are batched together).
     max_train_events: train on the last ``max_train_events`` events of each user (bounds an epoch); encoding
         always reads the whole history.
+    max_epoch_users: each epoch (and refit pass) trains on a fresh seeded sample of at most this many users
+        (None: every user), so an epoch stays bounded at 10^6 users; encoding still covers every user.
     epochs, patience: at most ``epochs`` passes; stop after ``patience`` epochs without a better validation
         NDCG@10 and keep the best weights.
     refit_epochs, refit_lr_scale: after early stopping, train ``refit_epochs`` more passes over the training
@@ -76,6 +78,7 @@ class MemoryEncoderConfig:
     batch_users: int = 128
     batch_events: int = 8192
     max_train_events: int | None = 512
+    max_epoch_users: int | None = None
     epochs: int = 40
     patience: int = 5
     refit_epochs: int = 2
@@ -106,6 +109,8 @@ class MemoryEncoderConfig:
             raise ConfigError(f"MemoryEncoderConfig.refit_lr_scale={self.refit_lr_scale} must be in (0, 1].")
         if not self.temperature > 0:
             raise ConfigError(f"MemoryEncoderConfig.temperature={self.temperature} must be > 0.")
+        if self.max_epoch_users is not None and self.max_epoch_users < 1:
+            raise ConfigError(f"MemoryEncoderConfig.max_epoch_users={self.max_epoch_users} must be >= 1 or None.")
         if self.max_train_events is not None and self.max_train_events < 2:
             raise ConfigError(f"MemoryEncoderConfig.max_train_events={self.max_train_events} must be >= 2 or None.")
 
@@ -328,6 +333,8 @@ class MemoryEncoder:
         order shuffled."""
         cfg = self.config
         users = np.flatnonzero(h.lengths >= 2)
+        if cfg.max_epoch_users is not None and len(users) > cfg.max_epoch_users:
+            users = np.sort(rng.choice(users, cfg.max_epoch_users, replace=False))
         users = users[np.argsort(h.lengths[users] + rng.random(len(users)), kind="stable")]
         L = self.segment_len
         cap = cfg.max_train_events or np.iinfo(np.int64).max

@@ -216,3 +216,16 @@ def test_items_first_seen_in_validation_get_a_residual_only_in_the_refit():
 def test_refit_settings_are_checked(field: str, value: float):
     with pytest.raises(ConfigError, match=field):
         MemoryEncoderConfig(**{field: value})
+
+
+def test_max_epoch_users_samples_a_fresh_subset_each_epoch():
+    """Guards the epoch cap used at 10^6 users: at most max_epoch_users users per epoch, a new sample each."""
+    h = histories([3] * 50 + [1] * 5)
+    encoder = MemoryEncoder(MemoryEncoderConfig(max_epoch_users=10, batch_users=4))
+    rng = np.random.default_rng(0)
+    first = np.concatenate(list(encoder._batches(h, rng)))
+    second = np.concatenate(list(encoder._batches(h, rng)))
+    assert len(first) == len(set(first.tolist())) == 10 and (h.lengths[first] >= 2).all()
+    assert set(first.tolist()) != set(second.tolist())
+    with pytest.raises(ConfigError, match="max_epoch_users"):
+        MemoryEncoderConfig(max_epoch_users=0)
