@@ -208,7 +208,10 @@ class MemoryEncoder:
         L = self.segment_len
         pos = starts[:, None] + np.arange(L)[None, :]  # (B, L) CSR positions
         valid = pos < stops[:, None]
-        flat = np.where(valid, pos, starts[:, None])
+        # padding reads a valid row (masked out below): a user shorter than the batch's longest can have
+        # starts beyond the last event when it is the last user of ``h``
+        pad = np.minimum(starts, max(len(h.item_idx) - 1, 0))
+        flat = np.where(valid, pos, pad[:, None])
         first = h.indptr[rows][:, None]  # (B, 1)
         times = h.timestamps[flat]
         before = np.where(flat > first, h.timestamps[np.maximum(flat - 1, 0)], prev_time[:, None])

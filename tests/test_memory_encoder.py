@@ -229,3 +229,12 @@ def test_max_epoch_users_samples_a_fresh_subset_each_epoch():
     assert set(first.tolist()) != set(second.tolist())
     with pytest.raises(ConfigError, match="max_epoch_users"):
         MemoryEncoderConfig(max_epoch_users=0)
+
+
+def test_padded_batch_whose_last_user_is_shorter_by_a_segment():
+    """Regression: padding positions of the last user of ``h`` pointed past the event arrays (IndexError) when
+    another user of the batch had more segments (seen with max_epoch_users samples at 10^4 users)."""
+    h = histories([40, 3])
+    encoder = MemoryEncoder(MemoryEncoderConfig())
+    batch = encoder._padded(h, np.array([0, 1]), None)
+    assert batch.valid.shape == (2, 64) and batch.valid.sum().item() == 43
