@@ -74,9 +74,127 @@ def _load(name: str) -> dict[str, Any] | None:
 def headline(profile: str) -> list[str]:
     """The lines of the headline table: each target, what was measured and the ratio (missing parts say so)."""
     lines = ["| target | measured | ratio | met |", "|---|---|---:|---|"]
-    quality = _load("quality.json")
+    quality, speed, throughput = _load("quality.json"), _load("speed.json"), _load("throughput.json")
     if quality:
         lines += _quality_lines(quality, profile)
+    if throughput:
+        lines += _throughput_lines(throughput, profile)
+    lines += _scale_lines(_load("scale.json"), _load("recbole.json"))
+    if speed:
+        lines += _speed_lines(speed, _load("speed-retrieval-full.json"))
+    return lines
+
+
+def _row(target: str, measured: str, ratio: float | None, goal: float | None, at_most: bool = False) -> str:
+    """A headline line; ``goal``: the ratio the target asks for (at least, or ``at_most``), None: no target."""
+    if ratio is None:
+        return f"| {target} | {measured} | - | not measured |"
+    met = "-" if goal is None else ("yes" if (ratio <= goal if at_most else ratio >= goal) else "no")
+    return f"| {target} | {measured} | {ratio:.2f}x | {met} |"
+
+
+def _throughput_lines(payload: dict[str, Any], profile: str) -> list[str]:
+    lines = []
+    for r in payload["rows"]:
+        if r["profile"] != profile:
+            continue
+        peer = r.get("recbole")
+        measured = f"ours {r['users_per_second']:.0f} users/s (batch job, {r['users']:,} users)" + (
+            f", {peer['model']} `full_sort_topk` {peer['users_per_second']:.0f}" if peer else ", RecBole not run"
+        )
+        lines.append(_row(f"{r['dataset']}: batch users/s >= RecBole's", measured, r.get("ratio_to_recbole"), 1.0))
+        lines.append(
+            _row(
+                f"{r['dataset']}: speed-up 1 -> 2 threads",
+                f"peak RSS {r['peak_rss_mib']:,.0f} MiB",
+                r["thread_speedup"],
+                None,
+            )
+        )
+    return lines
+
+
+def _scale_lines(scale: dict[str, Any] | None, recbole: dict[str, Any] | None) -> list[str]:
+    """Ours at the largest synthetic size against RecBole SASRec's ``full_sort_topk`` at the same item count."""
+    rows = (scale or {}).get("rows", [])
+    timing = (recbole or {}).get("timing", {})
+    if not rows:
+        return [_row("10^6 items: batch users/s >= 5x RecBole's", "scale suite not run", None, 5.0)]
+    big = max(rows, key=lambda r: r.get("items", 0))
+    peer = timing.get(f"SASRec/{big.get('items')}")
+    ours = big.get("users_per_second")
+    measured = f"ours {ours:.0f} users/s at {big['items']:,} items x {big.get('users', 0):,} users" if ours else "-"
+    if peer:
+        measured += f", SASRec (untrained) {peer['users_per_s_masked']:.0f}"
+        ratio = ours / peer["users_per_s_masked"] if ours else None
+    else:
+        measured += f", SASRec not timed at {big.get('items', 0):,} items"
+        ratio = None
+    memory = f"; peak RSS {big['peak_rss_mib'] / 1024:.1f} GiB" if big.get("peak_rss_mib") else ""
+    return [_row(f"{big.get('items', 0):,} items: batch users/s >= 5x RecBole's", measured + memory, ratio, 5.0)]
+
+
+def _speed_lines(speed: dict[str, Any], full_retrieval: dict[str, Any] | None) -> list[str]:
+    lines = []
+    text = speed.get("text_encoding")
+    if text:
+        lines.append(
+            _row(
+                "text encoding items/s vs sentence-transformers",
+                f"{text['ours_items_per_s']:.0f} vs {text['peer_items_per_s']:.0f} items/s; cache hit "
+                f"{text['cache_speedup_vs_uncached']:,.0f}x faster",
+                text["speed_ratio"],
+                None,
+            )
+        )
+    user = speed.get("user_encoder")
+    if user:
+        lines.append(
+            _row(
+                "user encoder GFLOP/s vs a plain matmul of its layer shape",
+                f"{user['users_per_s']:.0f} users/s at {user['events_per_user']} events, "
+                f"{user['gflop_per_s']:.1f} vs {user['matmul_layer_gflop_per_s']:.1f} GFLOP/s",
+                user["fraction_of_layer_matmul"],
+                None,
+            )
+        )
+    retrieval = list(speed.get("retrieval", [])) + list((full_retrieval or {}).get("retrieval", []))
+    by_size = {r["items"]: r for r in retrieval}  # the full run's rows replace the fast run's
+    for items, r in sorted(by_size.items()):
+        over = r.get("overhead_k100") or r.get("overhead_k10")
+        if over:
+            lines.append(
+                _row(
+                    f"{items:,} items: FaissIndex overhead <= 10% over raw FAISS",
+                    f"{100 * over['overhead']:+.1f}% (identical results: {over['identical_results']})",
+                    1 + over["overhead"],
+                    1.10,
+                    at_most=True,
+                )
+            )
+        ivf = r.get("ivf") or {}
+        ok = [p for p in ivf.get("points", []) if p["recall"] >= 0.95]
+        if ok:
+            best = max(ok, key=lambda p: p["speedup"])
+            lines.append(
+                _row(
+                    f"{items:,} items: IVF recall@100 >= 0.95, speed-up against exact"
+                    + (" >= 10x" if items >= 10**6 else ""),
+                    f"recall {best['recall']:.3f} at nprobe {best['nprobe']} (nlist {ivf['settings']['nlist']})",
+                    best["speedup"],
+                    10.0 if items >= 10**6 else None,
+                )
+            )
+    ranker = (speed.get("pipeline") or {}).get("ranker")
+    if ranker:
+        lines.append(
+            _row(
+                "ranker wrapper vs raw LightGBM (time)",
+                f"{ranker['rows']:,} rows, identical scores: {ranker['identical_scores']}",
+                1 + ranker["overhead"],
+                None,
+            )
+        )
     return lines
 
 
