@@ -1,0 +1,249 @@
+"""Scale: time and peak memory of generate -> fit -> batch job against size, on synthetic data up to 10^6 x 10^6.
+
+For each size (items x users), a child process generates the synthetic dataset
+(:func:`recsys.datasets.synthetic_dataset`: long, drifting histories, at most 10,000 events), encodes the item
+texts with MiniLM (timed alone: texts/s), fits the pipeline with the memory encoder and saves it. Then the batch
+job runs as a user would run it, in another child (``python -m recsys.cli recommend --model M --out DIR``, the
+default memory budget of 512 MB), over every user. Each child's peak resident memory comes from ``os.wait4``
+(its own ``ru_maxrss``, not the maximum over every child so far).
+
+Raw results: ``results/scale.json`` (a size already there is skipped unless ``--redo``); table:
+``README.md`` (between the ``scale`` markers); plot: ``results/scale.png``.
+
+    python benchmarks/scale.py [--profile fast|full] [--sizes 1e4 1e5 1e6] [--redo] [--work-dir DIR]
+
+``fast`` runs 10^4 and 10^5 (items = users); ``full`` adds 10^6. The 10^6 run needs a few hours on 2 cores and
+about 20 GiB of disk for the model and text cache under ``--work-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from foundation import machine, write_block
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "scale.json"
+START, END = "<!-- scale:start -->", "<!-- scale:end -->"
+SIZES = {"1e4": (10_000, 10_000), "1e5": (100_000, 100_000), "1e6": (1_000_000, 1_000_000)}
+PROFILES = {"fast": ["1e4", "1e5"], "full": ["1e4", "1e5", "1e6"]}
+ANN_FROM = 100_000  # an approximate (IVF) index from this many items
+logger = logging.getLogger("scale")
+
+
+def pipeline_config(n_items: int, cache_dir: str) -> Any:
+    """The pipeline fitted at every size: the memory encoder (a short training, see the README block), the
+    ranker on 2,000 sampled users, IVF retrieval from :data:`ANN_FROM` items (flat while IVF is unavailable)."""
+    from recsys.errors import ConfigError
+    from recsys.models.memory_encoder import MemoryEncoderConfig
+    from recsys.models.text_encoder import TextEncoderConfig
+    from recsys.pipeline import RecommenderConfig
+    from recsys.retrieval import IndexConfig
+
+    index = IndexConfig()
+    if n_items >= ANN_FROM:
+        try:
+            index = IndexConfig(kind="ivf")  # type: ignore[arg-type]  # nlist from n_items, nprobe 32
+        except ConfigError:
+            logger.warning("IndexConfig(kind='ivf') is not available yet: flat index at %d items", n_items)
+    memory = MemoryEncoderConfig(
+        epochs=2, patience=1, refit_epochs=1, max_train_events=256, max_epoch_users=2_000, max_valid_users=2_000
+    )
+    return RecommenderConfig(
+        text=TextEncoderConfig(cache_dir=cache_dir),
+        user_encoder="memory",
+        memory=memory,
+        memory_crossfit=0,
+        index=index,
+        max_ranker_users=2_000,
+    )
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def fit_child(n_items: int, n_users: int, model_dir: Path, cache_dir: Path, out: Path) -> None:
+    """Generate, encode the texts (timed alone), fit and save; write the timings to ``out`` (JSON)."""
+    from recsys.datasets import synthetic_dataset
+    from recsys.models.text_encoder import ItemTextEncoder
+    from recsys.pipeline import Recommender
+
+    started = time.perf_counter()
+    data = synthetic_dataset(n_items, n_users, seed=0)
+    timings: dict[str, Any] = {"generate_seconds": time.perf_counter() - started, "generate_peak_mib": _peak_mib()}
+    lengths = data.interactions.group_by("user_id").len()["len"].to_numpy()
+    timings |= {"events": data.interactions.height, "mean_history": float(lengths.mean())}
+    timings |= {"max_history": int(lengths.max()), "users_over_1000": int((lengths > 1000).sum())}
+    config = pipeline_config(n_items, str(cache_dir))
+    started = time.perf_counter()
+    ItemTextEncoder(config.text).encode(data.items["text"].to_list())  # fills the cache that fit reads
+    timings["encode_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    model = Recommender(config).fit(data.interactions, data.items)
+    timings["fit_seconds"] = time.perf_counter() - started
+    timings["memory_encoder_seconds"] = getattr(model.user_encoder_, "train_seconds_", None)
+    timings["index"] = config.index.kind
+    started = time.perf_counter()
+    model.save(model_dir)
+    timings["save_seconds"] = time.perf_counter() - started
+    out.write_text(json.dumps(timings))
+
+
+def run_child(command: list[str]) -> tuple[float, float]:
+    """Run ``command``; return its wall seconds and its own peak RSS in MiB (``os.wait4``)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    return seconds, usage.ru_maxrss / 1024
+
+
+def run_size(name: str, work: Path) -> dict[str, Any]:
+    """Generate, fit and save in one child, the batch job in another; the size's result row."""
+    n_items, n_users = SIZES[name]
+    folder = work / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    model_dir, timings_file, out = folder / "model", folder / "fit.json", folder / "recs"
+    script = [sys.executable, str(Path(__file__).resolve()), "--fit-child", str(n_items), str(n_users)]
+    script += [str(model_dir), str(work / "text-cache"), str(timings_file)]
+    logger.info("%s: generate + fit + save (%d items x %d users)", name, n_items, n_users)
+    load_before = os.getloadavg()[0]
+    fit_wall, fit_peak = run_child(script)
+    timings = json.loads(timings_file.read_text())
+    logger.info("%s: batch job", name)
+    batch = [sys.executable, "-m", "recsys.cli", "recommend", "--model", str(model_dir), "--out", str(out)]
+    seconds, peak = run_child(batch)
+    success = json.loads((out / "_SUCCESS").read_text())
+    users = int(success["total_users"])
+    row = {"size": name, "items": n_items, "users": users, **timings, "fit_process_seconds": fit_wall}
+    row |= {"fit_peak_rss_mib": fit_peak, "batch_seconds": seconds, "users_per_second": users / seconds}
+    row |= {"batch_peak_rss_mib": peak, "shards": len(success["shards"]), "memory_budget_mb": 512}
+    row["load_average"] = [load_before, os.getloadavg()[0]]  # 1-minute load at the start and the end (2 cores)
+    row["texts_per_second"] = n_items / timings["encode_seconds"]
+    shutil.rmtree(folder, ignore_errors=True)
+    return row
+
+
+def render(payload: dict[str, Any]) -> str:
+    m = payload["machine"]
+    lines = [
+        START,
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores (shared with other jobs). Each row: its command and commit.",
+        "Synthetic data (`recsys.datasets.synthetic_dataset`, seed 0): items = users, log-normal histories (mean "
+        "~30, at most 10,000), drifting interests. Pipeline: memory encoder (2 epochs at most, patience 1, 1 refit "
+        "epoch, each on a fresh sample of 2,000 users and their last 256 events, no cross-fitting; it still encodes "
+        "every user's whole history), ranker on 2,000 sampled users, "
+        "IVF index from 10^5 items. Batch job: `recsys recommend --out DIR`, default 512 MB budget.",
+        "",
+        "| items x users | events | longest | generate s | encode s (texts/s) | fit s | fit peak MiB | batch s "
+        "| users/s | batch peak MiB | shards | index | load | command | commit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|",
+    ]
+    for r in sorted(payload["results"], key=lambda r: r["items"]):
+        lines.append(
+            f"| {r['items']:,} x {r['users']:,} | {r['events']:,} | {r['max_history']:,} | "
+            f"{r['generate_seconds']:.1f} | {r['encode_seconds']:.0f} ({r['texts_per_second']:.0f}) | "
+            f"{r['fit_seconds']:.0f} | {r['fit_peak_rss_mib']:.0f} | {r['batch_seconds']:.0f} | "
+            f"{r['users_per_second']:.0f} | {r['batch_peak_rss_mib']:.0f} | {r['shards']} | {r['index']} | "
+            f"{r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} | `{r['command']}` | `{r['commit']}` |"
+        )
+    lines += [
+        "",
+        "(fit s: after the texts are encoded and cached, memory encoder and ranker included; fit peak: the whole "
+        "generate + encode + fit + save process; load: the 1-minute load average at the start and the end, on 2 "
+        "cores, so the times are those of a machine shared with 3-4 other jobs. Plot: `results/scale.png`.)",
+        "",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Log-log plot of the stage times and the peak memory of fit and batch against the number of users."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(results, key=lambda r: r["users"])
+    x = np.array([r["users"] for r in rows])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in [
+        ("generate_seconds", "generate"),
+        ("encode_seconds", "encode texts"),
+        ("fit_seconds", "fit"),
+        ("batch_seconds", "batch job"),
+    ]:
+        left.loglog(x, [r[key] for r in rows], "o-", label=label)
+    left.set(xlabel="users (= items)", ylabel="seconds", title="time")
+    for key, label in [("fit_peak_rss_mib", "fit process"), ("batch_peak_rss_mib", "batch job")]:
+        right.loglog(x, [r[key] / 1024 for r in rows], "o-", label=label)
+    right.axhline(20, color="grey", linestyle="--", label="20 GiB target")
+    right.set(xlabel="users (= items)", ylabel="peak RSS (GiB)", title="peak memory")
+    for axis in (left, right):
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def stored_results() -> dict[str, dict[str, Any]]:
+    """The rows of ``results/scale.json`` by size name (empty when there is none)."""
+    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    return {r["size"]: r for r in old.get("results", [])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="fast")
+    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=None, help="overrides --profile")
+    parser.add_argument("--redo", action="store_true", help="run sizes already in results/scale.json again")
+    parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "recsys-scale"))
+    parser.add_argument("--fit-child", nargs=5, metavar=("ITEMS", "USERS", "MODEL", "CACHE", "OUT"), default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.fit_child:
+        items, users, model_dir, cache, out = args.fit_child
+        fit_child(int(items), int(users), Path(model_dir), Path(cache), Path(out))
+        return
+    from recsys.evaluation._harness import _git_commit
+
+    command = ("python benchmarks/scale.py " + " ".join(sys.argv[1:])).strip()
+    for name in args.sizes or PROFILES[args.profile]:
+        if name in stored_results() and not args.redo:
+            logger.info("%s: already in %s (pass --redo to run it again)", name, RESULTS)
+            continue
+        row = run_size(name, Path(args.work_dir)) | {"command": command, "commit": _git_commit(str(HERE.parent))}
+        results = stored_results() | {name: row}  # read again: another size may have finished meanwhile
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps({"machine": machine(), "results": list(results.values())}, indent=2))
+        print(json.dumps(row, indent=2))
+    payload = {"machine": machine(), "results": list(stored_results().values())}
+    if payload["results"]:
+        write_block("Scale: synthetic data up to 10^6 x 10^6", START, END, render(payload))
+        plot(payload["results"], RESULTS.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
