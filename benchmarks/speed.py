@@ -106,9 +106,9 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, 
 
 def interleaved(
     fns: dict[str, Callable[[], Any]], repeats: int, warmup: bool = True
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Median seconds per named function, runs interleaved (a, b, a, b, ...) after one warm-up of each (unless
-    the caller warmed them up)."""
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Seconds of every run per named function, runs interleaved (a, b, a, b, ...) after one warm-up of each
+    (unless the caller warmed them up), and each function's last result. Report the median (:func:`medians`)."""
     outs = {name: fn() for name, fn in fns.items()} if warmup else {}
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
@@ -116,7 +116,11 @@ def interleaved(
             started = time.perf_counter()
             outs[name] = fn()
             times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(t) for name, t in times.items()}, outs
+    return times, outs
+
+
+def medians(times: dict[str, list[float]]) -> dict[str, float]:
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 # ----------------------------------------------------------------------------------------------- text encoding
@@ -133,7 +137,7 @@ def text_encoding(n_texts: int, repeats: int, data_dir: str | None, batch_size: 
     ours = ItemTextEncoder(TextEncoderConfig(model=path, batch_size=batch_size, use_cache=False, show_progress=False))
     peer = SentenceTransformer(path, device="cpu")
     ours.encode(texts[:32]), peer.encode(texts[:32], batch_size=batch_size, show_progress_bar=False)  # warm up
-    seconds, outs = interleaved(
+    runs, outs = interleaved(
         {
             "ours": lambda: ours.encode(texts),
             "sentence_transformers": lambda: peer.encode(
@@ -143,6 +147,7 @@ def text_encoding(n_texts: int, repeats: int, data_dir: str | None, batch_size: 
         repeats,
         warmup=False,  # both warmed up on 32 texts above
     )
+    seconds = medians(runs)
     cosine = np.sum(outs["ours"] * outs["sentence_transformers"], axis=1)
     with tempfile.TemporaryDirectory(prefix="speed-cache-") as cache:
         config = TextEncoderConfig(model=path, batch_size=batch_size, cache_dir=cache, show_progress=False)
@@ -164,6 +169,7 @@ def text_encoding(n_texts: int, repeats: int, data_dir: str | None, batch_size: 
         "cache_warm_seconds": warm,
         "cache_speedup_vs_uncached": seconds["ours"] / warm,
         "cache_hit_equal": bool(np.allclose(hit, outs["ours"], atol=1e-5)),
+        "runs_seconds": runs,
     }
 
 
@@ -273,9 +279,8 @@ def wrapper_overhead(items: np.ndarray, queries: np.ndarray, k: int, repeats: in
     ours = FaissIndex().fit(items)
     raw = faiss.IndexFlatIP(items.shape[1])
     raw.add(items)
-    seconds, outs = interleaved(
-        {"ours": lambda: ours.search(queries, k), "raw": lambda: raw.search(queries, k)}, repeats
-    )
+    runs, outs = interleaved({"ours": lambda: ours.search(queries, k), "raw": lambda: raw.search(queries, k)}, repeats)
+    seconds = medians(runs)
     same = bool(np.array_equal(outs["ours"][0], outs["raw"][1]))
     return {
         "ours_seconds": seconds["ours"],
@@ -283,6 +288,7 @@ def wrapper_overhead(items: np.ndarray, queries: np.ndarray, k: int, repeats: in
         "overhead": seconds["ours"] / seconds["raw"] - 1,
         "queries_per_s": len(queries) / seconds["ours"],
         "identical_results": same,
+        "runs_seconds": runs,
         "exact": outs["ours"][0],
     }
 
@@ -388,7 +394,8 @@ def ranker(frame: Any, features: list[str], rounds: int, repeats: int) -> dict[s
         booster = lgb.train(config.lgb_params(), data, num_boost_round=rounds)
         return booster.predict(x)
 
-    seconds, outs = interleaved({"ours": ours, "raw": raw}, repeats)
+    runs, outs = interleaved({"ours": ours, "raw": raw}, repeats)
+    seconds = medians(runs)
     return {
         "rows": frame.height,
         "queries": len(group),
@@ -399,6 +406,7 @@ def ranker(frame: Any, features: list[str], rounds: int, repeats: int) -> dict[s
         "raw_seconds": seconds["raw"],
         "overhead": seconds["ours"] / seconds["raw"] - 1,
         "identical_scores": bool(np.allclose(outs["ours"], outs["raw"])),
+        "runs_seconds": runs,
     }
 
 
@@ -417,19 +425,30 @@ def recommend_child(model_dir: str, threads: int, repeats: int) -> dict[str, Any
     faiss.omp_set_num_threads(threads)
     model = Recommender.load(model_dir)
     users = model.interactions_["user_id"].n_unique()  # type: ignore[index]
-    seconds, _, _ = timed(lambda: model.recommend(None, k=10), repeats)
-    return {"threads": threads, "users": users, "seconds": seconds, "users_per_s": users / seconds}
+    seconds, times, _ = timed(lambda: model.recommend(None, k=10), repeats)
+    return {"threads": threads, "users": users, "seconds": seconds, "runs_seconds": times}
 
 
-def threads(model_dir: str, repeats: int) -> dict[str, Any]:
-    """``recommend`` in child processes with 1 and 2 threads (torch, FAISS, OpenMP/LightGBM, BLAS, polars)."""
-    runs = {}
-    for n in (1, 2):
-        env = {**os.environ, **dict.fromkeys(THREAD_ENV, str(n))}
-        command = [sys.executable, __file__, "--child", model_dir, "--threads", str(n), "--repeats", str(repeats)]
-        done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
-        runs[n] = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"one": runs[1], "two": runs[2], "speedup": runs[1]["seconds"] / runs[2]["seconds"]}
+def threads(model_dir: str, repeats: int, rounds: int = 2) -> dict[str, Any]:
+    """``recommend`` in child processes with 1 and 2 threads (torch, FAISS, OpenMP/LightGBM, BLAS, polars):
+    ``rounds`` alternating pairs of children (1, 2, 1, 2, ...), each timing ``repeats`` runs after a warm-up;
+    the median over all runs of a thread count."""
+    times: dict[int, list[float]] = {1: [], 2: []}
+    users = 0
+    for _ in range(rounds):
+        for n in (1, 2):
+            env = {**os.environ, **dict.fromkeys(THREAD_ENV, str(n))}
+            command = [sys.executable, __file__, "--child", model_dir, "--threads", str(n), "--repeats", str(repeats)]
+            done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+            child = json.loads(done.stdout.strip().splitlines()[-1])
+            times[n] += child["runs_seconds"]
+            users = child["users"]
+    one, two = statistics.median(times[1]), statistics.median(times[2])
+    return {
+        "one": {"threads": 1, "users": users, "seconds": one, "users_per_s": users / one, "runs_seconds": times[1]},
+        "two": {"threads": 2, "users": users, "seconds": two, "users_per_s": users / two, "runs_seconds": times[2]},
+        "speedup": one / two,
+    }
 
 
 def pipeline_parts(data_dir: str | None, work: Path, p: dict[str, Any]) -> dict[str, Any]:
