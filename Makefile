@@ -10,11 +10,11 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.recsys-installed
 
-.PHONY: install quickstart test test-slow lint typecheck bench clean
+.PHONY: install quickstart test test-slow lint typecheck bench bench-fast bench-full clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev,plot,dask]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev,plot,dask,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -37,6 +37,13 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/foundation.py
+
+# The benchmark runner (benchmarks/README.md): quality against peers, speed against references, scale.
+bench-fast: $(STAMP)
+	$(BIN)/python benchmarks/run.py --profile fast
+
+bench-full: $(STAMP)
+	$(BIN)/python benchmarks/run.py --profile full
 
 clean:
 	rm -rf $(VENV) build *.egg-info

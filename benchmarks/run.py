@@ -56,13 +56,15 @@ def environment() -> dict[str, Any]:
 
 
 def suite_command(suite: str, profile: str, args: argparse.Namespace) -> list[str]:
+    """The suite's own command line (each script also runs alone, with ``--help``)."""
     command = [sys.executable, str(HERE / f"{suite}.py"), "--profile", profile]
-    if suite == "quality" and args.datasets:
-        command += ["--datasets", *args.datasets]
-    if suite in ("quality", "scale") and args.cache_dir:
-        command += ["--cache-dir", args.cache_dir]
-    if suite == "quality" and args.data_dir:
+    if suite == "quality":
+        command += ["--datasets", *args.datasets] if args.datasets else []
+        command += ["--cache-dir", args.cache_dir] if args.cache_dir else []
+    if suite in ("quality", "speed") and args.data_dir:
         command += ["--data-dir", args.data_dir]
+    if suite == "scale" and profile == "fast":
+        command += ["--redo"]  # the smoke size is measured every time; full sizes resume
     return command
 
 
