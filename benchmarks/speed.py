@@ -493,7 +493,7 @@ def run(profile: str = "fast", data_dir: str | None = None, parts: tuple[str, ..
     from recsys.evaluation._harness import _git_commit
 
     p = PROFILES[profile]
-    started = time.perf_counter()
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
     payload: dict[str, Any] = {
         "profile": profile,
         "settings": p,
@@ -520,6 +520,7 @@ def run(profile: str = "fast", data_dir: str | None = None, parts: tuple[str, ..
         with tempfile.TemporaryDirectory(prefix="speed-model-") as work:
             payload["pipeline"] = pipeline_parts(data_dir, Path(work), p)
     payload["seconds"] = time.perf_counter() - started
+    payload["load_average"] = {"start": load_start, "end": os.getloadavg()[0]}
     return payload
 
 
@@ -616,6 +617,16 @@ def _partial_retrieval(payload: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _load_note(payload: dict[str, Any]) -> str:
+    load = payload.get("load_average")
+    if not load:
+        return ""
+    return (
+        f" 1-minute load average {load['start']:.1f} at the start, {load['end']:.1f} at the end (on "
+        f"{payload['machine']['cores']} cores: above that, other jobs were competing and ratios are noisy)."
+    )
+
+
 def render(payload: dict[str, Any]) -> str:
     """The README block: a summary table of ratios, then the ANN sweep."""
     m = payload["machine"]
@@ -626,7 +637,7 @@ def render(payload: dict[str, Any]) -> str:
         f"Commit `{payload['commit']}`. Machine: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
         + f", sentence-transformers {payload['versions']['sentence-transformers']}. Medians of several runs, "
-        "peers interleaved in the same process. Raw results: `results/speed.json`.",
+        "peers interleaved in the same process. Raw results: `results/speed.json`." + _load_note(payload),
         "",
         "| stage | ours | reference (same run) | ratio |",
         "|---|---|---|---|",
