@@ -65,6 +65,8 @@ def suite_command(suite: str, profile: str, args: argparse.Namespace) -> list[st
         command += ["--data-dir", args.data_dir]
     if suite == "scale" and profile == "fast":
         command += ["--redo"]  # the smoke size is measured every time; full sizes resume
+    if suite == "throughput":
+        command += ["--repeats", "1" if profile == "fast" else "3"]
     return command
 
 
