@@ -269,7 +269,7 @@ def run_recbole(
     model: Model = "SASRec",
     seed: int = 0,
     epochs: int = 50,
-    data_dir: str | Path | None = "/work/shared/data",
+    data_dir: str | Path | None = None,
     stopping_step: int = 5,
     max_seq_len: int = 50,
     threads: int = 2,
@@ -278,6 +278,9 @@ def run_recbole(
     venv: Path = DEFAULT_VENV,
 ) -> dict[str, Any]:
     """Train RecBole's ``model`` on our split of ``dataset_name`` and score its top 50 with our metric code.
+
+    ``data_dir`` is passed to :func:`recsys.datasets.load_dataset` (None: ``RECSYS_DATA_DIR``, else
+    ``./shared/data`` or ``../shared/data``).
 
     Early stopping on valid NDCG@10 (RecBole's full ranking, ``stopping_step`` evaluations without gain, at most
     ``epochs``); the best checkpoint is reloaded. Inference: ``full_sort_topk`` over every test user, median of
@@ -434,7 +437,9 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=50, help="epoch cap (early stopping on valid NDCG@10)")
     parser.add_argument("--stopping-step", type=int, default=5, help="evaluations without gain before stopping")
     parser.add_argument("--max-seq-len", type=int, default=50, help="RecBole's MAX_ITEM_LIST_LENGTH")
-    parser.add_argument("--data-dir", default="/work/shared/data", help="folder of the public datasets")
+    parser.add_argument(
+        "--data-dir", default=None, help="public datasets folder (default: RECSYS_DATA_DIR, else ../shared/data)"
+    )
     parser.add_argument("--timing-items", nargs="*", type=int, default=[], help="catalogue sizes for time_full_sort")
     parser.add_argument("--timing-users", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
