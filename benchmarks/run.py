@@ -102,14 +102,18 @@ def _throughput_lines(payload: dict[str, Any], profile: str) -> list[str]:
     for r in payload["rows"]:
         if r["profile"] != profile:
             continue
-        peer = r.get("recbole")
-        measured = f"ours {r['users_per_second']:.0f} users/s (batch job, {r['users']:,} users)" + (
-            f", {peer['model']} `full_sort_topk` {peer['users_per_second']:.0f}" if peer else ", RecBole not run"
-        )
-        lines.append(_row(f"{r['dataset']}: batch users/s >= RecBole's", measured, r.get("ratio_to_recbole"), 1.0))
+        peer, mine = r.get("recbole"), r.get("ours_in_memory")
+        measured = f"batch job {r['users_per_second']:.0f} users/s ({r['users']:,} users, start-up included)"
+        if peer and mine:
+            measured = (
+                f"in memory: ours {mine['users_per_second']:.0f} users/s, {peer['model']} `full_sort_topk` "
+                f"{peer['users_per_second']:.0f}; " + measured
+            )
+        ratio = r.get("in_memory_ratio_to_recbole")
+        lines.append(_row(f"{r['dataset']}: users/s >= RecBole's", measured, ratio, 1.0))
         lines.append(
             _row(
-                f"{r['dataset']}: speed-up 1 -> 2 threads",
+                f"{r['dataset']}: speed-up 1 -> 2 threads (batch job)",
                 f"peak RSS {r['peak_rss_mib']:,.0f} MiB",
                 r["thread_speedup"],
                 None,
@@ -120,7 +124,7 @@ def _throughput_lines(payload: dict[str, Any], profile: str) -> list[str]:
 
 def _scale_lines(scale: dict[str, Any] | None, recbole: dict[str, Any] | None) -> list[str]:
     """Ours at the largest synthetic size against RecBole SASRec's ``full_sort_topk`` at the same item count."""
-    rows = (scale or {}).get("rows", [])
+    rows = (scale or {}).get("results", [])
     timing = (recbole or {}).get("timing", {})
     if not rows:
         return [_row("10^6 items: batch users/s >= 5x RecBole's", "scale suite not run", None, 5.0)]
@@ -135,7 +139,10 @@ def _scale_lines(scale: dict[str, Any] | None, recbole: dict[str, Any] | None) -
         measured += f", SASRec not timed at {big.get('items', 0):,} items"
         ratio = None
     memory = f"; peak RSS {big['peak_rss_mib'] / 1024:.1f} GiB" if big.get("peak_rss_mib") else ""
-    return [_row(f"{big.get('items', 0):,} items: batch users/s >= 5x RecBole's", measured + memory, ratio, 5.0)]
+    if big.get("items", 0) < 10**6:  # the target is stated at 10^6 items
+        return [_row(f"{big.get('items', 0):,} items (largest run; the target is at 10^6): batch users/s against "
+                     "RecBole's", measured + memory, ratio, None)]  # fmt: skip
+    return [_row(f"{big['items']:,} items: batch users/s >= 5x RecBole's", measured + memory, ratio, 5.0)]
 
 
 def _speed_lines(speed: dict[str, Any], full_retrieval: dict[str, Any] | None) -> list[str]:
@@ -231,7 +238,12 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=None, help="quality suite: override the profile's")
     parser.add_argument("--data-dir", default=None, help="public datasets (default: RECSYS_DATA_DIR or ../shared/data)")
     parser.add_argument("--cache-dir", default=None, help="item-embedding cache shared by the suites")
+    parser.add_argument("--no-run", action="store_true", help="only redraw the headline block from the JSON results")
     args = parser.parse_args()
+    if args.no_run:
+        record = json.loads((RESULTS / f"run-{args.profile}.json").read_text())
+        write_headline(args.profile, record)
+        return
     record: dict[str, Any] = {
         "profile": args.profile,
         "command": " ".join(["python benchmarks/run.py", *sys.argv[1:]]),
@@ -250,22 +262,30 @@ def main() -> None:
     record["seconds"] = time.perf_counter() - started
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"run-{args.profile}.json").write_text(json.dumps(record, indent=1))
-    start, end = f"<!-- headline-{args.profile}:start -->", f"<!-- headline-{args.profile}:end -->"
+    write_headline(args.profile, record)
+    failed = [s for s, v in record["suites"].items() if v["returncode"] != 0]
+    if failed:
+        sys.exit(f"suites failed: {failed}")
+
+
+def write_headline(profile: str, record: dict[str, Any]) -> None:
+    """The headline block of ``profile``: the run's provenance, then one line per target."""
+    start, end = f"<!-- headline-{profile}:start -->", f"<!-- headline-{profile}:end -->"
     lines = [
         start,
         "",
-        f"Profile `{args.profile}`: `{record['command']}` at commit `{record['commit']}`, "
+        f"Profile `{profile}`: `{record['command']}` at commit `{record['commit']}`, "
         f"{record['seconds'] / 60:.1f} min ("
         + ", ".join(f"{s} {v['seconds']:.0f} s" for s, v in record["suites"].items())
         + ").",
         "",
-        *headline(args.profile),
+        *headline(profile),
+        "",
+        "Later runs of a single suite update its JSON; the table is drawn from the JSON as it stands "
+        "(`python benchmarks/run.py --profile " + profile + " --no-run` redraws it).",
         end,
     ]
-    write_block(f"Headline: targets and ratios ({args.profile} profile)", start, end, "\n".join(lines))
-    failed = [s for s, v in record["suites"].items() if v["returncode"] != 0]
-    if failed:
-        sys.exit(f"suites failed: {failed}")
+    write_block(f"Headline: targets and ratios ({profile} profile)", start, end, "\n".join(lines))
 
 
 if __name__ == "__main__":
