@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -54,6 +55,21 @@ def write_block(heading: str, start: str, end: str, block: str) -> None:
     if start not in text:
         text += f"\n## {heading}\n\n{start}\n{end}\n"
     readme.write_text(text[: text.index(start)] + block + text[text.index(end) + len(end) :])
+
+
+def run_child(command: list[str], env: dict[str, str] | None = None, quiet: bool = False) -> tuple[float, float]:
+    """Run ``command`` to the end; its wall seconds and its own peak RSS in MiB (``os.wait4``, not the maximum over
+    every child so far). ``quiet``: discard its output (the tail of its stderr goes into the error on failure)."""
+    pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE} if quiet else {}
+    started = time.perf_counter()
+    child = subprocess.Popen(command, env=env, **pipes)  # type: ignore[call-overload]
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = child.stderr.read().decode()[-2000:] if quiet else ""
+        raise subprocess.CalledProcessError(code, command, stderr=tail)
+    return seconds, usage.ru_maxrss / 1024  # Linux: KiB
 
 
 def machine() -> dict[str, object]:

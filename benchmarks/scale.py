@@ -25,7 +25,6 @@ import logging
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from foundation import machine, write_block
+from foundation import machine, run_child, write_block
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "scale.json"
@@ -108,18 +107,6 @@ def fit_child(n_items: int, n_users: int, model_dir: Path, cache_dir: Path, out:
     model.save(model_dir)
     timings["save_seconds"] = time.perf_counter() - started
     out.write_text(json.dumps(timings))
-
-
-def run_child(command: list[str]) -> tuple[float, float]:
-    """Run ``command``; return its wall seconds and its own peak RSS in MiB (``os.wait4``)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise subprocess.CalledProcessError(process.returncode, command)
-    return seconds, usage.ru_maxrss / 1024
 
 
 def run_size(name: str, work: Path) -> dict[str, Any]:

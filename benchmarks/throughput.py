@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ import polars as pl
 from recsys.evaluation._harness import _git_commit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from foundation import machine, write_block
+from foundation import machine, run_child, write_block
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "throughput.json"
@@ -40,20 +38,14 @@ def batch_run(model_dir: Path, threads: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="recsys-throughput-") as tmp:
         out = Path(tmp) / "recs"
         command = [sys.executable, "-m", "recsys.cli", "recommend", "--model", str(model_dir), "--out", str(out)]
-        started = time.perf_counter()
-        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != 0:
-            raise RuntimeError(f"batch job failed ({child.returncode}): {child.stderr.read().decode()[-2000:]}")
+        seconds, peak_mib = run_child(command, env=env, quiet=True)
         users = pl.scan_parquet(out / "part-*.parquet").select(pl.col("user_id").n_unique()).collect().item()
     return {
         "threads": threads,
         "seconds": seconds,
         "users": users,
         "users_per_second": users / seconds,
-        "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux: KiB
+        "peak_rss_mib": peak_mib,
     }
 
 
