@@ -186,9 +186,15 @@ def recbole_rows(dataset: str, model: str, seed: int, epochs: int, data_dir: str
 
 
 def run_dataset(
-    name: str, profile: Profile, models: set[str] | None, data_dir: str | None, cache_dir: str | None
-) -> list[dict[str, Any]]:
-    """Every row of one dataset (``models``: a subset of row names to run; None = all)."""
+    name: str,
+    profile: Profile,
+    models: set[str] | None,
+    data_dir: str | None,
+    cache_dir: str | None,
+    keep: Callable[[list[dict[str, Any]]], None],
+) -> None:
+    """Every row of one dataset (``models``: a subset of row names to run; None = all), each model's rows handed
+    to ``keep`` as soon as they are measured (a long run that stops keeps what it finished)."""
     dataset = load_dataset(name, data_dir=data_dir)
     split = make_split(dataset, SPLITS[name])  # type: ignore[arg-type]
     text = TextEncoderConfig(cache_dir=cache_dir, show_progress=False)
@@ -200,20 +206,18 @@ def run_dataset(
         (f"implicit {kind.upper()}", 0, lambda kind=kind: ImplicitRecommender(ImplicitConfig(kind=kind)))
         for kind in ("als", "bpr")
     ]
-    rows: list[dict[str, Any]] = []
     for row, seed, build in peers:
         if models is None or row in models:
-            rows += evaluate_both(build(), row, seed, dataset, split)
+            keep(evaluate_both(build(), row, seed, dataset, split))
     for model in profile.recbole_models:
         if models is None or f"RecBole {model}" in models:
-            rows += recbole_rows(name, model, profile.seeds[0], profile.recbole_epochs, data_dir)
+            keep(recbole_rows(name, model, profile.seeds[0], profile.recbole_epochs, data_dir))
     if models is None or OURS in models:
         for seed in profile.seeds:
             model = ours(profile, seed, cache_dir)
-            rows += evaluate_both(model, OURS, seed, dataset, split)
+            keep(evaluate_both(model, OURS, seed, dataset, split))
             if seed == profile.seeds[0]:  # the end-to-end suite times the batch job on this model
                 model.save(model_dir(name, profile))
-    return rows
 
 
 def model_dir(dataset: str, profile: Profile) -> Path:
@@ -346,24 +350,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=None, help=f"row names, e.g. '{OURS}' 'implicit ALS'")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--cache-dir", default=None, help="item-embedding cache")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="our seeds (default: the profile's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     profile = PROFILES[args.profile]
-    started = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    for name in args.datasets or profile.datasets:
-        rows += run_dataset(name, profile, set(args.models) if args.models else None, args.data_dir, args.cache_dir)
+    if args.seeds:
+        profile = dataclasses.replace(profile, seeds=tuple(args.seeds))
     info = {
         "profile": args.profile,
         "command": " ".join(["python benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)]),
         "commit": _git_commit(str(HERE.parent)),
-        "seconds": time.perf_counter() - started,
     }
-    payload = merge(rows, info)
-    write_block(
-        f"Quality against peers ({args.profile} profile)", *markers(args.profile), render(payload, args.profile)
-    )
-    plot(payload, args.profile, HERE / "results" / f"quality-{args.profile}.png")
+
+    def keep(rows: list[dict[str, Any]]) -> None:
+        payload = merge(rows, info)
+        block = render(payload, args.profile)
+        write_block(f"Quality against peers ({args.profile} profile)", *markers(args.profile), block)
+        plot(payload, args.profile, HERE / "results" / f"quality-{args.profile}.png")
+
+    for name in args.datasets or profile.datasets:
+        run_dataset(name, profile, set(args.models) if args.models else None, args.data_dir, args.cache_dir, keep)
 
 
 if __name__ == "__main__":
