@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,17 @@ def test_bad_column_is_one_line_and_exit_2(files: Path, tmp_path: Path):
     )
     assert result.returncode == 2
     assert "description" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_fit_index_kind_is_saved_and_a_bad_kind_is_exit_2(files: Path, tmp_path: Path):
+    base = ("fit", "--interactions", str(files / "events.parquet"), "--items", str(files / "items.csv"))
+    base += ("--text-field", "title", "--order-column", "ts")
+    fit = run(*base, "--index", "hnsw", "--out", str(tmp_path / "m"), cache=tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["index"]["kind"] == "hnsw"
+    bad = run(*base, "--index", "lsh", "--out", str(tmp_path / "m2"), cache=tmp_path)
+    assert bad.returncode == 2
+    assert "lsh" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_missing_file_exit_3(tmp_path: Path):
