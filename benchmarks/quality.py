@@ -185,6 +185,34 @@ def recbole_rows(dataset: str, model: str, seed: int, epochs: int, data_dir: str
     ]
 
 
+def recbole_cli_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of RecBole runs made by ``recbole_peer.py``'s own command line (its ``runs`` in ``path``), each keeping
+    that command and commit; a run that stopped at its epoch cap is named so."""
+    rows = []
+    for run in json.loads(path.read_text()).get("runs", {}).values():
+        model = run["settings"]["model"]
+        capped = run["epochs_run"] >= run["settings"]["epochs"]
+        name = f"RecBole {model}" + (f" ({run['epochs_run']}-epoch cap)" if capped else "")
+        for protocol in ("masked", "unmasked"):
+            rows.append(
+                {
+                    "dataset": run["dataset"],
+                    "model": name,
+                    "seed": run["settings"]["seed"],
+                    "protocol": protocol,
+                    "metrics": {k: v for k, v in run[f"metrics_{protocol}"].items() if not k.startswith("coverage")},
+                    "fit_seconds": run["fit_seconds"],
+                    "predict_seconds": run[f"inference_seconds_{protocol}"],
+                    "users": run["n_test_users"],
+                    "users_per_second": run[f"users_per_s_{protocol}"],
+                    "epochs_run": run["epochs_run"],
+                    "command": run["command"],
+                    "commit": run["commit"],
+                }
+            )
+    return rows
+
+
 def run_dataset(
     name: str,
     profile: Profile,
@@ -343,6 +371,12 @@ def plot(payload: dict[str, Any], profile: str, path: Path) -> None:
     plt.close(fig)
 
 
+def publish(payload: dict[str, Any], profile: str) -> None:
+    """Redraw the profile's README block and plot from ``payload``."""
+    write_block(f"Quality against peers ({profile} profile)", *markers(profile), render(payload, profile))
+    plot(payload, profile, HERE / "results" / f"quality-{profile}.png")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="fast")
@@ -351,6 +385,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--cache-dir", default=None, help="item-embedding cache")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="our seeds (default: the profile's)")
+    parser.add_argument(
+        "--import-recbole",
+        type=Path,
+        default=None,
+        help="add the runs of recbole_peer.py's own command line (results/recbole.json) to the profile's rows, "
+        "then redraw; nothing else runs",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     profile = PROFILES[args.profile]
@@ -363,11 +404,11 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     def keep(rows: list[dict[str, Any]]) -> None:
-        payload = merge(rows, info)
-        block = render(payload, args.profile)
-        write_block(f"Quality against peers ({args.profile} profile)", *markers(args.profile), block)
-        plot(payload, args.profile, HERE / "results" / f"quality-{args.profile}.png")
+        publish(merge(rows, info), args.profile)
 
+    if args.import_recbole:
+        publish(merge(recbole_cli_rows(args.import_recbole), {"profile": args.profile}), args.profile)
+        return
     for name in args.datasets or profile.datasets:
         run_dataset(name, profile, set(args.models) if args.models else None, args.data_dir, args.cache_dir, keep)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -79,3 +80,22 @@ def test_quality_summary_means_over_seeds_and_merge_replaces_by_key(tmp_path, mo
     assert summary["values"]["ndcg@10"] == [0.1, 0.2]
     assert _mean_spread([0.1, 0.2]) == "0.1500 ± 0.0707"
     assert _mean_spread([0.25]) == "0.2500"
+
+
+def test_recbole_cli_rows_keep_their_command_and_name_a_capped_run(tmp_path) -> None:
+    from quality import recbole_cli_rows
+
+    metrics = {"ndcg@10": 0.08, "recall@10": 0.15, "coverage@10": 0.3}
+    run = {
+        "dataset": "ml-100k", "settings": {"model": "SASRec", "seed": 0, "epochs": 6}, "epochs_run": 6,
+        "metrics_masked": metrics, "metrics_unmasked": metrics | {"ndcg@10": 0.05}, "fit_seconds": 10.0,
+        "inference_seconds_masked": 1.0, "inference_seconds_unmasked": 2.0, "n_test_users": 943,
+        "users_per_s_masked": 943.0, "users_per_s_unmasked": 471.5, "command": "python x", "commit": "abc",
+    }  # fmt: skip
+    path = tmp_path / "recbole.json"
+    path.write_text(json.dumps({"runs": {"a": run, "b": run | {"epochs_run": 4}}}))
+    rows = recbole_cli_rows(path)
+    assert [r["model"] for r in rows] == ["RecBole SASRec (6-epoch cap)"] * 2 + ["RecBole SASRec"] * 2
+    assert [r["metrics"]["ndcg@10"] for r in rows[:2]] == [0.08, 0.05]
+    assert "coverage@10" not in rows[0]["metrics"]
+    assert rows[1]["predict_seconds"] == 2.0 and rows[0]["command"] == "python x"
