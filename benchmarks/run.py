@@ -85,7 +85,10 @@ def headline(profile: str) -> list[str]:
         lines += _throughput_lines(throughput, profile)
     lines += _scale_lines(_load("scale.json"), _load("recbole.json"))
     if speed:
-        lines += _speed_lines(speed, _load("speed-retrieval-full.json"))
+        lines += [
+            line.replace(" | ", f" (speed suite, `{speed.get('profile')}` run) | ", 1)
+            for line in _speed_lines(speed, _load("speed-retrieval-full.json"))
+        ]
     return lines
 
 
@@ -241,8 +244,8 @@ def main() -> None:
     parser.add_argument("--no-run", action="store_true", help="only redraw the headline block from the JSON results")
     args = parser.parse_args()
     if args.no_run:
-        record = json.loads((RESULTS / f"run-{args.profile}.json").read_text())
-        write_headline(args.profile, record)
+        path = RESULTS / f"run-{args.profile}.json"
+        write_headline(args.profile, json.loads(path.read_text()) if path.exists() else None)
         return
     record: dict[str, Any] = {
         "profile": args.profile,
@@ -268,16 +271,26 @@ def main() -> None:
         sys.exit(f"suites failed: {failed}")
 
 
-def write_headline(profile: str, record: dict[str, Any]) -> None:
-    """The headline block of ``profile``: the run's provenance, then one line per target."""
+def write_headline(profile: str, record: dict[str, Any] | None) -> None:
+    """The headline block of ``profile``: the run's provenance (None: no whole run of the profile yet, only suites
+    run on their own), then one line per target."""
     start, end = f"<!-- headline-{profile}:start -->", f"<!-- headline-{profile}:end -->"
+    if record is None:
+        provenance = (
+            f"Profile `{profile}`: no whole run yet; the rows come from suites run on their own (their sections "
+            "below name each command and commit)."
+        )
+    else:
+        provenance = (
+            f"Profile `{profile}`: `{record['command']}` at commit `{record['commit']}`, "
+            f"{record['seconds'] / 60:.1f} min ("
+            + ", ".join(f"{s} {v['seconds']:.0f} s" for s, v in record["suites"].items())
+            + ")."
+        )
     lines = [
         start,
         "",
-        f"Profile `{profile}`: `{record['command']}` at commit `{record['commit']}`, "
-        f"{record['seconds'] / 60:.1f} min ("
-        + ", ".join(f"{s} {v['seconds']:.0f} s" for s, v in record["suites"].items())
-        + ").",
+        provenance,
         "",
         *headline(profile),
         "",
