@@ -161,56 +161,43 @@ class _Plain:
         return self.model.recommend(users, k, **kwargs)
 
 
+def _recbole_run_rows(run: dict[str, Any], **extra: Any) -> list[dict[str, Any]]:
+    """Our two protocol rows of one ``recbole_peer.run_recbole`` result; a run stopped by its epoch cap is named so."""
+    settings = run["settings"]
+    capped = run["epochs_run"] >= settings["epochs"]
+    name = f"RecBole {settings['model']}" + (f" ({run['epochs_run']}-epoch cap)" if capped else "")
+    return [
+        {
+            "dataset": run["dataset"],
+            "model": name,
+            "seed": settings["seed"],
+            "protocol": protocol,
+            "metrics": {k: v for k, v in run[f"metrics_{protocol}"].items() if not k.startswith("coverage")},
+            "fit_seconds": run["fit_seconds"],
+            "predict_seconds": run[f"inference_seconds_{protocol}"],
+            "users": run["n_test_users"],
+            "users_per_second": run[f"users_per_s_{protocol}"],
+            "epochs_run": run["epochs_run"],
+            **extra,
+        }
+        for protocol in ("masked", "unmasked")
+    ]
+
+
 def recbole_rows(dataset: str, model: str, seed: int, epochs: int, data_dir: str | None) -> list[dict[str, Any]]:
     """RecBole's model on our split (``benchmarks/recbole_peer.py``, in its own virtual environment): trained
     on our train events, early-stopped on our valid targets, ``full_sort_topk`` scored by our metric code."""
     from recbole_peer import run_recbole  # creates RecBole's pinned virtual environment on first use
 
     out = run_recbole(dataset, model=model, seed=seed, epochs=epochs, **({"data_dir": data_dir} if data_dir else {}))
-    keep = ("epochs_run", "best_epoch", "settings", "versions")
-    return [
-        {
-            "dataset": dataset,
-            "model": f"RecBole {model}",
-            "seed": seed,
-            "protocol": protocol,
-            "metrics": {k: v for k, v in out[f"metrics_{protocol}"].items() if not k.startswith("coverage")},
-            "fit_seconds": out["fit_seconds"],
-            "predict_seconds": out[f"inference_seconds_{protocol}"],
-            "users": out["n_test_users"],
-            "users_per_second": out[f"users_per_s_{protocol}"],
-            **{k: out[k] for k in keep if k in out},
-        }
-        for protocol in ("masked", "unmasked")
-    ]
+    return _recbole_run_rows(out, best_epoch=out.get("best_epoch"), versions=out.get("versions"))
 
 
 def recbole_cli_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of RecBole runs made by ``recbole_peer.py``'s own command line (its ``runs`` in ``path``), each keeping
-    that command and commit; a run that stopped at its epoch cap is named so."""
-    rows = []
-    for run in json.loads(path.read_text()).get("runs", {}).values():
-        model = run["settings"]["model"]
-        capped = run["epochs_run"] >= run["settings"]["epochs"]
-        name = f"RecBole {model}" + (f" ({run['epochs_run']}-epoch cap)" if capped else "")
-        for protocol in ("masked", "unmasked"):
-            rows.append(
-                {
-                    "dataset": run["dataset"],
-                    "model": name,
-                    "seed": run["settings"]["seed"],
-                    "protocol": protocol,
-                    "metrics": {k: v for k, v in run[f"metrics_{protocol}"].items() if not k.startswith("coverage")},
-                    "fit_seconds": run["fit_seconds"],
-                    "predict_seconds": run[f"inference_seconds_{protocol}"],
-                    "users": run["n_test_users"],
-                    "users_per_second": run[f"users_per_s_{protocol}"],
-                    "epochs_run": run["epochs_run"],
-                    "command": run["command"],
-                    "commit": run["commit"],
-                }
-            )
-    return rows
+    that command and commit."""
+    runs = json.loads(path.read_text()).get("runs", {}).values()
+    return [row for run in runs for row in _recbole_run_rows(run, command=run["command"], commit=run["commit"])]
 
 
 def run_dataset(
