@@ -8,6 +8,7 @@ candidate to a profile is the dot product of unit vectors. Pairs are processed i
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,12 +18,12 @@ import scipy.sparse as sp
 from recsys.data import Histories
 from recsys.errors import DataError
 from recsys.features._common import (
+    PAIR_BLOCK,
     check_positive_int,
     event_positions,
     float32_columns,
     history_counts,
     pair_arrays,
-    pair_blocks,
 )
 from recsys.features.base import FeatureBlock, FitContext
 
@@ -49,11 +50,6 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     """float32 copy of ``matrix`` ``(n, d)`` with rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)  # (n, 1)
     return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0).astype(np.float32)
-
-
-def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """float32 ``(n,)``: the dot product of each row of ``a`` ``(n, d)`` with the same row of ``b``."""
-    return np.einsum("ij,ij->i", a, b)
 
 
 class TextSimilarity(FeatureBlock):
@@ -103,36 +99,71 @@ class TextSimilarity(FeatureBlock):
 
     def _transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:
         query, items = pair_arrays(candidates, histories, self.vectors_.shape[0])  # (n_pairs,) each
-        n_items = self.vectors_.shape[0]
-        recent_bag = history_counts(histories, n_items, self.config.short_term)  # (n_queries, n_items)
-        whole_bag = history_counts(histories, n_items)  # (n_queries, n_items)
-        out = {name: np.empty(query.size, np.float32) for name in self.names}
-        order = np.argsort(query, kind="stable")  # blocks of pairs then share few queries
-        for block in pair_blocks(query.size):
-            sel = order[block]
-            cand = self.vectors_[items[sel]]  # (b, d)
-            out["sim_last"][sel] = self._last(histories, query[sel], cand)
-            out["sim_recent_max"][sel] = self._recent_max(histories, query[sel], cand)
-            out["sim_recent_mean"][sel] = self._profile_cosine(recent_bag, query[sel], cand)
-            out["sim_history"][sel] = self._profile_cosine(whole_bag, query[sel], cand)
+        if histories.item_idx.size == 0:  # every history is empty
+            return float32_columns(candidates, {name: np.full(query.size, np.nan) for name in self.names})
+        n_items, short = self.vectors_.shape[0], self.config.short_term
+        bags = (history_counts(histories, n_items, short), history_counts(histories, n_items))  # (n_queries, n_items)
+        order = np.argsort(query, kind="stable")  # pairs grouped by query
+        segments = _Segments(query[order])
+        dots = np.empty((query.size, short + 2), np.float32)  # per pair: recent items (newest first), 2 profiles
+        for first, stop in segments.blocks():
+            pairs = slice(segments.start[first], segments.start[stop])
+            sel, seg, col = order[pairs], segments.of_pair[pairs] - first, segments.column[pairs]
+            cand = np.zeros((stop - first, segments.width, self.vectors_.shape[1]), np.float32)  # (s, w, d)
+            cand[seg, col] = self.vectors_[items[sel]]
+            rows, inverse = np.unique(segments.query[first:stop], return_inverse=True)
+            context = self._contexts(histories, rows, bags)[inverse]  # (s, d, short + 2)
+            dots[sel] = np.matmul(cand, context)[seg, col]  # (b, short + 2)
+        ages = histories.lengths[query][:, None] > np.arange(short)  # (n_pairs, short): the event exists
+        columns = {
+            "sim_last": dots[:, 0],
+            "sim_recent_mean": dots[:, short],
+            "sim_recent_max": np.where(ages, dots[:, :short], -np.inf).max(axis=1),
+            "sim_history": dots[:, short + 1],
+        }
         empty = histories.lengths[query] == 0
-        return float32_columns(candidates, {name: np.where(empty, np.nan, out[name]) for name in self.names})
+        return float32_columns(candidates, {name: np.where(empty, np.nan, columns[name]) for name in self.names})
 
-    def _last(self, histories: Histories, query: np.ndarray, cand: np.ndarray) -> np.ndarray:
-        positions, _ = event_positions(histories, query, 0)  # (b,)
-        if histories.item_idx.size == 0:
-            return np.zeros(query.size, np.float32)
-        return _row_dots(self.vectors_[histories.item_idx[positions]], cand)
+    def _contexts(
+        self, histories: Histories, rows: np.ndarray, bags: tuple[sp.csr_matrix, sp.csr_matrix]
+    ) -> np.ndarray:
+        """float32 ``(len(rows), d, short_term + 2)``: for each query row, the vectors of its last ``short_term``
+        items (newest first, zero where the history is shorter), then its recent and whole-history profiles."""
+        recent = []
+        for age in range(self.config.short_term):
+            positions, valid = event_positions(histories, rows, age)
+            recent.append(self.vectors_[histories.item_idx[positions]] * valid[:, None])  # (n_rows, d)
+        profiles = [_unit_rows(np.asarray(bag[rows] @ self.vectors_, dtype=np.float32)) for bag in bags]
+        return np.stack(recent + profiles, axis=2)
 
-    def _recent_max(self, histories: Histories, query: np.ndarray, cand: np.ndarray) -> np.ndarray:
-        best = np.full(query.size, -np.inf, np.float32)  # (b,)
-        for age in range(min(self.config.short_term, int(histories.lengths.max(initial=0)))):
-            positions, valid = event_positions(histories, query, age)
-            dots = _row_dots(self.vectors_[histories.item_idx[positions]], cand)
-            best = np.where(valid, np.maximum(best, dots), best)
-        return best
 
-    def _profile_cosine(self, bag: sp.csr_matrix, query: np.ndarray, cand: np.ndarray) -> np.ndarray:
-        rows, inverse = np.unique(query, return_inverse=True)  # profiles of this block's queries only
-        profiles = _unit_rows(np.asarray(bag[rows] @ self.vectors_, dtype=np.float32))  # (n_rows, d)
-        return _row_dots(profiles[inverse], cand)
+class _Segments:
+    """Pairs sorted by query, cut into segments of at most ``width`` pairs of one query.
+
+    A block of segments becomes one padded ``(segments, width, d)`` array of candidate vectors that a batched
+    matrix product scores against each segment's query context, so every candidate vector is gathered once.
+    ``width`` follows the mean number of pairs per query (at most 128), which bounds the padding.
+
+    Attributes
+    ----------
+    of_pair, column: int64 ``(n_pairs,)``: each sorted pair's segment and its slot in that segment.
+    start: int64 ``(n_segments + 1,)``: each segment's first sorted pair, then ``n_pairs``.
+    query: ``(n_segments,)``: each segment's query.
+    """
+
+    def __init__(self, sorted_query: np.ndarray) -> None:
+        n = sorted_query.size
+        new_query = np.r_[True, sorted_query[1:] != sorted_query[:-1]] if n else np.zeros(0, bool)
+        query_start = np.flatnonzero(new_query)  # (n_queries,)
+        self.width = int(np.clip(np.ceil(n / max(query_start.size, 1)), 1, 128))
+        slot = np.arange(n) - np.repeat(query_start, np.diff(np.r_[query_start, n]))  # position within its query
+        self.column = slot % self.width
+        self.of_pair = np.cumsum(new_query | (self.column == 0)) - 1
+        self.start = np.r_[np.flatnonzero(new_query | (self.column == 0)), n].astype(np.int64)
+        self.query = sorted_query[self.start[:-1]]
+
+    def blocks(self) -> Iterator[tuple[int, int]]:
+        """``(first, stop)`` segment ranges of at most :data:`PAIR_BLOCK` padded pairs each."""
+        per_block = max(1, PAIR_BLOCK // self.width)
+        for first in range(0, self.query.size, per_block):
+            yield first, min(first + per_block, self.query.size)

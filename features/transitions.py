@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError, check_is_fitted
-from recsys.features._common import check_history_items, check_positive_float
+from recsys.features._common import check_history_items, check_positive_float, sparse_values
 
 __all__ = ["TransitionConfig", "Transitions", "recency_matrix"]
 
@@ -194,7 +194,7 @@ class Transitions:
             sel = order[bounds[c] : bounds[c + 1]]
             start = int(starts[c])
             block = (weights[start : start + chunk_users] @ self.matrix_).tocsr()  # (chunk, n_items)
-            out[sel] = np.asarray(block[user_pos[sel] - start, item_idx[sel]]).ravel()
+            out[sel] = sparse_values(block, user_pos[sel] - start, item_idx[sel])
         return out
 
 

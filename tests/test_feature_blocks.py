@@ -162,6 +162,44 @@ def test_text_similarity_known_answer() -> None:
     )
 
 
+def test_text_similarity_matches_a_direct_computation_across_segments_and_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Queries with 1 to 400 candidates (several padded segments each) in small blocks give the cosines that a
+    per-pair loop computes; pairs arrive shuffled."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = [rng.integers(0, 50, size=n).tolist() for n in (0, 1, 3, 7, 12, 40)]
+    counts = [5, 1, 400, 2, 130, 9]
+    pair_list = [(q, int(i)) for q, n in enumerate(counts) for i in rng.integers(0, 50, size=n)]
+    pair_list = [pair_list[j] for j in rng.permutation(len(pair_list))]
+    monkeypatch.setattr("recsys.features.similarity.PAIR_BLOCK", 256)  # several blocks
+    catalogue = pl.DataFrame({"item_id": range(50), "text": ["x"] * 50})
+    fit_context = context(histories_from_rows([[0]]), items=catalogue, vectors=vectors)
+    block = TextSimilarity(SimilarityConfig(short_term=4)).fit(fit_context)
+    out = block.transform(pairs(pair_list), histories_from_rows(rows))
+
+    def profile(items: list[int]) -> np.ndarray:
+        mean = unit[items].mean(axis=0)
+        return mean / np.linalg.norm(mean)
+
+    expected: dict[str, list[float]] = {name: [] for name in block.names}
+    for q, i in pair_list:
+        history = rows[q]
+        if not history:
+            for name in block.names:
+                expected[name].append(NAN)
+            continue
+        recent = history[-4:]
+        expected["sim_last"].append(float(unit[history[-1]] @ unit[i]))
+        expected["sim_recent_mean"].append(float(profile(recent) @ unit[i]))
+        expected["sim_recent_max"].append(float(max(unit[j] @ unit[i] for j in recent)))
+        expected["sim_history"].append(float(profile(history) @ unit[i]))
+    for name, values in expected.items():
+        np.testing.assert_allclose(out[name].to_numpy(), values, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def test_text_similarity_rejects_vectors_of_the_wrong_shape() -> None:
     with pytest.raises(DataError, match="item_vectors"):
         TextSimilarity().fit(context(histories_from_rows([[0]]), vectors=VECTORS[:4]))

@@ -132,6 +132,7 @@ def test_sparse_and_ranked_variants_equal_dense_topk() -> None:
         for exclude in (None, seen):
             idx, vals = topk(scores.toarray(), k, exclude)
             idx[vals <= 0] = -1
-            np.testing.assert_array_equal(topk_positive(scores, k, exclude), idx)
+            for dense_above in (0.0, 2.0):  # the dense path, then the sparse one, whatever the density
+                np.testing.assert_array_equal(topk_positive(scores, k, exclude, dense_above=dense_above), idx)
             dense = topk(np.repeat(popularity[None], n_users, 0), k, exclude)[0]
             np.testing.assert_array_equal(topk_ranked(order, k, exclude, n_users), dense)
