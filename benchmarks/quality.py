@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import statistics
 import sys
 import time
@@ -240,14 +241,20 @@ def model_dir(dataset: str, profile: Profile) -> Path:
     return HERE / ".models" / f"{dataset}-{profile.name}"
 
 
+def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """(dataset, model, seed, protocol, profile), the model without an epoch-cap note: a new run of a model replaces
+    its earlier run whether either stopped at its cap or not."""
+    model = re.sub(r" \(\d+-epoch cap\)$", "", str(row.get("model")))
+    return (row.get("dataset"), model, row.get("seed"), row.get("protocol"), row.get("profile"))
+
+
 def merge(rows: list[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:
     """Add ``rows`` to the JSON file, replacing rows with the same (dataset, model, seed, protocol, profile)."""
     payload = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
     for row in rows:
         row.update(run_info)
-    key = ("dataset", "model", "seed", "protocol", "profile")
-    fresh = {tuple(r[k] for k in key) for r in rows}
-    payload["rows"] = [r for r in payload["rows"] if tuple(r.get(k) for k in key) not in fresh] + rows
+    fresh = {_row_key(r) for r in rows}
+    payload["rows"] = [r for r in payload["rows"] if _row_key(r) not in fresh] + rows
     payload["machine"] = machine()
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(payload, indent=1))

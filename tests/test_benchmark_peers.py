@@ -80,6 +80,9 @@ def test_quality_summary_means_over_seeds_and_merge_replaces_by_key(tmp_path, mo
     assert summary["values"]["ndcg@10"] == [0.1, 0.2]
     assert _mean_spread([0.1, 0.2]) == "0.1500 ± 0.0707"
     assert _mean_spread([0.25]) == "0.2500"
+    capped = row(0, 0.4) | {"model": "m (3-epoch cap)"}  # a re-run that stopped at its cap replaces the old run
+    payload = merge([capped], {"profile": "full", "commit": "c"})
+    assert sorted((r["model"], r["seed"]) for r in payload["rows"]) == [("m", 1), ("m (3-epoch cap)", 0)]
 
 
 def test_recbole_cli_rows_keep_their_command_and_name_a_capped_run(tmp_path) -> None:
