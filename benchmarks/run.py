@@ -107,8 +107,8 @@ def _throughput_lines(payload: dict[str, Any], profile: str) -> list[str]:
             continue
         peer, mine = r.get("recbole"), r.get("ours_in_memory")
         measured = f"batch job {r['users_per_second']:.0f} users/s ({r['users']:,} users, start-up included)"
-        stored = r.get("ours_stored_states")
-        if stored:
+        stored, same = r.get("ours_stored_states"), r.get("recbole_same_run")
+        if stored and not same:
             measured = f"fitted users from stored states {stored['users_per_second']:.0f} users/s; " + measured
         if peer and mine:
             measured = (
@@ -116,8 +116,7 @@ def _throughput_lines(payload: dict[str, Any], profile: str) -> list[str]:
                 f"`full_sort_topk` {peer['users_per_second']:.0f}; " + measured
             )
         ratio = r.get("in_memory_ratio_to_recbole")
-        same = r.get("recbole_same_run")
-        if same:  # both timed in the throughput run: no load difference between the two numbers
+        if stored and same:  # both timed in the throughput run: no load difference between the two numbers
             measured = (
                 f"same run: ours {stored['users_per_second']:.0f} users/s from stored states, untrained RecBole "
                 f"SASRec `full_sort_topk` {same['users_per_second']:.0f} at {same['n_items']:,} items; " + measured

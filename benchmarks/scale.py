@@ -141,7 +141,7 @@ def render(payload: dict[str, Any]) -> str:
     lines = [
         START,
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores (shared with other jobs). Each row: its command and commit.",
+        f"Machine: {m['cpu']}, {m['cores']} cores. Each row: its command and commit.",
         "Synthetic data (`recsys.datasets.synthetic_dataset`, seed 0): items = users, log-normal histories (mean "
         "~30, at most 10,000), drifting interests. Pipeline: memory encoder (2 epochs at most, patience 1, 1 refit "
         "epoch, each on a fresh sample of 2,000 users and their last 256 events, no cross-fitting; it still encodes "
@@ -164,7 +164,8 @@ def render(payload: dict[str, Any]) -> str:
         "",
         "(fit s: after the texts are encoded and cached, memory encoder and ranker included; fit peak: the whole "
         "generate + encode + fit + save process; load: the 1-minute load average at the start and the end, on 2 "
-        "cores, so the times are those of a machine shared with 3-4 other jobs. Plot: `results/scale.png`.)",
+        "cores: a row whose load is well above 2 ran beside other jobs (10^4: 3-4 of them), so its times are upper "
+        "bounds. Plot: `results/scale.png`.)",
         "",
         END,
     ]
