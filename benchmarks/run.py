@@ -61,7 +61,7 @@ def suite_command(suite: str, profile: str, args: argparse.Namespace) -> list[st
     if suite == "quality":
         command += ["--datasets", *args.datasets] if args.datasets else []
         command += ["--cache-dir", args.cache_dir] if args.cache_dir else []
-    if suite in ("quality", "speed") and args.data_dir:
+    if suite in ("quality", "speed", "throughput") and args.data_dir:
         command += ["--data-dir", args.data_dir]
     if suite == "scale" and profile == "fast":
         command += ["--redo"]  # the smoke size is measured every time; full sizes resume

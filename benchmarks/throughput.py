@@ -11,6 +11,11 @@ RecBole is also timed in this same run: an untrained SASRec's ``full_sort_topk``
 history masked) over the dataset's catalogue size for as many users (``recbole_peer.time_full_sort``; timing does not
 depend on training), so the ratio is not skewed by a different machine load in the quality suite's run.
 
+A sweep shows what serving speed costs in quality: the same saved model recommends with smaller candidate quotas
+(FAISS, transitions, popularity per user; the ranker unchanged), each point timed from stored states and scored on
+the test targets (the model was fitted on train + valid, so its stored states are exactly the test histories).
+Plot: ``results/throughput.png``.
+
 The quality suite's in-memory timing passes each test user's history inline, so the memory encoder reads every
 whole history again. A fitted user can also be served from the memory state stored at fit time; that path is
 timed here too (the saved model loaded in this process, every fitted user, top 50, history masked).
@@ -21,6 +26,7 @@ timed here too (the saved model loaded in this process, every fitted user, top 5
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -66,13 +72,56 @@ def stored_state_speed(model_dir: Path, repeats: int) -> dict[str, Any]:
 
     model = Recommender.load(model_dir)
     users = model.interactions_[USER_ID].unique(maintain_order=True)  # type: ignore[index]
+    _, seconds = _timed_recommend(model, users, repeats)
+    return {"model": "ours, stored states", "users": users.len(), "users_per_second": users.len() / seconds}
+
+
+QUOTAS = ((20, 10, 2), (50, 25, 5), (100, 50, 10), (200, 100, 20))
+"""Candidate quotas of the sweep, (FAISS, transitions, popularity) per user; the last is the library default."""
+
+
+def _timed_recommend(model: Any, users: pl.Series, repeats: int) -> tuple[pl.DataFrame, float]:
+    """Top 50 for ``users`` after a warm-up call: the recommendations and the best of ``repeats`` wall times."""
     model.recommend(users.head(64), k=50)
-    seconds = []
+    seconds, recs = [], None
     for _ in range(repeats):
         start = time.perf_counter()
-        model.recommend(users, k=50)
+        recs = model.recommend(users, k=50)
         seconds.append(time.perf_counter() - start)
-    return {"model": "ours, stored states", "users": users.len(), "users_per_second": users.len() / min(seconds)}
+    return recs, min(seconds)  # type: ignore[return-value]
+
+
+def candidate_sweep(model_dir: Path, dataset: str, repeats: int, data_dir: str | None = None) -> list[dict[str, Any]]:
+    """users/s (stored states) and test NDCG@10 / Recall@10 of the saved model at each of :data:`QUOTAS`."""
+    from quality import SPLITS
+
+    from recsys.datasets import load_dataset
+    from recsys.evaluation import make_split, ranking_metrics
+    from recsys.pipeline import Recommender
+    from recsys.schema import USER_ID
+
+    model = Recommender.load(model_dir)
+    data = load_dataset(dataset, data_dir=data_dir)
+    test = make_split(data, SPLITS[dataset]).test  # type: ignore[arg-type]
+    users = model.interactions_[USER_ID].unique(maintain_order=True)  # type: ignore[index]
+    default = model.config
+    points = []
+    for faiss, transitions, popularity in QUOTAS:
+        model.config = dataclasses.replace(
+            default, n_candidates=faiss, n_transition_candidates=transitions, n_popularity_candidates=popularity
+        )
+        recs, seconds = _timed_recommend(model, users, repeats)
+        metrics = ranking_metrics(recs, test, data.items.height, (10,))
+        points.append(
+            {
+                "quotas": [faiss, transitions, popularity],
+                "users_per_second": users.len() / seconds,
+                "ndcg@10": metrics["ndcg@10"],
+                "recall@10": metrics["recall@10"],
+            }
+        )
+    model.config = default
+    return points
 
 
 def recbole_same_run(model_dir: Path, users: int) -> dict[str, Any]:
@@ -95,11 +144,16 @@ def in_memory_speeds(dataset: str, profile: str) -> dict[str, dict[str, Any]]:
             continue
         who = "ours" if r["model"].startswith("ours") else "recbole" if r["model"].startswith("RecBole") else None
         if who and who not in out:
-            out[who] = {"model": r["model"], "users_per_second": r["users_per_second"], "users": r["users"]}
+            out[who] = {
+                "model": r["model"],
+                "users_per_second": r["users_per_second"],
+                "users": r["users"],
+                "ndcg@10": r["metrics"]["ndcg@10"],
+            }
     return out
 
 
-def run(profile: str, repeats: int) -> list[dict[str, Any]]:
+def run(profile: str, repeats: int, data_dir: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for model_dir in sorted((HERE / ".models").glob(f"*-{profile}")):
         dataset = model_dir.name.removesuffix(f"-{profile}")
@@ -109,6 +163,7 @@ def run(profile: str, repeats: int) -> list[dict[str, Any]]:
         peer, mine = speeds.get("recbole"), speeds.get("ours")
         stored = stored_state_speed(model_dir, repeats)
         same_run = recbole_same_run(model_dir, best[2]["users"])
+        sweep = candidate_sweep(model_dir, dataset, repeats, data_dir)
         rows.append(
             {
                 "dataset": dataset,
@@ -122,6 +177,7 @@ def run(profile: str, repeats: int) -> list[dict[str, Any]]:
                 "ours_in_memory": mine,
                 "ours_stored_states": stored,
                 "recbole_same_run": same_run,
+                "candidate_sweep": sweep,
                 "stored_ratio_to_recbole_same_run": stored["users_per_second"] / same_run["users_per_second"],
                 "ratio_to_recbole": best[2]["users_per_second"] / peer["users_per_second"] if peer else None,
                 "in_memory_ratio_to_recbole": (
@@ -172,15 +228,63 @@ def render(payload: dict[str, Any]) -> str:
             + (f"{r['stored_ratio_to_recbole_same_run']:.2f}x" if r.get("recbole_same_run") else "-")
             + " |"
         )
+    for r in payload["rows"]:
+        if r.get("candidate_sweep"):
+            lines += [
+                "",
+                f"Candidate quotas against speed and quality, {r['dataset']} ({r['profile']} model), ranker unchanged "
+                "(users/s from stored states; test targets, history masked):",
+                "",
+                "| quotas (FAISS, transitions, popularity) | users/s | NDCG@10 | Recall@10 |",
+                "|---|---:|---:|---:|",
+            ]
+            lines += [
+                f"| {', '.join(map(str, p['quotas']))} | {p['users_per_second']:.0f} | {p['ndcg@10']:.4f} | "
+                f"{p['recall@10']:.4f} |"
+                for p in r["candidate_sweep"]
+            ]
     return "\n".join([*lines, "", END])
+
+
+def plot(payload: dict[str, Any], path: Path) -> None:
+    """NDCG@10 against users/s: our candidate-quota sweep per model, RecBole SASRec (same-run speed) beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in payload["rows"] if r.get("candidate_sweep")]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        sweep = r["candidate_sweep"]
+        label = f"ours, {r['dataset']} ({r['profile']})"
+        ax.plot([p["users_per_second"] for p in sweep], [p["ndcg@10"] for p in sweep], "o-", label=label)
+        for p in sweep:
+            ax.annotate(str(p["quotas"][0]), (p["users_per_second"], p["ndcg@10"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+        same, peer = r.get("recbole_same_run"), r.get("recbole")
+        if same and peer and peer.get("ndcg@10") is not None:
+            ax.plot([same["users_per_second"]], [peer["ndcg@10"]], "s", label=f"{peer['model']}, {r['profile']}")
+    ax.set_xscale("log")
+    ax.set_xlabel("users/s (log scale; ours from stored states, RecBole timed in the same run)")
+    ax.set_ylabel("NDCG@10 (test, history masked)")
+    ax.set_title("Serving speed against quality (labels: FAISS candidates per user)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=("fast", "full"), default="fast")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--data-dir", default=None, help="the folder that holds the datasets (default: ../shared/data)")
     args = parser.parse_args()
-    rows = run(args.profile, args.repeats)
+    rows = run(args.profile, args.repeats, args.data_dir)
     old = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
     keep = [r for r in old if (r["dataset"], r["profile"]) not in {(x["dataset"], x["profile"]) for x in rows}]
     payload = {
@@ -192,6 +296,7 @@ def main() -> None:
     }
     RESULTS.write_text(json.dumps(payload, indent=1))
     write_block("End to end: batch job against RecBole", START, END, render(payload))
+    plot(payload, RESULTS.with_suffix(".png"))
 
 
 if __name__ == "__main__":

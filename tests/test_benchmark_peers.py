@@ -102,3 +102,20 @@ def test_recbole_cli_rows_keep_their_command_and_name_a_capped_run(tmp_path) -> 
     assert [r["metrics"]["ndcg@10"] for r in rows[:2]] == [0.08, 0.05]
     assert "coverage@10" not in rows[0]["metrics"]
     assert rows[1]["predict_seconds"] == 2.0 and rows[0]["command"] == "python x"
+
+
+def test_throughput_table_shows_the_same_run_ratio_and_the_candidate_sweep() -> None:
+    from throughput import render
+
+    same = {"model": "RecBole SASRec (untrained)", "users_per_second": 4000.0, "n_items": 1682}
+    row = {
+        "dataset": "ml-100k", "profile": "full", "users": 943, "users_per_second": 190.0, "thread_speedup": 1.05,
+        "peak_rss_mib": 740.0, "recbole": None, "ours_in_memory": None, "ratio_to_recbole": None,
+        "ours_stored_states": {"users_per_second": 800.0}, "recbole_same_run": same,
+        "stored_ratio_to_recbole_same_run": 0.2,
+        "candidate_sweep": [{"quotas": [20, 10, 2], "users_per_second": 1500.0, "ndcg@10": 0.1328, "recall@10": 0.25}],
+    }  # fmt: skip
+    payload = {"command": "c", "commit": "abc", "machine": {"cpu": "x", "cores": 2}, "repeats": 3, "rows": [row]}
+    table = render(payload)
+    assert "| ml-100k | full | 943 | 190 | 1.05x | 740 | - | 800 | - | - | - | 4000 | 0.20x |" in table
+    assert "| 20, 10, 2 | 1500 | 0.1328 | 0.2500 |" in table
