@@ -106,7 +106,7 @@ class TextSimilarity(FeatureBlock):
         order = np.argsort(query, kind="stable")  # pairs grouped by query
         segments = _Segments(query[order])
         dots = np.empty((query.size, short + 2), np.float32)  # per pair: recent items (newest first), 2 profiles
-        for first, stop in segments.blocks():
+        for first, stop in segments.blocks(context_rows=short + 2):
             pairs = slice(segments.start[first], segments.start[stop])
             sel, seg, col = order[pairs], segments.of_pair[pairs] - first, segments.column[pairs]
             cand = np.zeros((stop - first, segments.width, self.vectors_.shape[1]), np.float32)  # (s, w, d)
@@ -162,8 +162,9 @@ class _Segments:
         self.start = np.r_[np.flatnonzero(new_query | (self.column == 0)), n].astype(np.int64)
         self.query = sorted_query[self.start[:-1]]
 
-    def blocks(self) -> Iterator[tuple[int, int]]:
-        """``(first, stop)`` segment ranges of at most :data:`PAIR_BLOCK` padded pairs each."""
-        per_block = max(1, PAIR_BLOCK // self.width)
+    def blocks(self, context_rows: int) -> Iterator[tuple[int, int]]:
+        """``(first, stop)`` segment ranges whose padded candidate vectors plus ``context_rows`` context vectors
+        per segment number at most :data:`PAIR_BLOCK` (so a block holds about as many vectors as a pair block)."""
+        per_block = max(1, PAIR_BLOCK // (self.width + context_rows))
         for first in range(0, self.query.size, per_block):
             yield first, min(first + per_block, self.query.size)
