@@ -236,8 +236,9 @@ def _quality_lines(payload: dict[str, Any], profile: str) -> list[str]:
             continue
         best = max(peers, key=lambda s: statistics.mean(s["values"]["ndcg@10"]))
         a, b = statistics.mean(mine["values"]["ndcg@10"]), statistics.mean(best["values"]["ndcg@10"])
+        seeds = f"{mine['seeds']} seed" + ("s" if mine["seeds"] != 1 else "")
         lines.append(
-            f"| {dataset}: NDCG@10 ahead of every peer | ours {a:.4f} ({mine['seeds']} seeds), best peer "
+            f"| {dataset}: NDCG@10 ahead of every peer | ours {a:.4f} ({seeds}), best peer "
             f"{best['model']} {b:.4f} | {a / b:.2f}x | {'yes' if a > b else 'no'} |"
         )
     return lines
