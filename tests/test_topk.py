@@ -36,6 +36,19 @@ def test_matches_a_full_sort_on_many_ties() -> None:
         np.testing.assert_array_equal(vals, np.take_along_axis(scores, expected, axis=1))
 
 
+@pytest.mark.filterwarnings("error")
+def test_float64_strided_read_only_scores_match_a_full_sort() -> None:
+    """Every layout a caller may pass (a transposed float64 view, read-only): the same exact answer, no warning."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 5, size=(30, 60)) / 2.0  # float64, many ties
+    scores = base.T  # (60, 30), not C-contiguous
+    scores.flags.writeable = False
+    idx, vals = topk(scores, 7)
+    expected = reference_topk(scores, 7)
+    np.testing.assert_array_equal(idx, expected)
+    np.testing.assert_array_equal(vals, np.take_along_axis(scores, expected, axis=1).astype(np.float32))
+
+
 def test_excluded_items_become_minus_one_and_input_is_untouched() -> None:
     scores = np.array([[5.0, 4.0, 3.0], [1.0, 2.0, 3.0]], dtype=np.float32)
     before = scores.copy()
