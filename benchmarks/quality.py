@@ -232,8 +232,8 @@ def run_dataset(
         for seed in profile.seeds:
             model = ours(profile, seed, cache_dir)
             keep(evaluate_both(model, OURS, seed, dataset, split))
-            if seed == profile.seeds[0]:  # the end-to-end suite times the batch job on this model
-                model.save(model_dir(name, profile))
+            if seed == PROFILES[profile.name].seeds[0]:  # the end-to-end suite times the batch job on this model
+                model.save(model_dir(name, profile))  # (the profile's own first seed, whatever --seeds says)
 
 
 def model_dir(dataset: str, profile: Profile) -> Path:
