@@ -15,6 +15,8 @@ the main signals relative to the query's other candidates; applied last).
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +45,7 @@ __all__ = [
     "FeatureConfig",
     "RankingFeatures",
     "TransitionFeature",
+    "feature_threads",
 ]
 
 RETRIEVAL_SCORE = "retrieval_score"
@@ -87,6 +90,15 @@ class FeatureConfig:
         if unknown:
             raise ConfigError(f"FeatureConfig.groups has unknown group(s) {unknown}; choose from {list(GROUPS)}.")
         object.__setattr__(self, "groups", tuple(g for g in GROUPS if g in self.groups))
+
+
+def feature_threads() -> int:
+    """Threads for the feature blocks: ``OMP_NUM_THREADS`` when set (the budget a user gives numerical libraries,
+    as the batch benchmarks do for their 1-thread runs), else the CPU count."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if value.strip().isdigit() and int(value) > 0:
+        return int(value)
+    return os.cpu_count() or 1
 
 
 class TransitionFeature(FeatureBlock):
@@ -192,15 +204,32 @@ class RankingFeatures:
         block = (self.blocks_ or {}).get("transition")
         return block.model if isinstance(block, TransitionFeature) else None
 
-    def transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:
-        """Add every feature column to ``candidates`` (rows and their order kept)."""
+    def transform(self, candidates: pl.DataFrame, histories: Histories, n_threads: int | None = None) -> pl.DataFrame:
+        """Add every feature column to ``candidates`` (rows and their order kept).
+
+        The blocks read only the candidate columns, so they run side by side on ``n_threads`` threads (default:
+        :func:`feature_threads`); their numpy, scipy, polars and LightGBM work releases the GIL. The
+        ``relative`` block compares their columns and runs last. The result does not depend on ``n_threads``.
+        """
         check_is_fitted(self)
         missing = [c for c in CANDIDATE_COLUMNS if c not in candidates.columns]
         if missing:
             raise SchemaError(f"candidate frame lacks {missing}; it has {candidates.columns}.")
-        for block in self.blocks_.values():  # type: ignore[union-attr]
-            candidates = block.transform(candidates, histories)
-        return candidates
+        blocks = [b for g, b in self.blocks_.items() if g != "relative"]  # type: ignore[union-attr]
+
+        def columns(block: FeatureBlock) -> pl.DataFrame:
+            return block.transform(candidates, histories).select(block.names)
+
+        workers = min(len(blocks), n_threads if n_threads is not None else feature_threads())
+        if workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="recsys-features") as pool:
+                parts = list(pool.map(columns, blocks))
+        else:
+            parts = [columns(block) for block in blocks]
+        added = [name for part in parts for name in part.columns]
+        out = pl.concat([candidates.drop(added, strict=False), *parts], how="horizontal")
+        relative = self.blocks_.get("relative")  # type: ignore[union-attr]
+        return relative.transform(out, histories) if relative is not None else out
 
     def extend_items(self, items: pl.DataFrame, item_vectors: np.ndarray, n_old: int) -> RankingFeatures:
         """A copy whose blocks also score the items appended to the catalogue (see

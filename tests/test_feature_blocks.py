@@ -35,6 +35,7 @@ from recsys.features import (
     _common,
 )
 from recsys.features.cooccurrence import cooccurrence_counts
+from recsys.features.ranking import GROUPS, RankingFeatures
 from recsys.features.transitions import recency_matrix
 from recsys.schema import ITEM_IDX
 
@@ -462,3 +463,31 @@ def test_a_query_reads_only_its_own_history(block: FeatureBlock, queries: tuple[
         np.testing.assert_array_equal(columns(block.transform(frame, variant).filter(mine), block.names), reference)
     alone = columns(block.transform(frame.filter(mine), own), block.names)
     np.testing.assert_array_equal(alone, reference)
+
+
+def test_ranking_features_on_threads_equal_the_blocks_one_after_another(
+    fit_context: FitContext, queries: tuple[pl.DataFrame, Histories]
+) -> None:
+    """Every group side by side on threads gives the columns of applying each block in turn, then ``relative``;
+    a column the frame already holds under a feature's name is replaced, not duplicated."""
+    frame, histories = queries
+    rng = np.random.default_rng(3)
+    frame = frame.with_columns(
+        retrieval_score=pl.Series(rng.normal(size=frame.height), dtype=pl.Float32),
+        retrieval_rank=pl.Series(rng.integers(1, 50, frame.height), dtype=pl.UInt32),
+        transition_rank=pl.Series(rng.integers(1, 50, frame.height), dtype=pl.UInt32),
+        popularity_rank=pl.Series(rng.integers(1, 50, frame.height), dtype=pl.UInt32),
+    )
+    features = RankingFeatures().fit(fit_context)
+    assert set(features.blocks_ or {}) == set(GROUPS) - {"interest", "source"}  # every block group, category too
+    expected = frame
+    for block in (features.blocks_ or {}).values():  # "relative" is the last block
+        expected = block.transform(expected, histories)
+    names = features.feature_names
+    for n_threads in (1, 2, 8):
+        got = features.transform(frame, histories, n_threads=n_threads)
+        assert got.height == frame.height and got.select(frame.columns).equals(frame)
+        np.testing.assert_array_equal(columns(got, names), columns(expected, names))
+    stale = features.transform(frame.with_columns(sim_last=pl.lit(9.0, pl.Float32)), histories, n_threads=2)
+    assert stale.columns.count("sim_last") == 1
+    np.testing.assert_array_equal(columns(stale, names), columns(expected, names))
