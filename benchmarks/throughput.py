@@ -1,7 +1,8 @@
 """End to end: users/s of our batch job against RecBole's ``full_sort_topk``, peak memory, 1 and 2 threads.
 
-Ours: ``recsys recommend --model DIR --out DIR`` (a fresh process: start-up, model load, the memory encoder
-reading every user's whole history, FAISS, features, the LightGBM ranker, Parquet shards) on the model the
+Ours: ``recsys recommend --model DIR --out DIR`` (a fresh process: start-up, model load, each user's vector from
+the memory state the encoder built from the user's whole history at fit time (``recsys update`` keeps it current),
+FAISS, features, the LightGBM ranker, Parquet shards) on the model the
 quality suite fitted and saved (``benchmarks/.models/<dataset>-<profile>``, its first seed), for every fitted
 user; those are the test users, and RecBole's ``full_sort_topk`` is timed on the same users by the quality suite
 (``benchmarks/results/quality.json``, rows ``RecBole ...``, masked protocol). Each batch run is timed with
