@@ -33,6 +33,13 @@ __all__ = ["CoOccurrence", "CoOccurrenceConfig", "cooccurrence_counts"]
 
 logger = logging.getLogger(__name__)
 
+DENSE_MAX_ITEMS = 1 << 17
+"""Up to this many items, pairs are scored by writing matrix rows into a dense buffer
+(:meth:`CoOccurrence._score_rows`); above it, by binary search in the sparse rows (the buffer would hold too few
+queries per chunk)."""
+DENSE_CELLS = 1 << 22
+"""float32 cells of that buffer (16 MB)."""
+
 
 @dataclass(frozen=True)
 class CoOccurrenceConfig:
@@ -119,14 +126,52 @@ class CoOccurrence(FeatureBlock):
 
     def _transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:
         query, items = pair_arrays(candidates, histories, self.matrix_.shape[0])  # (n_pairs,) each
-        score = np.zeros(query.size, np.float32)
-        best = np.zeros(query.size, np.float32)
-        for block in pair_blocks(query.size):
-            score[block], best[block] = self._score_block(histories, query[block], items[block])
+        if self.matrix_.shape[0] <= DENSE_MAX_ITEMS:
+            score, best = self._score_rows(histories, query, items)
+        else:
+            score = np.zeros(query.size, np.float32)
+            best = np.zeros(query.size, np.float32)
+            for block in pair_blocks(query.size):
+                score[block], best[block] = self._score_block(histories, query[block], items[block])
         empty = histories.lengths[query] == 0
         return float32_columns(
             candidates, {"cooc_score": np.where(empty, np.nan, score), "cooc_max": np.where(empty, np.nan, best)}
         )
+
+    def _score_rows(self, histories: Histories, query: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_score_block`'s sum and max for every pair, ``(n_pairs,)`` each, by rows instead of lookups.
+
+        For a chunk of queries and one age, the matrix rows of the queries' history items are written into a
+        dense ``(queries, n_items)`` buffer, the pairs read theirs, and the written cells are zeroed again: about
+        ``nnz per row + candidates`` operations per query instead of ``log2(nnz per row)`` passes per pair (one
+        thread: 0.28 -> 0.10 s for ml-100k's 216,006 pairs, 0.63 -> 0.35 s for 564,475 pairs at 20,000 items). The
+        sum adds the same float32 terms in the same order, so the columns are equal.
+        """
+        n_items = self.matrix_.shape[0]
+        score = np.zeros(query.size, np.float32)
+        best = np.zeros(query.size, np.float32)
+        order = np.argsort(query, kind="stable")  # pairs grouped by query
+        sorted_query = query[order]
+        queries = np.unique(sorted_query)  # (n_queries,) ascending
+        per_chunk = max(1, DENSE_CELLS // max(n_items, 1))
+        buffer = np.zeros((min(per_chunk, max(queries.size, 1)), n_items), np.float32)
+        ages = min(self.config.recent, int(histories.lengths.max(initial=0)))
+        for first in range(0, queries.size, per_chunk):
+            chunk = queries[first : first + per_chunk]  # (c,)
+            lo = np.searchsorted(sorted_query, chunk[0], side="left")
+            hi = np.searchsorted(sorted_query, chunk[-1], side="right")
+            sel = order[lo:hi]  # (p,) the chunk's pairs
+            local, cand = np.searchsorted(chunk, query[sel]), items[sel]  # buffer row and column of each pair
+            for age in range(ages):
+                positions, valid = event_positions(histories, chunk, age)  # (c,) each
+                rows = self.matrix_[histories.item_idx[positions[valid]]]  # csr (n_valid, n_items)
+                at = np.repeat(np.flatnonzero(valid), np.diff(rows.indptr)), rows.indices
+                buffer[at] = rows.data
+                values = buffer[local, cand]  # (p,), 0 where the query has no event of this age
+                buffer[at] = 0
+                score[sel] += np.float32(0.5 ** (age / self.config.half_life)) * values
+                best[sel] = np.maximum(best[sel], values)
+        return score, best
 
     def _score_block(self, histories: Histories, query: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Weighted sum and max of ``C[history item, candidate]`` over the last ``recent`` events, ``(b,)`` each."""
