@@ -15,6 +15,8 @@ from recsys.features.base import QUERY
 from recsys.schema import ITEM_IDX
 
 __all__ = [
+    "DENSE_CELLS",
+    "DENSE_MAX_ITEMS",
     "PAIR_BLOCK",
     "check_history_items",
     "check_positive_float",
@@ -29,6 +31,12 @@ __all__ = [
 
 PAIR_BLOCK = 65_536
 """Candidate pairs per block of pairwise vector or sparse operations (bounds temporary memory)."""
+DENSE_MAX_ITEMS = 1 << 17
+"""Up to this many items, the pairs of a chunk of queries read their values from a dense ``(queries, n_items)``
+buffer into which the chunk's sparse score rows are written (then zeroed again); above it, by binary search in the
+sparse rows (:func:`sparse_values`), because the buffer would hold too few queries per chunk."""
+DENSE_CELLS = 1 << 22
+"""float32 cells of that buffer (16 MB)."""
 
 
 def check_positive_int(name: str, value: object, example: int) -> None:

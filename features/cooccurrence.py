@@ -17,6 +17,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys.data import Histories
+from recsys.features import _common
 from recsys.features._common import (
     check_history_items,
     check_positive_float,
@@ -32,13 +33,6 @@ from recsys.features.base import FeatureBlock, FitContext
 __all__ = ["CoOccurrence", "CoOccurrenceConfig", "cooccurrence_counts"]
 
 logger = logging.getLogger(__name__)
-
-DENSE_MAX_ITEMS = 1 << 17
-"""Up to this many items, pairs are scored by writing matrix rows into a dense buffer
-(:meth:`CoOccurrence._score_rows`); above it, by binary search in the sparse rows (the buffer would hold too few
-queries per chunk)."""
-DENSE_CELLS = 1 << 22
-"""float32 cells of that buffer (16 MB)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +120,7 @@ class CoOccurrence(FeatureBlock):
 
     def _transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:
         query, items = pair_arrays(candidates, histories, self.matrix_.shape[0])  # (n_pairs,) each
-        if self.matrix_.shape[0] <= DENSE_MAX_ITEMS:
+        if self.matrix_.shape[0] <= _common.DENSE_MAX_ITEMS:
             score, best = self._score_rows(histories, query, items)
         else:
             score = np.zeros(query.size, np.float32)
@@ -153,7 +147,7 @@ class CoOccurrence(FeatureBlock):
         order = np.argsort(query, kind="stable")  # pairs grouped by query
         sorted_query = query[order]
         queries = np.unique(sorted_query)  # (n_queries,) ascending
-        per_chunk = max(1, DENSE_CELLS // max(n_items, 1))
+        per_chunk = max(1, _common.DENSE_CELLS // max(n_items, 1))
         buffer = np.zeros((min(per_chunk, max(queries.size, 1)), n_items), np.float32)
         ages = min(self.config.recent, int(histories.lengths.max(initial=0)))
         for first in range(0, queries.size, per_chunk):

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError, check_is_fitted
+from recsys.features import _common
 from recsys.features._common import check_history_items, check_positive_float, sparse_values
 
 __all__ = ["TransitionConfig", "Transitions", "recency_matrix"]
@@ -186,6 +187,10 @@ class Transitions:
             raise ConfigError(f"chunk_users must be a positive integer, got {chunk_users!r}.")
         user_pos, item_idx = _check_pairs(user_pos, item_idx, histories.n_users, self.n_items)
         weights = self.user_weights(histories)
+        buffer = None  # up to DENSE_MAX_ITEMS items: a chunk's score rows are written into it, read, zeroed
+        if self.n_items <= _common.DENSE_MAX_ITEMS:
+            chunk_users = min(chunk_users, max(1, _common.DENSE_CELLS // max(self.n_items, 1)))
+            buffer = np.zeros((min(chunk_users, max(histories.n_users, 1)), self.n_items), np.float32)
         order = np.argsort(user_pos, kind="stable")
         starts = np.arange(0, histories.n_users + chunk_users, chunk_users)
         bounds = np.searchsorted(user_pos[order], starts)  # pairs of chunk c: order[bounds[c]:bounds[c+1]]
@@ -194,7 +199,13 @@ class Transitions:
             sel = order[bounds[c] : bounds[c + 1]]
             start = int(starts[c])
             block = (weights[start : start + chunk_users] @ self.matrix_).tocsr()  # (chunk, n_items)
-            out[sel] = sparse_values(block, user_pos[sel] - start, item_idx[sel])
+            if buffer is None:
+                out[sel] = sparse_values(block, user_pos[sel] - start, item_idx[sel])
+                continue
+            at = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr)), block.indices
+            buffer[at] = block.data
+            out[sel] = buffer[user_pos[sel] - start, item_idx[sel]]
+            buffer[at] = 0
         return out
 
 

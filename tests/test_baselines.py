@@ -252,7 +252,13 @@ def test_transition_matrix_known_values() -> None:
     np.testing.assert_allclose(normalized[0], [0, 2 / 3, 1 / 3, 0, 0], rtol=1e-6)
 
 
-def test_transition_score_pairs_equals_dense_rows() -> None:
+@pytest.mark.parametrize(("max_items", "cells"), [(0, 1 << 22), (1 << 17, 1 << 22), (1 << 17, 5), (1 << 17, 12)])
+def test_transition_score_pairs_equals_dense_rows(max_items: int, cells: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binary search in the sparse rows (max_items 0) or the dense row buffer (1, 2 or 2 users per chunk)."""
+    from recsys.features import _common
+
+    monkeypatch.setattr(_common, "DENSE_MAX_ITEMS", max_items)
+    monkeypatch.setattr(_common, "DENSE_CELLS", cells)
     rng = np.random.default_rng(1)
     h = chain_histories([list(rng.integers(0, 5, size=n)) for n in (0, 1, 4, 6, 3)])
     stage = Transitions().fit(h, 5)
@@ -261,6 +267,7 @@ def test_transition_score_pairs_equals_dense_rows() -> None:
     pairs = stage.score_pairs(h, users, items, chunk_users=2)
     np.testing.assert_allclose(pairs, dense[users, items], rtol=1e-6)
     assert not dense[0].any()  # empty history
+    assert (pairs > 0).sum() > 10
 
 
 def test_zero_shot_encoder_recency_weighted_mean() -> None:

@@ -322,18 +322,16 @@ def test_cooccurrence_row_buffer_equals_the_binary_search(
 ) -> None:
     """Both ways to read ``C[history item, candidate]`` give the same columns bit for bit, with 1, 2 or every
     query per buffer chunk, queries repeated and out of order, and an explicit max over several ages."""
-    from recsys.features import cooccurrence
-
     rng = np.random.default_rng(5)
     events = histories_from_rows([list(rng.integers(0, 30, rng.integers(0, 25))) for _ in range(40)])
     block = CoOccurrence(CoOccurrenceConfig(window=4, recent=6)).fit(
         context(events, items=pl.DataFrame({"item_id": range(30)}))
     )
     frame = pairs(list(zip(rng.integers(0, 40, 600).tolist(), rng.integers(0, 30, 600).tolist(), strict=True)))
-    monkeypatch.setattr(cooccurrence, "DENSE_MAX_ITEMS", 0)  # the binary search: the reference
+    monkeypatch.setattr(_common, "DENSE_MAX_ITEMS", 0)  # the binary search: the reference
     expected = block.transform(frame, events)
-    monkeypatch.setattr(cooccurrence, "DENSE_MAX_ITEMS", max_items)
-    monkeypatch.setattr(cooccurrence, "DENSE_CELLS", cells)  # 30 cells: one query per chunk; 75: two
+    monkeypatch.setattr(_common, "DENSE_MAX_ITEMS", max_items)
+    monkeypatch.setattr(_common, "DENSE_CELLS", cells)  # 30 cells: one query per chunk; 75: two
     got = block.transform(frame, events)
     names = ["cooc_score", "cooc_max"]
     np.testing.assert_array_equal(columns(got, names), columns(expected, names))
