@@ -109,8 +109,9 @@ class TextSimilarity(FeatureBlock):
         for first, stop in segments.blocks(context_rows=short + 2):
             pairs = slice(segments.start[first], segments.start[stop])
             sel, seg, col = order[pairs], segments.of_pair[pairs] - first, segments.column[pairs]
-            cand = np.zeros((stop - first, segments.width, self.vectors_.shape[1]), np.float32)  # (s, w, d)
-            cand[seg, col] = self.vectors_[items[sel]]
+            index = np.zeros((stop - first, segments.width), np.int64)  # padding slots: row 0, never read back
+            index[seg, col] = items[sel]
+            cand = self.vectors_[index]  # (s, w, d): one gather, no zero-filled array to scatter into
             rows, inverse = np.unique(segments.query[first:stop], return_inverse=True)
             context = self._contexts(histories, rows, bags)[inverse]  # (s, d, short + 2)
             dots[sel] = np.matmul(cand, context)[seg, col]  # (b, short + 2)
