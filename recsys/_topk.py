@@ -179,17 +179,22 @@ def topk_positive(
     if exclude is not None and exclude.n_users != n_users:
         raise DataError(f"scores has {n_users} rows but the exclusion histories have {exclude.n_users} users.")
     if scores.nnz and scores.nnz >= dense_above * n_users * n_items:
-        idx, vals = topk(scores.toarray().astype(np.float32, copy=False), k, exclude, overwrite=True)
-        idx[vals <= 0] = -1
-        return idx
-    rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(scores.indptr))  # (nnz,)
-    cols = scores.indices.astype(np.int64)
-    vals = np.asarray(scores.data, np.float32)
-    keep = vals > 0
-    if exclude is not None:
-        seen = np.unique(exclude.event_user() * n_items + exclude.item_idx)  # (n_seen,) sorted pair keys
-        keep &= ~np.isin(rows * n_items + cols, seen, assume_unique=False)
-    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+        dense = scores.toarray().astype(np.float32, copy=False)  # (n_users, n_items)
+        if exclude is not None:
+            mask_seen(dense, exclude)
+        # Each row's positive entries at or above its k-th largest value: all of the top k, plus any ties at
+        # that value (placed below by the lower index). No tie-breaking pass over the many zero entries.
+        rows, cols = np.nonzero((dense > 0) & (dense >= _kth_largest(dense, min(k, n_items))))
+        vals = dense[rows, cols]
+    else:
+        rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(scores.indptr))  # (nnz,)
+        cols = scores.indices.astype(np.int64)
+        vals = np.asarray(scores.data, np.float32)
+        keep = vals > 0
+        if exclude is not None:
+            seen = np.unique(exclude.event_user() * n_items + exclude.item_idx)  # (n_seen,) sorted pair keys
+            keep &= ~np.isin(rows * n_items + cols, seen, assume_unique=False)
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
     order = np.lexsort((cols, -vals, rows))  # by row, then best score, then lower index
     rows, cols = rows[order], cols[order]
     starts = np.searchsorted(rows, np.arange(n_users))  # first entry of each row
