@@ -37,16 +37,26 @@ def test_matches_a_full_sort_on_many_ties() -> None:
 
 
 @pytest.mark.filterwarnings("error")
-def test_float64_strided_read_only_scores_match_a_full_sort() -> None:
-    """Every layout a caller may pass (a transposed float64 view, read-only): the same exact answer, no warning."""
+@pytest.mark.parametrize("dtype", [np.float64, np.dtype(">f4"), np.longdouble, np.float16])
+@pytest.mark.parametrize("k", [7, 25])  # 25 of 30: the k-th largest is found from the smaller side
+def test_any_float_layout_matches_a_full_sort(dtype: np.dtype, k: int) -> None:
+    """Every array a caller may pass (a transposed, read-only view; float64, big-endian, long double, half): the
+    same exact answer, no warning."""
     rng = np.random.default_rng(1)
-    base = rng.integers(0, 5, size=(30, 60)) / 2.0  # float64, many ties
+    base = (rng.integers(0, 5, size=(30, 60)) / 2.0).astype(dtype)  # many ties
     scores = base.T  # (60, 30), not C-contiguous
     scores.flags.writeable = False
-    idx, vals = topk(scores, 7)
-    expected = reference_topk(scores, 7)
+    idx, vals = topk(scores, k)
+    expected = reference_topk(scores, k)
     np.testing.assert_array_equal(idx, expected)
     np.testing.assert_array_equal(vals, np.take_along_axis(scores, expected, axis=1).astype(np.float32))
+
+
+def test_topk_positive_refuses_nan() -> None:
+    scores = sp.csr_matrix(np.array([[np.nan, 3, 2, 1], [1, 2, 3, 4]], np.float32))
+    for dense_above in (0.0, 2.0):
+        with pytest.raises(DataError, match="NaN"):
+            topk_positive(scores, 2, dense_above=dense_above)
 
 
 def test_excluded_items_become_minus_one_and_input_is_untouched() -> None:
