@@ -17,6 +17,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -57,19 +58,47 @@ def write_block(heading: str, start: str, end: str, block: str) -> None:
     readme.write_text(text[: text.index(start)] + block + text[text.index(end) + len(end) :])
 
 
+def _vm_hwm_mib(pid: int) -> float | None:
+    """The process's peak RSS since its exec (``VmHWM``), in MiB; None where /proc does not tell."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        return None
+    return None
+
+
 def run_child(command: list[str], env: dict[str, str] | None = None, quiet: bool = False) -> tuple[float, float]:
-    """Run ``command`` to the end; its wall seconds and its own peak RSS in MiB (``os.wait4``, not the maximum over
-    every child so far). ``quiet``: discard its output (the tail of its stderr goes into the error on failure)."""
-    pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE} if quiet else {}
-    started = time.perf_counter()
-    child = subprocess.Popen(command, env=env, **pipes)  # type: ignore[call-overload]
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        tail = child.stderr.read().decode()[-2000:] if quiet else ""
-        raise subprocess.CalledProcessError(code, command, stderr=tail)
-    return seconds, usage.ru_maxrss / 1024  # Linux: KiB
+    """Run ``command`` to the end; its wall seconds and its own peak RSS in MiB. ``quiet``: discard its output
+    (the tail of its stderr goes into the error on failure).
+
+    The peak is the child's ``VmHWM`` (its peak RSS since exec), read every 20 ms while it runs. ``ru_maxrss``
+    from ``wait4`` is only the fallback where /proc is missing: Linux carries the parent's high-water mark over
+    the fork and the exec into it, so a child of a large process (this suite's parent has loaded models) would
+    report the parent's size."""
+    with tempfile.TemporaryFile() as errors:
+        pipes = {"stdout": subprocess.DEVNULL, "stderr": errors} if quiet else {}
+        started = time.perf_counter()
+        child = subprocess.Popen(command, env=env, **pipes)  # type: ignore[call-overload]
+        peak: float | None = None
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            hwm = _vm_hwm_mib(child.pid)
+            peak = hwm if peak is None or (hwm is not None and hwm > peak) else peak
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        child.returncode = code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            tail = ""
+            if quiet:
+                errors.seek(0)
+                tail = errors.read().decode(errors="replace")[-2000:]
+            raise subprocess.CalledProcessError(code, command, stderr=tail)
+    return seconds, peak if peak is not None else usage.ru_maxrss / 1024  # Linux: KiB
 
 
 def machine() -> dict[str, object]:

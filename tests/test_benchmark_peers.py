@@ -119,3 +119,19 @@ def test_throughput_table_shows_the_same_run_ratio_and_the_candidate_sweep() -> 
     table = render(payload)
     assert "| ml-100k | full | 943 | 190 | 1.05x | 740 | - | 800 | - | - | - | 4000 | 0.20x |" in table
     assert "| 20, 10, 2 | 1500 | 0.1328 | 0.2500 |" in table
+
+
+def test_run_child_reports_the_childs_own_peak_not_the_parents() -> None:
+    """A child of a 400 MB parent that allocates 100 MB reports about 100 MB (plus the interpreter), not 400+;
+    a failing child raises with the tail of its stderr."""
+    import subprocess
+
+    from foundation import run_child
+
+    ballast = np.ones(400 * 2**20 // 8)  # 400 MiB held by this process while the child runs
+    _, peak = run_child([sys.executable, "-c", "import time; a = bytearray(100 * 2**20); time.sleep(0.3)"], quiet=True)
+    assert 100 <= peak < 250, peak
+    assert ballast.sum() > 0
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        run_child([sys.executable, "-c", "import sys; sys.stderr.write('went wrong'); sys.exit(3)"], quiet=True)
+    assert failed.value.returncode == 3 and "went wrong" in failed.value.stderr
