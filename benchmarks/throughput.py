@@ -191,7 +191,8 @@ def render(payload: dict[str, Any]) -> str:
         "",
         f"Command: `{payload['command']}` at commit `{payload['commit']}`. Machine: {info['cpu']}, {info['cores']} "
         "cores. Batch job: ours in a fresh process (start-up and model load included), best of "
-        f"{payload['repeats']}. In memory (like for like): `Recommender.recommend` and RecBole's `full_sort_topk` "
+        f"{payload['repeats']}; peak RSS: the batch process's own high-water mark (VmHWM). In memory (like for "
+        "like): `Recommender.recommend` and RecBole's `full_sort_topk` "
         "on the same test users with the fitted model already loaded, both timed by the quality suite (history "
         "masked, top 50), same profile; ours reads each history inline. Stored states: every fitted user served "
         "from the memory state saved at fit time (model loaded here, best of the same repeats). RecBole, same run: "
