@@ -208,7 +208,7 @@ class RankingFeatures:
         """Add every feature column to ``candidates`` (rows and their order kept).
 
         The blocks read only the candidate columns, so they run side by side on ``n_threads`` threads (default:
-        :func:`feature_threads`); their numpy, scipy, polars and LightGBM work releases the GIL. The
+        :func:`feature_threads`); their numpy, scipy and polars work releases the GIL. The
         ``relative`` block compares their columns and runs last. The result does not depend on ``n_threads``.
         """
         check_is_fitted(self)
