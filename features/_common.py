@@ -18,6 +18,7 @@ __all__ = [
     "DENSE_CELLS",
     "DENSE_MAX_ITEMS",
     "PAIR_BLOCK",
+    "RowBuffer",
     "check_history_items",
     "check_positive_float",
     "check_positive_int",
@@ -152,3 +153,28 @@ def sparse_values(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> 
     at = np.minimum(lo, matrix.nnz - 1)
     found = (lo < end) & (indices[at] == cols)
     return np.where(found, matrix.data[at], 0).astype(np.float32)
+
+
+class RowBuffer:
+    """A dense float32 ``(rows, n_items)`` buffer of :data:`DENSE_CELLS` cells through which pairs read sparse rows.
+
+    :meth:`read` writes a chunk's csr rows into it, reads the pairs' cells, and zeroes the written cells again,
+    so the buffer is allocated once and never cleared whole. Used up to :data:`DENSE_MAX_ITEMS` items.
+
+    Attributes
+    ----------
+    rows: how many sparse rows (queries) one chunk may hold.
+    """
+
+    def __init__(self, n_items: int, n_rows: int) -> None:
+        self.rows = max(1, DENSE_CELLS // max(n_items, 1))
+        self._cells = np.zeros((min(self.rows, max(n_rows, 1)), n_items), np.float32)
+
+    def read(self, matrix: sp.csr_matrix, row_ids: np.ndarray, pair_rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """float32 ``(n_pairs,)``: ``matrix`` row ``i`` placed at buffer row ``row_ids[i]``, read at
+        ``(pair_rows, cols)``; 0 where nothing was written."""
+        at = np.repeat(row_ids, np.diff(matrix.indptr)), matrix.indices
+        self._cells[at] = matrix.data
+        values = self._cells[pair_rows, cols]
+        self._cells[at] = 0
+        return values

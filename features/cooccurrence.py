@@ -147,8 +147,8 @@ class CoOccurrence(FeatureBlock):
         order = np.argsort(query, kind="stable")  # pairs grouped by query
         sorted_query = query[order]
         queries = np.unique(sorted_query)  # (n_queries,) ascending
-        per_chunk = max(1, _common.DENSE_CELLS // max(n_items, 1))
-        buffer = np.zeros((min(per_chunk, max(queries.size, 1)), n_items), np.float32)
+        buffer = _common.RowBuffer(n_items, queries.size)
+        per_chunk = buffer.rows
         ages = min(self.config.recent, int(histories.lengths.max(initial=0)))
         for first in range(0, queries.size, per_chunk):
             chunk = queries[first : first + per_chunk]  # (c,)
@@ -159,10 +159,7 @@ class CoOccurrence(FeatureBlock):
             for age in range(ages):
                 positions, valid = event_positions(histories, chunk, age)  # (c,) each
                 rows = self.matrix_[histories.item_idx[positions[valid]]]  # csr (n_valid, n_items)
-                at = np.repeat(np.flatnonzero(valid), np.diff(rows.indptr)), rows.indices
-                buffer[at] = rows.data
-                values = buffer[local, cand]  # (p,), 0 where the query has no event of this age
-                buffer[at] = 0
+                values = buffer.read(rows, np.flatnonzero(valid), local, cand)  # (p,), 0: no event of this age
                 score[sel] += np.float32(0.5 ** (age / self.config.half_life)) * values
                 best[sel] = np.maximum(best[sel], values)
         return score, best

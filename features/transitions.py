@@ -187,10 +187,10 @@ class Transitions:
             raise ConfigError(f"chunk_users must be a positive integer, got {chunk_users!r}.")
         user_pos, item_idx = _check_pairs(user_pos, item_idx, histories.n_users, self.n_items)
         weights = self.user_weights(histories)
-        buffer = None  # up to DENSE_MAX_ITEMS items: a chunk's score rows are written into it, read, zeroed
+        buffer = None  # up to DENSE_MAX_ITEMS items, the pairs read a chunk's score rows through a RowBuffer
         if self.n_items <= _common.DENSE_MAX_ITEMS:
-            chunk_users = min(chunk_users, max(1, _common.DENSE_CELLS // max(self.n_items, 1)))
-            buffer = np.zeros((min(chunk_users, max(histories.n_users, 1)), self.n_items), np.float32)
+            buffer = _common.RowBuffer(self.n_items, histories.n_users)
+            chunk_users = min(chunk_users, buffer.rows)
         order = np.argsort(user_pos, kind="stable")
         starts = np.arange(0, histories.n_users + chunk_users, chunk_users)
         bounds = np.searchsorted(user_pos[order], starts)  # pairs of chunk c: order[bounds[c]:bounds[c+1]]
@@ -202,10 +202,7 @@ class Transitions:
             if buffer is None:
                 out[sel] = sparse_values(block, user_pos[sel] - start, item_idx[sel])
                 continue
-            at = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr)), block.indices
-            buffer[at] = block.data
-            out[sel] = buffer[user_pos[sel] - start, item_idx[sel]]
-            buffer[at] = 0
+            out[sel] = buffer.read(block, np.arange(block.shape[0]), user_pos[sel] - start, item_idx[sel])
         return out
 
 
