@@ -1,11 +1,19 @@
 """Scale: time and peak memory of generate -> fit -> batch job against size, on synthetic data up to 10^6 x 10^6.
 
-For each size (items x users), a child process generates the synthetic dataset
-(:func:`recsys.datasets.synthetic_dataset`: long, drifting histories, at most 10,000 events), encodes the item
-texts with MiniLM (timed alone: texts/s), fits the pipeline with the memory encoder and saves it. Then the batch
-job runs as a user would run it, in another child (``python -m recsys.cli recommend --model M --out DIR``, the
-default memory budget of 512 MB), over every user. Each child's peak resident memory comes from ``os.wait4``
-(its own ``ru_maxrss``, not the maximum over every child so far).
+For each size (items x users), three stages run one after another, each in its own child process and each
+leaving its JSON in the size's work folder (``<work-dir>/<size>/``), so an interrupted size resumes at the stage
+it stopped in (``--redo`` starts it over):
+
+1. **encode**: generate the synthetic dataset (:func:`recsys.datasets.synthetic_dataset`: long, drifting
+   histories, at most 10,000 events) and encode its item texts with MiniLM into the text cache, in chunks of
+   :data:`ENCODE_CHUNK` texts (each chunk is one cache part, so an interrupted encode keeps its finished chunks;
+   the encode time is the sum of the chunks that ran the encoder).
+2. **fit**: generate the dataset again, fit the pipeline with the memory encoder (its text vectors come from the
+   cache) and save it.
+3. **batch**: the batch job as a user would run it (``python -m recsys.cli recommend --model M --out DIR``, the
+   default memory budget of 512 MB), over every user.
+
+Each child's peak resident memory is its own high-water mark (``VmHWM``, see ``foundation.run_child``).
 
 Raw results: ``results/scale.json`` (a size already there is skipped unless ``--redo``); table:
 ``README.md`` (between the ``scale`` markers); plot: ``results/scale.png``.
@@ -47,6 +55,7 @@ SIZES = {
 }
 PROFILES = {"fast": ["2e3"], "full": ["1e4", "1e5", "1e6"]}
 ANN_FROM = 100_000  # an approximate (IVF) index from this many items
+ENCODE_CHUNK = 100_000  # texts per encode call (one cache part each)
 logger = logging.getLogger("scale")
 
 
@@ -82,22 +91,53 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def fit_child(n_items: int, n_users: int, model_dir: Path, cache_dir: Path, out: Path) -> None:
-    """Generate, encode the texts (timed alone), fit and save; write the timings to ``out`` (JSON)."""
+def _dataset(n_items: int, n_users: int) -> tuple[Any, dict[str, Any]]:
+    """The size's synthetic dataset (seed 0) and its generation facts."""
     from recsys.datasets import synthetic_dataset
-    from recsys.models.text_encoder import ItemTextEncoder
-    from recsys.pipeline import Recommender
 
     started = time.perf_counter()
     data = synthetic_dataset(n_items, n_users, seed=0)
-    timings: dict[str, Any] = {"generate_seconds": time.perf_counter() - started, "generate_peak_mib": _peak_mib()}
+    facts: dict[str, Any] = {"generate_seconds": time.perf_counter() - started, "generate_peak_mib": _peak_mib()}
     lengths = data.interactions.group_by("user_id").len()["len"].to_numpy()
-    timings |= {"events": data.interactions.height, "mean_history": float(lengths.mean())}
-    timings |= {"max_history": int(lengths.max()), "users_over_1000": int((lengths > 1000).sum())}
+    facts |= {"events": data.interactions.height, "mean_history": float(lengths.mean())}
+    facts |= {"max_history": int(lengths.max()), "users_over_1000": int((lengths > 1000).sum())}
+    return data, facts
+
+
+def encode_child(n_items: int, n_users: int, cache_dir: Path, out: Path) -> None:
+    """Generate, then encode the item texts into the cache in chunks of :data:`ENCODE_CHUNK`; after each chunk,
+    write the progress so far to ``out`` (JSON: ``encode_seconds`` sums the chunks that ran the encoder, so a
+    resumed run adds to an interrupted one's time; ``done`` once every text is cached)."""
+    from recsys.models.text_encoder import ItemTextEncoder
+
+    data, facts = _dataset(n_items, n_users)
+    progress = json.loads(out.read_text()) if out.exists() else {"encode_seconds": 0.0, "encoded": 0, "chunks": []}
+    progress |= facts
+    encoder = ItemTextEncoder(pipeline_config(n_items, str(cache_dir)).text)
+    texts = data.items["text"].to_list()
+    for start in range(0, len(texts), ENCODE_CHUNK):
+        started = time.perf_counter()
+        load = os.getloadavg()[0]
+        encoder.encode(texts[start : start + ENCODE_CHUNK])
+        if encoder.last_encoded_:  # a chunk found whole in the cache did not run the encoder
+            seconds = time.perf_counter() - started
+            progress["encode_seconds"] += seconds
+            progress["encoded"] += encoder.last_encoded_
+            chunk = {"start": start, "texts": encoder.last_encoded_, "seconds": seconds, "load": load}
+            progress["chunks"].append(chunk)
+            out.write_text(json.dumps(progress))
+        logger.info("encode: %d of %d texts cached", min(start + ENCODE_CHUNK, len(texts)), len(texts))
+    progress["done"] = True
+    out.write_text(json.dumps(progress))
+
+
+def fit_child(n_items: int, n_users: int, model_dir: Path, cache_dir: Path, out: Path) -> None:
+    """Generate, fit (text vectors from the cache that the encode stage filled) and save; write the timings to
+    ``out`` (JSON)."""
+    from recsys.pipeline import Recommender
+
+    data, timings = _dataset(n_items, n_users)
     config = pipeline_config(n_items, str(cache_dir))
-    started = time.perf_counter()
-    ItemTextEncoder(config.text).encode(data.items["text"].to_list())  # fills the cache that fit reads
-    timings["encode_seconds"] = time.perf_counter() - started
     started = time.perf_counter()
     model = Recommender(config).fit(data.interactions, data.items)
     timings["fit_seconds"] = time.perf_counter() - started
@@ -109,29 +149,56 @@ def fit_child(n_items: int, n_users: int, model_dir: Path, cache_dir: Path, out:
     out.write_text(json.dumps(timings))
 
 
-def run_size(name: str, work: Path) -> dict[str, Any]:
-    """Generate, fit and save in one child, the batch job in another; the size's result row."""
+def _stage(name: str, out: Path, command: list[str], done: Any = None) -> dict[str, Any]:
+    """Run ``command`` in a child unless ``out`` already holds its finished result; the result with the child's
+    wall time, peak RSS and the 1-minute load average at its start and end."""
+    if out.exists():
+        result = json.loads(out.read_text())
+        if done is None or done(result):
+            logger.info("%s: done before (%s)", name, out)
+            return result
+    load = os.getloadavg()[0]
+    wall, peak = run_child(command)
+    result = json.loads(out.read_text()) if out.exists() else {}
+    result |= {"process_seconds": wall, "peak_rss_mib": peak, "load_average": [load, os.getloadavg()[0]]}
+    out.write_text(json.dumps(result))
+    return result
+
+
+def run_size(name: str, work: Path, redo: bool = False) -> dict[str, Any]:
+    """The size's three stages (each skipped when its JSON in the size's folder says it finished), then its
+    result row; the folder is removed once the row exists."""
     n_items, n_users = SIZES[name]
     folder = work / name
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    model_dir, timings_file, out = folder / "model", folder / "fit.json", folder / "recs"
-    script = [sys.executable, str(Path(__file__).resolve()), "--fit-child", str(n_items), str(n_users)]
-    script += [str(model_dir), str(work / "text-cache"), str(timings_file)]
+    if redo:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    model_dir, out, cache = folder / "model", folder / "recs", str(work / "text-cache")
+    me = [sys.executable, str(Path(__file__).resolve())]
+    logger.info("%s: generate + encode %d item texts", name, n_items)
+    command = [*me, "--encode-child", str(n_items), str(n_users), cache, str(folder / "encode.json")]
+    encode = _stage("encode", folder / "encode.json", command, done=lambda r: r.get("done", False))
     logger.info("%s: generate + fit + save (%d items x %d users)", name, n_items, n_users)
-    load_before = os.getloadavg()[0]
-    fit_wall, fit_peak = run_child(script)
-    timings = json.loads(timings_file.read_text())
+    command = [*me, "--fit-child", str(n_items), str(n_users), str(model_dir), cache, str(folder / "fit.json")]
+    fit = _stage("fit", folder / "fit.json", command, done=lambda r: "process_seconds" in r)
     logger.info("%s: batch job", name)
+    shutil.rmtree(out, ignore_errors=True)
     batch = [sys.executable, "-m", "recsys.cli", "recommend", "--model", str(model_dir), "--out", str(out)]
+    started_load = os.getloadavg()[0]
     seconds, peak = run_child(batch)
     success = json.loads((out / "_SUCCESS").read_text())
     users = int(success["total_users"])
-    row = {"size": name, "items": n_items, "users": users, **timings, "fit_process_seconds": fit_wall}
-    row |= {"fit_peak_rss_mib": fit_peak, "batch_seconds": seconds, "users_per_second": users / seconds}
-    row |= {"batch_peak_rss_mib": peak, "shards": len(success["shards"]), "memory_budget_mb": 512}
-    row["load_average"] = [load_before, os.getloadavg()[0]]  # 1-minute load at the start and the end (2 cores)
-    row["texts_per_second"] = n_items / timings["encode_seconds"]
+    row = {"size": name, "items": n_items, "users": users}
+    row |= {k: fit[k] for k in ("generate_seconds", "events", "mean_history", "max_history", "users_over_1000")}
+    row |= {k: fit[k] for k in ("fit_seconds", "memory_encoder_seconds", "index", "save_seconds")}
+    row |= {"encode_seconds": encode["encode_seconds"], "texts_encoded": encode["encoded"]}
+    row |= {"encode_load_average": encode["load_average"], "fit_load_average": fit["load_average"]}
+    row |= {"fit_process_seconds": fit["process_seconds"], "fit_peak_rss_mib": fit["peak_rss_mib"]}
+    row |= {"encode_peak_rss_mib": encode["peak_rss_mib"], "batch_seconds": seconds}
+    row |= {"users_per_second": users / seconds, "batch_peak_rss_mib": peak}
+    row |= {"shards": len(success["shards"]), "memory_budget_mb": 512}
+    row["load_average"] = [started_load, os.getloadavg()[0]]  # the batch job's (1-minute, 2 cores)
+    row["texts_per_second"] = encode["encoded"] / encode["encode_seconds"] if encode["encode_seconds"] else None
     shutil.rmtree(folder, ignore_errors=True)
     return row
 
@@ -215,8 +282,13 @@ def main() -> None:
     parser.add_argument("--redo", action="store_true", help="run sizes already in results/scale.json again")
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "recsys-scale"))
     parser.add_argument("--fit-child", nargs=5, metavar=("ITEMS", "USERS", "MODEL", "CACHE", "OUT"), default=None)
+    parser.add_argument("--encode-child", nargs=4, metavar=("ITEMS", "USERS", "CACHE", "OUT"), default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.encode_child:
+        items, users, cache, out = args.encode_child
+        encode_child(int(items), int(users), Path(cache), Path(out))
+        return
     if args.fit_child:
         items, users, model_dir, cache, out = args.fit_child
         fit_child(int(items), int(users), Path(model_dir), Path(cache), Path(out))
@@ -224,11 +296,12 @@ def main() -> None:
     from recsys.evaluation._harness import _git_commit
 
     command = ("python benchmarks/scale.py " + " ".join(sys.argv[1:])).strip()
+    commit = _git_commit(str(HERE.parent))  # the code that runs, read before the hours a size can take
     for name in args.sizes or PROFILES[args.profile]:
         if name in stored_results() and not args.redo:
             logger.info("%s: already in %s (pass --redo to run it again)", name, RESULTS)
             continue
-        row = run_size(name, Path(args.work_dir)) | {"command": command, "commit": _git_commit(str(HERE.parent))}
+        row = run_size(name, Path(args.work_dir), args.redo) | {"command": command, "commit": commit}
         results = stored_results() | {name: row}  # read again: another size may have finished meanwhile
         RESULTS.parent.mkdir(exist_ok=True)
         RESULTS.write_text(json.dumps({"machine": machine(), "results": list(results.values())}, indent=2))
