@@ -77,6 +77,22 @@ def cooccurrence_counts(histories: Histories, n_items: int, window: int) -> sp.c
     return (directed + directed.T).tocsr()
 
 
+def _scale_symmetric(matrix: sp.csr_matrix, scale: np.ndarray, rows_per_block: int = 65_536) -> sp.csr_matrix:
+    """``diag(scale) @ matrix @ diag(scale)`` in place, in float64 per block of rows then stored as float32.
+
+    The same numbers as the two sparse products (``scale[i] * m[i, j]``, then ``* scale[j]``) without their
+    float64 copies of the whole matrix: at 10^6 items co-occurrence holds about 3 x 10^8 entries (2.4 GB as
+    float32, 3.7 GB per float64 copy).
+    """
+    data, indptr, indices = matrix.data, matrix.indptr, matrix.indices
+    for start in range(0, matrix.shape[0], rows_per_block):
+        stop = min(start + rows_per_block, matrix.shape[0])
+        span = slice(indptr[start], indptr[stop])
+        row_scale = np.repeat(scale[start:stop], np.diff(indptr[start : stop + 1]))  # (entries in the block,)
+        data[span] = (row_scale * data[span].astype(np.float64)) * scale[indices[span]]
+    return matrix
+
+
 class CoOccurrence(FeatureBlock):
     """Co-occurrence of the candidate with the query's recent events.
 
@@ -110,8 +126,7 @@ class CoOccurrence(FeatureBlock):
         counts = cooccurrence_counts(events, n_items, self.config.window)
         n = np.bincount(events.item_idx, minlength=n_items).astype(np.float64)  # (n_items,)
         inverse = np.divide(1.0, np.sqrt(n), out=np.zeros_like(n), where=n > 0)
-        scale = sp.diags(inverse)
-        matrix = (scale @ counts @ scale).astype(np.float32).tocsr()
+        matrix = _scale_symmetric(counts.tocsr(), inverse)
         matrix.eliminate_zeros()
         matrix.sort_indices()
         self.matrix_ = matrix

@@ -34,7 +34,7 @@ from recsys.features import (
     UserActivity,
     _common,
 )
-from recsys.features.cooccurrence import cooccurrence_counts
+from recsys.features.cooccurrence import _scale_symmetric, cooccurrence_counts
 from recsys.features.ranking import GROUPS, RankingFeatures
 from recsys.features.transitions import recency_matrix
 from recsys.schema import ITEM_IDX
@@ -301,6 +301,20 @@ def test_cooccurrence_known_answer() -> None:
             "cooc_max": [c01, c12, c01, 0.0, NAN],
         },
     )
+
+
+@pytest.mark.parametrize("rows_per_block", [1, 3, 65_536])
+def test_cooccurrence_in_place_scaling_equals_the_diagonal_products(rows_per_block: int) -> None:
+    """The in-place block scaling gives bit for bit what ``diag(s) @ C @ diag(s)`` in float64 then float32 gave."""
+    rng = np.random.default_rng(0)
+    counts = sp.random(50, 50, density=0.2, random_state=1, dtype=np.float32, format="csr")
+    counts.data = rng.integers(1, 9, counts.nnz).astype(np.float32)
+    counts = (counts + counts.T).tocsr()
+    scale = np.where(rng.random(50) < 0.1, 0.0, 1.0 / np.sqrt(rng.integers(1, 40, 50)))
+    expected = (sp.diags(scale) @ counts @ sp.diags(scale)).astype(np.float32).toarray()
+    got = _scale_symmetric(counts.copy(), scale, rows_per_block)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got.toarray(), expected)
 
 
 def test_cooccurrence_score_equals_recency_weighted_matrix_product() -> None:
