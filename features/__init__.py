@@ -7,7 +7,7 @@ from recsys.features.item_stats import ItemStats, ItemStatsConfig
 from recsys.features.popularity import Popularity, PopularityConfig, item_popularity
 from recsys.features.ranking import FeatureConfig, RankingFeatures
 from recsys.features.relative import QueryRelative, RelativeConfig
-from recsys.features.similarity import SimilarityConfig, TextSimilarity
+from recsys.features.similarity import LearnedSimilarity, SimilarityConfig, TextSimilarity
 from recsys.features.transitions import TransitionConfig, Transitions
 from recsys.features.user_stats import UserActivity
 
@@ -22,6 +22,7 @@ __all__ = [
     "FitContext",
     "ItemStats",
     "ItemStatsConfig",
+    "LearnedSimilarity",
     "Popularity",
     "PopularityConfig",
     "QueryRelative",

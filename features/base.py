@@ -42,11 +42,15 @@ class FitContext:
     events: past events of every user, oldest first (catalogue rows index ``items`` and ``item_vectors``).
     items: the catalogue in ``item_idx`` order: ``item_id, text`` and any other item columns (categories...).
     item_vectors: float32 ``(n_items, d)`` L2-normalised text vectors of the catalogue.
+    learned_vectors: float32 ``(n_items, d')`` L2-normalised vectors of the catalogue in the user encoder's
+        learned space (the memory encoder's item tower), or None when the user encoder has no space of its own
+        (zero-shot: its vectors are the text vectors); the ``learned`` group is skipped then.
     """
 
     events: Histories
     items: pl.DataFrame
     item_vectors: np.ndarray
+    learned_vectors: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:

@@ -9,7 +9,8 @@ also say which sources proposed a candidate.
 :class:`RankingFeatures` fits every enabled block on past events (:class:`~recsys.features.base.FitContext`)
 and adds their columns. Groups (for ablations): ``interest`` (the interest-match score and its rank),
 ``source`` (the other sources' ranks), ``item``, ``user``, ``transition``, ``cooccurrence``, ``similarity``,
-``category`` (skipped when the catalogue has no category column), ``repeat`` and ``relative`` (each of
+``learned`` (the similarity cosines in the user encoder's learned item space; skipped when the encoder has
+none), ``category`` (skipped when the catalogue has no category column), ``repeat`` and ``relative`` (each of
 the main signals relative to the query's other candidates; applied last).
 """
 
@@ -23,19 +24,20 @@ import numpy as np
 import polars as pl
 
 from recsys.data import Histories
-from recsys.errors import ConfigError, ModelFormatError, SchemaError, check_is_fitted
+from recsys.errors import ConfigError, DataError, ModelFormatError, SchemaError, check_is_fitted
 from recsys.features.affinity import CategoryAffinity, CategoryConfig, RepeatSignals
 from recsys.features.base import QUERY, FeatureBlock, FitContext
 from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
 from recsys.features.item_stats import ItemStats, ItemStatsConfig
 from recsys.features.relative import QueryRelative, RelativeConfig
-from recsys.features.similarity import SimilarityConfig, TextSimilarity
+from recsys.features.similarity import LearnedSimilarity, SimilarityConfig, TextSimilarity
 from recsys.features.transitions import TransitionConfig, Transitions
 from recsys.features.user_stats import UserActivity
 from recsys.schema import ITEM_IDX
 
 __all__ = [
     "CANDIDATE_COLUMNS",
+    "DEFAULT_GROUPS",
     "GROUPS",
     "POPULARITY_RANK",
     "QUERY",
@@ -62,10 +64,14 @@ GROUPS = (
     "transition",
     "cooccurrence",
     "similarity",
+    "learned",
     "category",
     "repeat",
     "relative",  # last: it compares columns the other groups add
 )
+DEFAULT_GROUPS = tuple(g for g in GROUPS if g != "learned")
+"""The groups a default :class:`FeatureConfig` enables: every group but ``learned``, which is opt-in until its
+full-pipeline benchmark (benchmarks/README.md) shows its gain."""
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,11 @@ class FeatureConfig:
 
     Parameters
     ----------
-    groups: the enabled groups (see the module docstring); order does not matter.
+    groups: the enabled groups (see the module docstring); order does not matter. Default:
+        :data:`DEFAULT_GROUPS` (every group but ``learned``).
     """
 
-    groups: tuple[str, ...] = GROUPS
+    groups: tuple[str, ...] = DEFAULT_GROUPS
     item: ItemStatsConfig = field(default_factory=ItemStatsConfig)
     transitions: TransitionConfig = field(default_factory=TransitionConfig)
     cooccurrence: CoOccurrenceConfig = field(default_factory=CoOccurrenceConfig)
@@ -157,6 +164,7 @@ class RankingFeatures:
             "transition": lambda: TransitionFeature(cfg.transitions),
             "cooccurrence": lambda: CoOccurrence(cfg.cooccurrence),
             "similarity": lambda: TextSimilarity(cfg.similarity),
+            "learned": lambda: LearnedSimilarity(cfg.similarity),
             "category": lambda: CategoryAffinity(cfg.category),
             "repeat": RepeatSignals,
         }
@@ -179,6 +187,8 @@ class RankingFeatures:
     def fit(self, context: FitContext) -> RankingFeatures:
         """Fit every enabled block on ``context`` (past events only). Returns ``self``."""
         groups = self._block_groups(context.items)
+        if context.learned_vectors is None and "learned" in groups:
+            groups.remove("learned")
         blocks = {g: self._new_block(g).fit(context) for g in groups if g != "relative"}
         if "relative" in groups:
             blocks["relative"] = self._relative(blocks).fit(context)
@@ -231,12 +241,32 @@ class RankingFeatures:
         relative = self.blocks_.get("relative")  # type: ignore[union-attr]
         return relative.transform(out, histories) if relative is not None else out
 
-    def extend_items(self, items: pl.DataFrame, item_vectors: np.ndarray, n_old: int) -> RankingFeatures:
+    def extend_items(
+        self, items: pl.DataFrame, item_vectors: np.ndarray, n_old: int, learned_vectors: np.ndarray | None = None
+    ) -> RankingFeatures:
         """A copy whose blocks also score the items appended to the catalogue (see
-        :meth:`FeatureBlock.extend_items`)."""
+        :meth:`FeatureBlock.extend_items`); ``learned_vectors``: the whole extended catalogue in the user
+        encoder's space, needed when the ``learned`` group is fitted."""
         check_is_fitted(self)
+        blocks = self.blocks_ or {}
+        if "learned" in blocks and learned_vectors is None:
+            raise DataError("the 'learned' feature group needs the new items' vectors in the encoder's space.")
         twin = RankingFeatures(self.config)
-        twin.blocks_ = {g: b.extend_items(items, item_vectors, n_old) for g, b in self.blocks_.items()}  # type: ignore[union-attr]
+        twin.blocks_ = {
+            g: b.extend_items(items, learned_vectors if g == "learned" else item_vectors, n_old)  # type: ignore[arg-type]
+            for g, b in blocks.items()
+        }
+        return twin
+
+    def with_learned_vectors(self, vectors: np.ndarray) -> RankingFeatures:
+        """A copy whose ``learned`` block compares ``vectors`` (another encoder's item space, for example a
+        cross-fitting fold's); the other blocks are shared. Without a ``learned`` block: ``self``."""
+        check_is_fitted(self)
+        block = (self.blocks_ or {}).get("learned")
+        if not isinstance(block, LearnedSimilarity):
+            return self
+        twin = RankingFeatures(self.config)
+        twin.blocks_ = {**self.blocks_, "learned": block.with_vectors(vectors)}  # type: ignore[dict-item]
         return twin
 
     # ------------------------------------------------------------------------------ persistence

@@ -16,7 +16,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys.data import Histories
-from recsys.errors import DataError
+from recsys.errors import DataError, check_is_fitted
 from recsys.features._common import (
     PAIR_BLOCK,
     check_positive_int,
@@ -27,7 +27,7 @@ from recsys.features._common import (
 )
 from recsys.features.base import FeatureBlock, FitContext
 
-__all__ = ["SimilarityConfig", "TextSimilarity"]
+__all__ = ["LearnedSimilarity", "SimilarityConfig", "TextSimilarity"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ class TextSimilarity(FeatureBlock):
     """
 
     group = "similarity"
+    prefix = "sim"  # of the column names
+    source = "item_vectors"  # the FitContext attribute holding the vectors compared
     state_attributes = ("vectors_",)
 
     vectors_: np.ndarray
@@ -78,18 +80,30 @@ class TextSimilarity(FeatureBlock):
 
     @property
     def names(self) -> list[str]:
-        return ["sim_last", "sim_recent_mean", "sim_recent_max", "sim_history"]
+        return [f"{self.prefix}_{name}" for name in ("last", "recent_mean", "recent_max", "history")]
 
     def fit(self, context: FitContext) -> TextSimilarity:
-        """Keep a float32, row-normalised copy of ``context.item_vectors``. Returns ``self``."""
-        vectors = np.asarray(context.item_vectors, dtype=np.float32)
+        """Keep a float32, row-normalised copy of the context's catalogue vectors. Returns ``self``."""
+        vectors = getattr(context, self.source)
+        if vectors is None:
+            raise DataError(f"the {self.group!r} feature group needs FitContext.{self.source}; it is None.")
+        vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != context.n_items:
             raise DataError(
-                f"item_vectors must have shape (n_items={context.n_items}, d), got {vectors.shape}; "
+                f"{self.source} must have shape (n_items={context.n_items}, d), got {vectors.shape}; "
                 "encode every catalogue item in item_idx order."
             )
         self.vectors_ = _unit_rows(vectors)
         return self
+
+    def with_vectors(self, vectors: np.ndarray) -> TextSimilarity:
+        """A copy comparing ``vectors`` ``(n_items, d)`` instead (row-normalised here)."""
+        check_is_fitted(self, self.state_attributes)
+        if vectors.ndim != 2 or vectors.shape[0] != self.vectors_.shape[0]:
+            raise DataError(f"vectors must have shape ({self.vectors_.shape[0]}, d), got {vectors.shape}.")
+        twin = copy.copy(self)
+        twin.vectors_ = _unit_rows(np.asarray(vectors, dtype=np.float32))
+        return twin
 
     def extend_items(self, items: pl.DataFrame, item_vectors: np.ndarray, n_old: int) -> TextSimilarity:
         """A copy that also knows the text vectors of the appended items (``item_vectors``: the whole catalogue)."""
@@ -116,14 +130,15 @@ class TextSimilarity(FeatureBlock):
             context = self._contexts(histories, rows, bags)[inverse]  # (s, d, short + 2)
             dots[sel] = np.matmul(cand, context)[seg, col]  # (b, short + 2)
         ages = histories.lengths[query][:, None] > np.arange(short)  # (n_pairs, short): the event exists
-        columns = {
-            "sim_last": dots[:, 0],
-            "sim_recent_mean": dots[:, short],
-            "sim_recent_max": np.where(ages, dots[:, :short], -np.inf).max(axis=1),
-            "sim_history": dots[:, short + 1],
-        }
+        columns = [  # in the order of `names`
+            dots[:, 0],
+            dots[:, short],
+            np.where(ages, dots[:, :short], -np.inf).max(axis=1),
+            dots[:, short + 1],
+        ]
         empty = histories.lengths[query] == 0
-        return float32_columns(candidates, {name: np.where(empty, np.nan, columns[name]) for name in self.names})
+        named = zip(self.names, columns, strict=True)
+        return float32_columns(candidates, {name: np.where(empty, np.nan, column) for name, column in named})
 
     def _contexts(
         self, histories: Histories, rows: np.ndarray, bags: tuple[sp.csr_matrix, sp.csr_matrix]
@@ -136,6 +151,21 @@ class TextSimilarity(FeatureBlock):
             recent.append(self.vectors_[histories.item_idx[positions]] * valid[:, None])  # (n_rows, d)
         profiles = [_unit_rows(np.asarray(bag[rows] @ self.vectors_, dtype=np.float32)) for bag in bags]
         return np.stack(recent + profiles, axis=2)
+
+
+class LearnedSimilarity(TextSimilarity):
+    """:class:`TextSimilarity`'s four cosines in the user encoder's learned item space (``learned_last``,
+    ``learned_recent_mean``, ``learned_recent_max``, ``learned_history``).
+
+    The memory encoder's item tower is trained so that a history's items point to the next one, so two items
+    close in that space are items that users take one after the other, not only items whose texts read alike.
+    Fitted on ``context.learned_vectors``; a pipeline that cross-fits its encoders gives each fold's queries that
+    fold's vectors (:meth:`with_vectors`), so no feature of a training query comes from an encoder trained on it.
+    """
+
+    group = "learned"
+    prefix = "learned"
+    source = "learned_vectors"
 
 
 class _Segments:

@@ -339,7 +339,10 @@ class Recommender:
         return twin
 
     def _context(self, events: pl.DataFrame) -> FitContext:
-        return FitContext(self._histories_of(events), self.items_, self.text_vectors_)  # type: ignore[arg-type]
+        """What the feature blocks learn from: ``events``, the catalogue, its text vectors and, for the memory
+        encoder, its item vectors (the ``learned`` group's space)."""
+        learned = self.item_vectors_ if isinstance(self.user_encoder_, MemoryEncoder) else None
+        return FitContext(self._histories_of(events), self.items_, self.text_vectors_, learned)  # type: ignore[arg-type]
 
     def _histories_of(self, events: pl.DataFrame) -> Histories:
         return Histories.from_interactions(events, self.index_)  # type: ignore[arg-type]
@@ -431,7 +434,8 @@ class Recommender:
             parts, offset = [], 0
             for f, retrieval in self.folds_.items():
                 keys = labels.filter(self._fold(pl.col("owner")) == f)[USER_ID]
-                part, _ = self._candidate_features(history, keys, features, True, 0, popularity, retrieval)
+                mine = features.with_learned_vectors(retrieval.item_vectors)  # the fold encoder's space
+                part, _ = self._candidate_features(history, keys, mine, True, 0, popularity, retrieval)
                 parts.append(part.with_columns(pl.col(QUERY) + offset))
                 offset += len(keys)
             frame = pl.concat(parts)
@@ -783,7 +787,12 @@ class Recommender:
         twin.text_vectors_ = np.concatenate([self.text_vectors_, text])  # type: ignore[list-item]
         twin.item_vectors_ = np.concatenate([self.item_vectors_, vectors.astype(np.float32)])  # type: ignore[list-item]
         twin.popularity_ = np.concatenate([self.popularity_, np.zeros(new.height, np.float32)])  # type: ignore[list-item]
-        twin.features_ = self.features_.extend_items(twin.items_, twin.text_vectors_, self.index_.height)  # type: ignore[union-attr]
+        twin.features_ = self.features_.extend_items(  # type: ignore[union-attr]
+            twin.items_,
+            twin.text_vectors_,
+            self.index_.height,
+            twin.item_vectors_,  # type: ignore[arg-type]
+        )
         if isinstance(self.user_encoder_, MemoryEncoder):  # histories may hold the new items
             twin.user_encoder_ = self.user_encoder_.add_items(text)
         else:

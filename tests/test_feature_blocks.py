@@ -7,6 +7,7 @@ only on its own history and the fitted state (no label or later event leaks in).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
@@ -28,6 +29,7 @@ from recsys.features import (
     FitContext,
     ItemStats,
     ItemStatsConfig,
+    LearnedSimilarity,
     RepeatSignals,
     SimilarityConfig,
     TextSimilarity,
@@ -35,7 +37,7 @@ from recsys.features import (
     _common,
 )
 from recsys.features.cooccurrence import _scale_symmetric, cooccurrence_counts
-from recsys.features.ranking import GROUPS, RankingFeatures
+from recsys.features.ranking import GROUPS, FeatureConfig, RankingFeatures
 from recsys.features.transitions import recency_matrix
 from recsys.schema import ITEM_IDX
 
@@ -161,6 +163,56 @@ def test_text_similarity_known_answer() -> None:
             "sim_history": [2 / SQ6, 2 / SQ6, 1.0, NAN],  # profile (1, 1, 1) / sqrt(3)
         },
     )
+
+
+def test_learned_similarity_reads_the_learned_space_under_its_own_names() -> None:
+    """The learned block computes TextSimilarity's cosines from ``learned_vectors``, not the text vectors."""
+    events = histories_from_rows([[0]])
+    text = np.eye(6, dtype=np.float32)  # every pair of different items at cosine 0 in the text space
+    fitted = context(events, vectors=text)
+    learned = LearnedSimilarity(SimilarityConfig(short_term=2)).fit(
+        FitContext(fitted.events, fitted.items, text, learned_vectors=VECTORS)
+    )
+    assert learned.names == ["learned_last", "learned_recent_mean", "learned_recent_max", "learned_history"]
+    histories = histories_from_rows([[0, 1, 2], [4], []])
+    out = learned.transform(pairs([(0, 3), (0, 5), (1, 0), (2, 0)]), histories)
+    assert_columns(  # the numbers of test_text_similarity_known_answer: the same vectors
+        out,
+        {
+            "learned_last": [0.0, 1 / SQ2, 1.0, NAN],
+            "learned_recent_mean": [0.5, 1.0, 1.0, NAN],
+            "learned_recent_max": [1 / SQ2, 1 / SQ2, 1.0, NAN],
+            "learned_history": [2 / SQ6, 2 / SQ6, 1.0, NAN],
+        },
+    )
+    swapped = learned.with_vectors(text)  # another encoder's space (a cross-fitting fold's)
+    # item 4 equals item 0 in VECTORS (cosine 1 above) but not in the text space
+    assert_columns(swapped.transform(pairs([(0, 3), (1, 0)]), histories), {"learned_last": [0.0, 0.0]})
+    assert learned.vectors_ is not swapped.vectors_
+    with pytest.raises(DataError, match="learned"):
+        LearnedSimilarity().fit(fitted)  # the context has no learned space
+
+
+def test_ranking_features_skip_the_learned_group_without_a_learned_space() -> None:
+    events = histories_from_rows([[0, 1, 2], [3, 4, 5]])
+    every = FeatureConfig(groups=GROUPS)
+    without = RankingFeatures(every).fit(context(events))
+    assert "learned" not in without.blocks_ and "learned" not in FeatureConfig().groups  # opt-in by default
+    base = context(events)
+    space = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    features = RankingFeatures(every).fit(FitContext(base.events, base.items, base.item_vectors, space))
+    assert [n for n in features.feature_names if n.startswith("learned_")] == LearnedSimilarity().names
+    other = space[::-1].copy()
+    twin = features.with_learned_vectors(other)
+    assert twin.blocks_["similarity"] is features.blocks_["similarity"]  # the other blocks are shared
+    frame = pairs([(0, 3), (0, 4), (1, 0)]).with_columns(
+        pl.lit(0.5, pl.Float32).alias("retrieval_score"),
+        *(pl.lit(1, pl.UInt32).alias(c) for c in ("retrieval_rank", "transition_rank", "popularity_rank")),
+    )
+    ours, theirs = features.transform(frame, events), twin.transform(frame, events)
+    assert ours["sim_last"].equals(theirs["sim_last"])
+    assert not np.allclose(ours["learned_last"].to_numpy(), theirs["learned_last"].to_numpy())
+    assert without.with_learned_vectors(other) is without
 
 
 def test_text_similarity_matches_a_direct_computation_across_segments_and_blocks(
@@ -514,7 +566,9 @@ def test_ranking_features_on_threads_equal_the_blocks_one_after_another(
         transition_rank=pl.Series(rng.integers(1, 50, frame.height), dtype=pl.UInt32),
         popularity_rank=pl.Series(rng.integers(1, 50, frame.height), dtype=pl.UInt32),
     )
-    features = RankingFeatures().fit(fit_context)
+    space = rng.normal(size=(fit_context.n_items, 8)).astype(np.float32)
+    every = dataclasses.replace(fit_context, learned_vectors=space)
+    features = RankingFeatures(FeatureConfig(groups=GROUPS)).fit(every)
     assert set(features.blocks_ or {}) == set(GROUPS) - {"interest", "source"}  # every block group, category too
     expected = frame
     for block in (features.blocks_ or {}).values():  # "relative" is the last block

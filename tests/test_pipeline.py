@@ -14,6 +14,7 @@ from recsys.data import Dataset
 from recsys.datasets import load_dataset
 from recsys.errors import ConfigError, DataError, ModelFormatError, NotFittedError
 from recsys.evaluation import EvalConfig, evaluate_many
+from recsys.features.ranking import GROUPS, FeatureConfig, RankingFeatures
 from recsys.models.baselines import PopularityRecommender
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
 from recsys.models.memory_net import MemoryNetConfig
@@ -374,6 +375,50 @@ def test_feature_groups_are_checked_and_ablations_share_the_encoder(fitted: Reco
     ]
     assert small.user_encoder_ is fitted.user_encoder_
     assert small.recommend([0], k=3).height == 3
+
+
+def test_learned_group_reads_each_folds_own_item_space(topic_data, cache_dir: str, tmp_path, monkeypatch):
+    """With the ``learned`` group and cross-fitting, each fold's training queries get their learned-space
+    similarities from that fold's encoder (never from the encoder trained on every user), serving uses the
+    final encoder's space, and the block survives save and load."""
+    interactions, items = topic_data
+    memory = MemoryEncoderConfig(
+        net=MemoryNetConfig(dim=32, n_heads=2, segment_len=4, n_memory=2), epochs=2, show_progress=False
+    )
+    features = FeatureConfig(groups=GROUPS)
+    config = dataclasses.replace(
+        _config(cache_dir), user_encoder="memory", memory=memory, memory_crossfit=2, features=features
+    )
+    spaces: list[np.ndarray] = []
+    swap = RankingFeatures.with_learned_vectors
+
+    def spy(self: RankingFeatures, vectors: np.ndarray) -> RankingFeatures:
+        spaces.append(vectors)
+        return swap(self, vectors)
+
+    monkeypatch.setattr(RankingFeatures, "with_learned_vectors", spy)
+    model = Recommender(config).fit(interactions, items)
+    assert [id(v) for v in spaces] == [id(r.item_vectors) for r in model.folds_.values()]
+    assert all(not np.array_equal(v, model.item_vectors_) for v in spaces)
+    learned = model.features_.blocks_["learned"]
+    np.testing.assert_allclose(learned.vectors_, model.item_vectors_, atol=1e-6)  # serving: the final encoder
+    names = [n for n in model.ranker_.feature_names_ if n.startswith("learned_")]
+    assert names == ["learned_last", "learned_recent_mean", "learned_recent_max", "learned_history"]
+    recs = model.recommend(None, k=3)
+    loaded = Recommender.load(model.save(tmp_path / "learned"))
+    assert loaded.recommend(None, k=3).equals(recs)
+    # a new item known only by its text gets its learned-space vector from the encoder's item tower
+    space = items.filter(pl.col("topic") == "space")["item_id"].head(3).to_list()
+    inline = pl.DataFrame({"user_id": [777] * 3, "item_id": space, "timestamp": [1, 2, 3]})
+    new = pl.DataFrame({"item_id": [4242], "text": ["a rocket engine for the moon mission"]})
+    scored = loaded.score(
+        pl.DataFrame({"user_id": [777, 777], "item_id": [4242, space[0]]}),
+        history=inline,
+        items=new,
+        with_features=True,
+    )
+    assert scored["learned_last"].null_count() == 0 and scored["score"].null_count() == 0
+    assert "learned" not in Recommender(_config(cache_dir)).fit(interactions, items).features_.blocks_
 
 
 def test_crossfitted_memory_encoders_score_unseen_users(topic_data, cache_dir: str, tmp_path):

@@ -1,0 +1,147 @@
+"""Feature groups, paired: the shipped pipeline against the same pipeline with groups added or removed.
+
+For each dataset and seed, the full-profile pipeline (``quality.ours``: the memory encoder, cross-fitted as
+shipped) is fitted once on train + valid; then only its ranker is retrained for each variant
+(``Recommender.with_features``: same encoders, same folds, same candidates), and every variant is scored on
+the test targets, history items excluded, full catalogue. The encoders are shared, so a difference between rows
+comes from the ranker's features alone (and LightGBM's early stopping on them), not from encoder training noise.
+
+Raw results: ``results/feature_groups.json`` (rows keyed by dataset, seed and variant; a later run replaces its
+own rows); table: ``README.md`` (between the ``feature-groups`` markers).
+
+    python benchmarks/feature_groups.py --datasets amazon-scientific-unisrec ml-100k --add learned [--seeds 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recsys.datasets import load_dataset
+from recsys.evaluation import make_split
+from recsys.features.ranking import GROUPS, FeatureConfig
+from recsys.schema import USER_ID
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from foundation import machine, write_block
+from quality import KS, PROFILES, SPLITS, _metrics, ours
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "feature_groups.json"
+START, END = "<!-- feature-groups:start -->", "<!-- feature-groups:end -->"
+logger = logging.getLogger("feature_groups")
+
+
+def variants(shipped: tuple[str, ...], add: list[str], drop: list[str]) -> dict[str, tuple[str, ...]]:
+    """Variant name -> enabled groups: the shipped set, then each added group alone, each removed group alone,
+    and all additions together when there are several."""
+    out = {"shipped": shipped}
+    for group in add:
+        out[f"+ {group}"] = (*shipped, group)
+    for group in drop:
+        out[f"- {group}"] = tuple(g for g in shipped if g != group)
+    if len(add) > 1:
+        out["+ " + " + ".join(add)] = (*shipped, *add)
+    return out
+
+
+def run(name: str, seed: int, add: list[str], drop: list[str], cache_dir: str | None) -> list[dict[str, Any]]:
+    """Fit the shipped pipeline once, retrain its ranker per variant, score each on the test targets."""
+    dataset = load_dataset(name)
+    split = make_split(dataset, SPLITS[name])  # type: ignore[arg-type]
+    users = split.test[USER_ID].unique().sort()
+    history = split.history_for_test().filter(pl.col(USER_ID).is_in(users.implode()))
+    started = time.perf_counter()
+    model = ours(PROFILES["full"], seed, cache_dir).fit(split.train, dataset.items, valid=split.valid)
+    fit_seconds = time.perf_counter() - started
+    logger.info("%s seed %d: fitted in %.0f s", name, seed, fit_seconds)
+    rows = []
+    for variant, groups in variants(model.config.features.groups, add, drop).items():
+        started = time.perf_counter()
+        twin = model if variant == "shipped" else model.with_features(FeatureConfig(groups=groups))
+        ranker_seconds = time.perf_counter() - started
+        recs = twin.recommend(users, k=max(KS), history=history)
+        metrics = _metrics(recs, split.test, dataset.items.height)
+        trees = twin.ranker_.booster_.num_trees()  # type: ignore[union-attr]
+        logger.info("%s seed %d %s: NDCG@10 %.4f (%d trees)", name, seed, variant, metrics["ndcg@10"], trees)
+        rows.append(
+            {
+                "dataset": name,
+                "seed": seed,
+                "variant": variant,
+                "groups": list(groups),
+                "metrics": metrics,
+                "trees": trees,
+                "pipeline_fit_seconds": fit_seconds,
+                "ranker_fit_seconds": ranker_seconds if variant != "shipped" else None,
+                "users": users.len(),
+            }
+        )
+    return rows
+
+
+def render(payload: dict[str, Any]) -> str:
+    m = payload["machine"]
+    lines = [START, "", f"Machine: {m['cpu']}, {m['cores']} cores. Commands and commits: under each table.", ""]
+    for name in dict.fromkeys(r["dataset"] for r in payload["results"]):
+        rows = [r for r in payload["results"] if r["dataset"] == name]
+        base = {r["seed"]: r["metrics"]["ndcg@10"] for r in rows if r["variant"] == "shipped"}
+        lines += [
+            f"### {name}",
+            "",
+            "| variant | seeds | NDCG@10 | Recall@10 | NDCG@50 | change in NDCG@10 (paired, per seed) | trees |",
+            "|---|---:|---:|---:|---:|---|---:|",
+        ]
+        for variant in dict.fromkeys(r["variant"] for r in rows):
+            mine = [r for r in rows if r["variant"] == variant]
+            mean = {k: statistics.mean(r["metrics"][k] for r in mine) for k in ("ndcg@10", "recall@10", "ndcg@50")}
+            deltas = [r["metrics"]["ndcg@10"] - base[r["seed"]] for r in mine if r["seed"] in base]
+            change = "-" if variant == "shipped" else ", ".join(f"{d:+.4f}" for d in deltas)
+            trees = "/".join(str(r["trees"]) for r in mine)
+            lines.append(
+                f"| {variant} | {len(mine)} | {mean['ndcg@10']:.4f} | {mean['recall@10']:.4f} | "
+                f"{mean['ndcg@50']:.4f} | {change} | {trees} |"
+            )
+        runs = sorted({(r["command"], r["commit"]) for r in rows})
+        lines += ["", "; ".join(f"`{c}` at `{k}`" for c, k in runs), ""]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", choices=sorted(SPLITS), default=["amazon-scientific-unisrec"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--add", nargs="*", choices=GROUPS, default=["learned"], help="groups to add, one by one")
+    parser.add_argument("--drop", nargs="*", choices=GROUPS, default=[], help="groups to remove, one by one")
+    parser.add_argument("--cache-dir", default=None, help="text embedding cache (default: the library's)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from recsys.evaluation._harness import _git_commit
+
+    command = ("python benchmarks/feature_groups.py " + " ".join(sys.argv[1:])).strip()
+    commit = _git_commit(str(HERE.parent))
+    for name in args.datasets:
+        for seed in args.seeds:
+            rows = [
+                r | {"command": command, "commit": commit} for r in run(name, seed, args.add, args.drop, args.cache_dir)
+            ]
+            old = json.loads(RESULTS.read_text())["results"] if RESULTS.exists() else []
+            done = {(r["dataset"], r["seed"], r["variant"]) for r in rows}
+            kept = [r for r in old if (r["dataset"], r["seed"], r["variant"]) not in done]
+            payload = {"machine": machine(), "results": kept + rows}
+            RESULTS.parent.mkdir(exist_ok=True)
+            RESULTS.write_text(json.dumps(payload, indent=2))
+            write_block("Feature groups, paired", START, END, render(payload))
+
+
+if __name__ == "__main__":
+    main()
