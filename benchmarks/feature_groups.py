@@ -1,4 +1,5 @@
-"""Feature groups, paired: the shipped pipeline against the same pipeline with groups added or removed.
+"""Feature groups and ranker settings, paired: the shipped pipeline against the same pipeline with groups added or
+removed, or with other LightGBM settings.
 
 For each dataset and seed, the full-profile pipeline (``quality.ours``: the memory encoder, cross-fitted as
 shipped) is fitted once on train + valid; then only its ranker is retrained for each variant
@@ -10,11 +11,13 @@ Raw results: ``results/feature_groups.json`` (rows keyed by dataset, seed and va
 own rows); table: ``README.md`` (between the ``feature-groups`` markers).
 
     python benchmarks/feature_groups.py --datasets amazon-scientific-unisrec ml-100k --add learned [--seeds 0]
+    python benchmarks/feature_groups.py --add --ranker n_estimators=1000   # a ranker setting instead
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -40,20 +43,28 @@ START, END = "<!-- feature-groups:start -->", "<!-- feature-groups:end -->"
 logger = logging.getLogger("feature_groups")
 
 
-def variants(shipped: tuple[str, ...], add: list[str], drop: list[str]) -> dict[str, tuple[str, ...]]:
-    """Variant name -> enabled groups: the shipped set, then each added group alone, each removed group alone,
-    and all additions together when there are several."""
-    out = {"shipped": shipped}
+def variants(
+    shipped: tuple[str, ...], add: list[str], drop: list[str], ranker: list[str]
+) -> dict[str, tuple[tuple[str, ...], dict[str, Any]]]:
+    """Variant name -> (enabled groups, ranker settings changed): the shipped set, then each added group alone,
+    each removed group alone, all additions together when there are several, and each ``key=value`` ranker
+    setting alone (shipped groups)."""
+    out: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {"shipped": (shipped, {})}
     for group in add:
-        out[f"+ {group}"] = (*shipped, group)
+        out[f"+ {group}"] = ((*shipped, group), {})
     for group in drop:
-        out[f"- {group}"] = tuple(g for g in shipped if g != group)
+        out[f"- {group}"] = (tuple(g for g in shipped if g != group), {})
     if len(add) > 1:
-        out["+ " + " + ".join(add)] = (*shipped, *add)
+        out["+ " + " + ".join(add)] = ((*shipped, *add), {})
+    for setting in ranker:
+        key, _, value = setting.partition("=")
+        out[f"ranker {key}={value}"] = (shipped, {key: json.loads(value)})
     return out
 
 
-def run(name: str, seed: int, add: list[str], drop: list[str], cache_dir: str | None) -> list[dict[str, Any]]:
+def run(
+    name: str, seed: int, add: list[str], drop: list[str], ranker: list[str], cache_dir: str | None
+) -> list[dict[str, Any]]:
     """Fit the shipped pipeline once, retrain its ranker per variant, score each on the test targets."""
     dataset = load_dataset(name)
     split = make_split(dataset, SPLITS[name])  # type: ignore[arg-type]
@@ -64,9 +75,10 @@ def run(name: str, seed: int, add: list[str], drop: list[str], cache_dir: str | 
     fit_seconds = time.perf_counter() - started
     logger.info("%s seed %d: fitted in %.0f s", name, seed, fit_seconds)
     rows = []
-    for variant, groups in variants(model.config.features.groups, add, drop).items():
+    for variant, (groups, settings) in variants(model.config.features.groups, add, drop, ranker).items():
         started = time.perf_counter()
-        twin = model if variant == "shipped" else model.with_features(FeatureConfig(groups=groups))
+        config = dataclasses.replace(model.config.ranker, **settings)
+        twin = model if variant == "shipped" else model.with_features(FeatureConfig(groups=groups), config)
         ranker_seconds = time.perf_counter() - started
         recs = twin.recommend(users, k=max(KS), history=history)
         metrics = _metrics(recs, split.test, dataset.items.height)
@@ -78,6 +90,7 @@ def run(name: str, seed: int, add: list[str], drop: list[str], cache_dir: str | 
                 "seed": seed,
                 "variant": variant,
                 "groups": list(groups),
+                "ranker": settings,
                 "metrics": metrics,
                 "trees": trees,
                 "pipeline_fit_seconds": fit_seconds,
@@ -122,6 +135,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--add", nargs="*", choices=GROUPS, default=["learned"], help="groups to add, one by one")
     parser.add_argument("--drop", nargs="*", choices=GROUPS, default=[], help="groups to remove, one by one")
+    parser.add_argument(
+        "--ranker", nargs="*", default=[], metavar="KEY=VALUE", help="RankerConfig settings to try, one by one"
+    )
     parser.add_argument("--cache-dir", default=None, help="text embedding cache (default: the library's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -329,12 +329,15 @@ class Recommender:
         )
         self.features_ = RankingFeatures(self.config.features).fit(self._context(interactions))
 
-    def with_features(self, features: FeatureConfig) -> Recommender:
-        """A new recommender sharing this one's text vectors, user encoder and FAISS index, with its ranker
-        retrained on ``features`` (feature ablations without retraining the encoder)."""
+    def with_features(self, features: FeatureConfig | None = None, ranker: RankerConfig | None = None) -> Recommender:
+        """A new recommender sharing this one's text vectors, user encoder, cross-fitting folds and FAISS index,
+        with its ranker retrained on ``features`` and ``ranker`` settings (each: this one's when None). For
+        feature ablations and ranker settings compared without retraining the encoder."""
         check_is_fitted(self, REQUIRED_STATE)
         twin = copy.copy(self)
-        twin.config = dataclasses.replace(self.config, features=features)
+        twin.config = dataclasses.replace(
+            self.config, features=features or self.config.features, ranker=ranker or self.config.ranker
+        )
         twin._fit_ranking(self.interactions_)  # type: ignore[arg-type]
         return twin
 

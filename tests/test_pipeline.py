@@ -375,6 +375,9 @@ def test_feature_groups_are_checked_and_ablations_share_the_encoder(fitted: Reco
     ]
     assert small.user_encoder_ is fitted.user_encoder_
     assert small.recommend([0], k=3).height == 3
+    three = fitted.with_features(ranker=dataclasses.replace(fitted.config.ranker, n_estimators=3))
+    assert three.ranker_.booster_.num_trees() == 3 and fitted.ranker_.booster_.num_trees() > 3
+    assert three.config.features == fitted.config.features and three.user_encoder_ is fitted.user_encoder_
 
 
 def test_learned_group_reads_each_folds_own_item_space(topic_data, cache_dir: str, tmp_path, monkeypatch):
