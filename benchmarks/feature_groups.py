@@ -48,7 +48,7 @@ def variants(
 ) -> dict[str, tuple[tuple[str, ...], dict[str, Any]]]:
     """Variant name -> (enabled groups, ranker settings changed): the shipped set, then each added group alone,
     each removed group alone, all additions together when there are several, and each ``key=value`` ranker
-    setting alone (shipped groups)."""
+    setting alone (shipped groups), and with both additions and settings, everything together."""
     out: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {"shipped": (shipped, {})}
     for group in add:
         out[f"+ {group}"] = ((*shipped, group), {})
@@ -56,9 +56,13 @@ def variants(
         out[f"- {group}"] = (tuple(g for g in shipped if g != group), {})
     if len(add) > 1:
         out["+ " + " + ".join(add)] = ((*shipped, *add), {})
+    settings = {}
     for setting in ranker:
         key, _, value = setting.partition("=")
-        out[f"ranker {key}={value}"] = (shipped, {key: json.loads(value)})
+        settings[key] = json.loads(value)
+        out[f"ranker {key}={value}"] = (shipped, {key: settings[key]})
+    if add and ranker:  # everything together
+        out[" + ".join(["+ " + " + ".join(add), *(f"ranker {s}" for s in ranker)])] = ((*shipped, *add), settings)
     return out
 
 
