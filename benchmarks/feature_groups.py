@@ -151,9 +151,8 @@ def main() -> None:
     commit = _git_commit(str(HERE.parent))
     for name in args.datasets:
         for seed in args.seeds:
-            rows = [
-                r | {"command": command, "commit": commit} for r in run(name, seed, args.add, args.drop, args.cache_dir)
-            ]
+            rows = run(name, seed, args.add, args.drop, args.ranker, args.cache_dir)
+            rows = [r | {"command": command, "commit": commit} for r in rows]
             old = json.loads(RESULTS.read_text())["results"] if RESULTS.exists() else []
             done = {(r["dataset"], r["seed"], r["variant"]) for r in rows}
             kept = [r for r in old if (r["dataset"], r["seed"], r["variant"]) not in done]
