@@ -117,8 +117,10 @@ def render(payload: dict[str, Any]) -> str:
             "| variant | seeds | NDCG@10 | Recall@10 | NDCG@50 | change in NDCG@10 (paired, per seed) | trees |",
             "|---|---:|---:|---:|---:|---|---:|",
         ]
-        for variant in dict.fromkeys(r["variant"] for r in rows):
+        for variant in dict.fromkeys(["shipped", *(r["variant"] for r in rows)]):
             mine = [r for r in rows if r["variant"] == variant]
+            if not mine:
+                continue
             mean = {k: statistics.mean(r["metrics"][k] for r in mine) for k in ("ndcg@10", "recall@10", "ndcg@50")}
             deltas = [r["metrics"]["ndcg@10"] - base[r["seed"]] for r in mine if r["seed"] in base]
             change = "-" if variant == "shipped" else ", ".join(f"{d:+.4f}" for d in deltas)
