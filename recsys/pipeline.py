@@ -790,12 +790,9 @@ class Recommender:
         twin.text_vectors_ = np.concatenate([self.text_vectors_, text])  # type: ignore[list-item]
         twin.item_vectors_ = np.concatenate([self.item_vectors_, vectors.astype(np.float32)])  # type: ignore[list-item]
         twin.popularity_ = np.concatenate([self.popularity_, np.zeros(new.height, np.float32)])  # type: ignore[list-item]
-        twin.features_ = self.features_.extend_items(  # type: ignore[union-attr]
-            twin.items_,
-            twin.text_vectors_,
-            self.index_.height,
-            twin.item_vectors_,  # type: ignore[arg-type]
-        )
+        n_old = cast(pl.DataFrame, self.index_).height
+        features = cast(RankingFeatures, self.features_)
+        twin.features_ = features.extend_items(twin.items_, twin.text_vectors_, n_old, twin.item_vectors_)
         if isinstance(self.user_encoder_, MemoryEncoder):  # histories may hold the new items
             twin.user_encoder_ = self.user_encoder_.add_items(text)
         else:
