@@ -168,7 +168,7 @@ def _stage(name: str, out: Path, command: list[str], done: Any = None) -> dict[s
 
 def run_size(name: str, work: Path, redo: bool = False) -> dict[str, Any]:
     """The size's three stages (each skipped when its JSON in the size's folder says it finished), then its
-    result row; the folder is removed once the row exists."""
+    result row; the saved model and the recommendations are removed once the row exists (the stage JSONs stay)."""
     n_items, n_users = SIZES[name]
     folder = work / name
     if redo:
@@ -200,7 +200,9 @@ def run_size(name: str, work: Path, redo: bool = False) -> dict[str, Any]:
     row |= {"shards": len(success["shards"]), "memory_budget_mb": 512}
     row["load_average"] = [started_load, os.getloadavg()[0]]  # the batch job's (1-minute, 2 cores)
     row["texts_per_second"] = encode["encoded"] / encode["encode_seconds"] if encode["encode_seconds"] else None
-    shutil.rmtree(folder, ignore_errors=True)
+    row["encode_chunks"] = encode.get("chunks", [])  # seconds and load per chunk: a chunk beside other work shows
+    for path in (model_dir, out):  # the stage JSONs stay (small); the model and the recommendations go
+        shutil.rmtree(path, ignore_errors=True)
     return row
 
 
