@@ -206,6 +206,13 @@ def run_size(name: str, work: Path, redo: bool = False) -> dict[str, Any]:
     return row
 
 
+def _encode_cell(row: dict[str, Any]) -> str:
+    """``seconds (texts/s)``, or ``cached`` when every text was in the cache already (nothing was encoded)."""
+    if not row.get("texts_per_second"):
+        return "cached"
+    return f"{row['encode_seconds']:.0f} ({row['texts_per_second']:.0f})"
+
+
 def render(payload: dict[str, Any]) -> str:
     m = payload["machine"]
     lines = [
@@ -225,7 +232,7 @@ def render(payload: dict[str, Any]) -> str:
     for r in sorted(payload["results"], key=lambda r: r["items"]):
         lines.append(
             f"| {r['items']:,} x {r['users']:,} | {r['events']:,} | {r['max_history']:,} | "
-            f"{r['generate_seconds']:.1f} | {r['encode_seconds']:.0f} ({r['texts_per_second']:.0f}) | "
+            f"{r['generate_seconds']:.1f} | {_encode_cell(r)} | "
             f"{r['fit_seconds']:.0f} | {r['fit_peak_rss_mib']:.0f} | {r['batch_seconds']:.0f} | "
             f"{r['users_per_second']:.0f} | {r['batch_peak_rss_mib']:.0f} | {r['shards']} | {r['index']} | "
             f"{r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} | `{r['command']}` | `{r['commit']}` |"
