@@ -37,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +151,12 @@ def fit_child(n_items: int, n_users: int, model_dir: Path, cache_dir: Path, out:
     out.write_text(json.dumps(timings))
 
 
-def _stage(name: str, out: Path, command: list[str], done: Any = None) -> dict[str, Any]:
-    """Run ``command`` in a child unless ``out`` already holds its finished result; the result with the child's
-    wall time, peak RSS and the 1-minute load average at its start and end."""
+def _stage(name: str, out: Path, command: list[str], done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """Run ``command`` in a child unless ``out`` already holds a result that ``done`` accepts; the result with the
+    child's wall time, peak RSS and the 1-minute load average at its start and end."""
     if out.exists():
         result = json.loads(out.read_text())
-        if done is None or done(result):
+        if done(result):
             logger.info("%s: done before (%s)", name, out)
             return result
     load = os.getloadavg()[0]
@@ -181,7 +182,8 @@ def run_size(name: str, work: Path, redo: bool = False) -> dict[str, Any]:
     encode = _stage("encode", folder / "encode.json", command, done=lambda r: r.get("done", False))
     logger.info("%s: generate + fit + save (%d items x %d users)", name, n_items, n_users)
     command = [*me, "--fit-child", str(n_items), str(n_users), str(model_dir), cache, str(folder / "fit.json")]
-    fit = _stage("fit", folder / "fit.json", command, done=lambda r: "process_seconds" in r)
+    # a finished fit whose model was removed after its row (the row since reverted) fits again
+    fit = _stage("fit", folder / "fit.json", command, done=lambda r: "process_seconds" in r and model_dir.exists())
     logger.info("%s: batch job", name)
     shutil.rmtree(out, ignore_errors=True)
     batch = [sys.executable, "-m", "recsys.cli", "recommend", "--model", str(model_dir), "--out", str(out)]
