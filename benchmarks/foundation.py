@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,15 @@ def _vm_hwm_mib(pid: int) -> float | None:
     return None
 
 
-def run_child(command: list[str], env: dict[str, str] | None = None, quiet: bool = False) -> tuple[float, float]:
+def run_child(
+    command: list[str],
+    env: dict[str, str] | None = None,
+    quiet: bool = False,
+    progress: Callable[[float, float | None], None] | None = None,
+) -> tuple[float, float]:
     """Run ``command`` to the end; its wall seconds and its own peak RSS in MiB. ``quiet``: discard its output
-    (the tail of its stderr goes into the error on failure).
+    (the tail of its stderr goes into the error on failure). ``progress``: called about every 10 s with the
+    seconds and the peak so far (so that a caller killed with its child can leave a record behind).
 
     The peak is the child's ``VmHWM`` (its peak RSS since exec), read every 20 ms while it runs. ``ru_maxrss``
     from ``wait4`` is only the fallback where /proc is missing: Linux carries the parent's high-water mark over
@@ -83,12 +90,16 @@ def run_child(command: list[str], env: dict[str, str] | None = None, quiet: bool
         started = time.perf_counter()
         child = subprocess.Popen(command, env=env, **pipes)  # type: ignore[call-overload]
         peak: float | None = None
+        reported = started
         while True:
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
             if pid:
                 break
             hwm = _vm_hwm_mib(child.pid)
             peak = hwm if peak is None or (hwm is not None and hwm > peak) else peak
+            if progress is not None and time.perf_counter() - reported >= 10:
+                reported = time.perf_counter()
+                progress(reported - started, peak)
             time.sleep(0.02)
         seconds = time.perf_counter() - started
         child.returncode = code = os.waitstatus_to_exitcode(status)

@@ -11,7 +11,8 @@ it stopped in (``--redo`` starts it over):
 2. **fit**: generate the dataset again, fit the pipeline with the memory encoder (its text vectors come from the
    cache) and save it.
 3. **batch**: the batch job as a user would run it (``python -m recsys.cli recommend --model M --out DIR``, the
-   default memory budget of 512 MB), over every user.
+   default memory budget of 512 MB), over every user. The job keeps its committed shards, so an interrupted batch
+   stage resumes too; its time sums each attempt up to its last committed shard (see :func:`batch_stage`).
 
 Each child's peak resident memory is its own high-water mark (``VmHWM``, see ``foundation.run_child``).
 
@@ -167,6 +168,42 @@ def _stage(name: str, out: Path, command: list[str], done: Callable[[dict[str, A
     return result
 
 
+def batch_stage(model_dir: Path, out: Path, record: Path) -> dict[str, Any]:
+    """The batch job (``recsys recommend``) over every user, resumable across interruptions of this script: the
+    job itself keeps its committed shards, and ``record`` (JSON) keeps each attempt's start, its seconds and peak
+    so far (written every 10 s) and the time of its last committed shard.
+
+    ``seconds`` sums each attempt up to its last committed shard (the work after it is lost and redone by the next
+    attempt, so it is not counted; the reloading of the model by every attempt is); ``peak_rss_mib`` is the
+    largest peak of any attempt; ``load_average`` is the first attempt's start and the last one's end."""
+    state: dict[str, Any] = json.loads(record.read_text()) if record.exists() else {"attempts": []}
+    if not state["attempts"]:
+        shutil.rmtree(out, ignore_errors=True)  # a fresh job (another run's output is not resumed)
+    for attempt in state["attempts"]:  # an attempt killed with this script: count it to its last shard
+        if "finished" not in attempt:
+            shards = [p.stat().st_mtime for p in (out / "_shards").glob("*") if p.stat().st_mtime >= attempt["at"]]
+            attempt["seconds"] = max(shards) - attempt["at"] if shards else 0.0
+            attempt["finished"] = False
+    attempt = {"at": time.time(), "load": [os.getloadavg()[0]]}
+    state["attempts"].append(attempt)
+
+    def save(seconds: float, peak: float | None) -> None:
+        attempt["seconds_so_far"], attempt["peak_rss_mib"] = seconds, peak
+        record.write_text(json.dumps(state))
+
+    save(0.0, None)
+    command = [sys.executable, "-m", "recsys.cli", "recommend", "--model", str(model_dir), "--out", str(out)]
+    seconds, peak = run_child(command, progress=save)
+    attempt |= {"seconds": seconds, "peak_rss_mib": peak, "finished": True}
+    attempt["load"].append(os.getloadavg()[0])
+    attempts = state["attempts"]
+    state["seconds"] = sum(a["seconds"] for a in attempts)
+    state["peak_rss_mib"] = max(a["peak_rss_mib"] or 0.0 for a in attempts)
+    state["load_average"] = [attempts[0]["load"][0], attempt["load"][-1]]
+    record.write_text(json.dumps(state))
+    return state
+
+
 def run_size(name: str, work: Path, redo: bool = False) -> dict[str, Any]:
     """The size's three stages (each skipped when its JSON in the size's folder says it finished), then its
     result row; the saved model and the recommendations are removed once the row exists (the stage JSONs stay)."""
@@ -185,10 +222,8 @@ def run_size(name: str, work: Path, redo: bool = False) -> dict[str, Any]:
     # a finished fit whose model was removed after its row (the row since reverted) fits again
     fit = _stage("fit", folder / "fit.json", command, done=lambda r: "process_seconds" in r and model_dir.exists())
     logger.info("%s: batch job", name)
-    shutil.rmtree(out, ignore_errors=True)
-    batch = [sys.executable, "-m", "recsys.cli", "recommend", "--model", str(model_dir), "--out", str(out)]
-    started_load = os.getloadavg()[0]
-    seconds, peak = run_child(batch)
+    batch = batch_stage(model_dir, out, folder / "batch.json")
+    seconds, peak = batch["seconds"], batch["peak_rss_mib"]
     success = json.loads((out / "_SUCCESS").read_text())
     users = int(success["total_users"])
     row = {"size": name, "items": n_items, "users": users}
@@ -200,11 +235,13 @@ def run_size(name: str, work: Path, redo: bool = False) -> dict[str, Any]:
     row |= {"encode_peak_rss_mib": encode["peak_rss_mib"], "batch_seconds": seconds}
     row |= {"users_per_second": users / seconds, "batch_peak_rss_mib": peak}
     row |= {"shards": len(success["shards"]), "memory_budget_mb": 512}
-    row["load_average"] = [started_load, os.getloadavg()[0]]  # the batch job's (1-minute, 2 cores)
+    row["load_average"] = batch["load_average"]  # the batch job's (1-minute, 2 cores)
+    row["batch_attempts"] = batch["attempts"]  # more than one: the job was interrupted and resumed
     row["texts_per_second"] = encode["encoded"] / encode["encode_seconds"] if encode["encode_seconds"] else None
     row["encode_chunks"] = encode.get("chunks", [])  # seconds and load per chunk: a chunk beside other work shows
     for path in (model_dir, out):  # the stage JSONs stay (small); the model and the recommendations go
         shutil.rmtree(path, ignore_errors=True)
+    (folder / "batch.json").unlink()  # its job is gone: a rerun after a reverted row starts a fresh one
     return row
 
 
@@ -213,6 +250,12 @@ def _encode_cell(row: dict[str, Any]) -> str:
     if not row.get("texts_per_second"):
         return "cached"
     return f"{row['encode_seconds']:.0f} ({row['texts_per_second']:.0f})"
+
+
+def _batch_cell(row: dict[str, Any]) -> str:
+    """The batch seconds, with the number of attempts when the job was interrupted and resumed."""
+    attempts = len(row.get("batch_attempts", [])) or 1
+    return f"{row['batch_seconds']:.0f}" + (f" ({attempts} runs)" if attempts > 1 else "")
 
 
 def render(payload: dict[str, Any]) -> str:
@@ -235,7 +278,7 @@ def render(payload: dict[str, Any]) -> str:
         lines.append(
             f"| {r['items']:,} x {r['users']:,} | {r['events']:,} | {r['max_history']:,} | "
             f"{r['generate_seconds']:.1f} | {_encode_cell(r)} | "
-            f"{r['fit_seconds']:.0f} | {r['fit_peak_rss_mib']:.0f} | {r['batch_seconds']:.0f} | "
+            f"{r['fit_seconds']:.0f} | {r['fit_peak_rss_mib']:.0f} | {_batch_cell(r)} | "
             f"{r['users_per_second']:.0f} | {r['batch_peak_rss_mib']:.0f} | {r['shards']} | {r['index']} | "
             f"{r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} | `{r['command']}` | `{r['commit']}` |"
         )
@@ -243,7 +286,8 @@ def render(payload: dict[str, Any]) -> str:
         "",
         "(fit s: after the texts are encoded and cached, memory encoder and ranker included; fit peak: the "
         "generate + fit + save process (rows before commit 6e5bc41: generate + encode + fit + save in one process; "
-        "since then the encode stage has its own process, its peak in `results/scale.json`); load: the 1-minute "
+        "since then the encode stage has its own process, its peak in `results/scale.json`); batch s (N runs): the "
+        "job was interrupted and resumed, each run counted up to its last committed shard; load: the 1-minute "
         "load average at the start and the end of the batch job, on 2 cores: a row whose load is well above 2 "
         "ran beside other jobs (10^4: 3-4 of them), so its times are upper bounds. Plot: `results/scale.png`.)",
         "",
