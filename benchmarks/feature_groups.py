@@ -1,5 +1,5 @@
-"""Feature groups and ranker settings, paired: the shipped pipeline against the same pipeline with groups added or
-removed, or with other LightGBM settings.
+"""Feature groups, ranker and ranking-stage settings, paired: the shipped pipeline against the same pipeline with
+groups added or removed, other LightGBM settings, or other candidate quotas.
 
 For each dataset and seed, the full-profile pipeline (``quality.ours``: the memory encoder, cross-fitted as
 shipped) is fitted once on train + valid; then only its ranker is retrained for each variant
@@ -12,6 +12,7 @@ own rows); table: ``README.md`` (between the ``feature-groups`` markers).
 
     python benchmarks/feature_groups.py --datasets amazon-scientific-unisrec ml-100k --add learned [--seeds 0]
     python benchmarks/feature_groups.py --add --ranker n_estimators=1000   # a ranker setting instead
+    python benchmarks/feature_groups.py --add --set n_cooccurrence_candidates=100   # a ranking-stage setting
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import polars as pl
 
 from recsys.datasets import load_dataset
 from recsys.evaluation import make_split
-from recsys.features.ranking import GROUPS, FeatureConfig
+from recsys.features.ranking import GROUPS
 from recsys.schema import USER_ID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,31 +44,48 @@ START, END = "<!-- feature-groups:start -->", "<!-- feature-groups:end -->"
 logger = logging.getLogger("feature_groups")
 
 
+Variant = tuple[tuple[str, ...], dict[str, Any], dict[str, Any]]
+"""Enabled groups, ranker settings changed, ranking-stage (``RecommenderConfig``) settings changed."""
+
+
 def variants(
-    shipped: tuple[str, ...], add: list[str], drop: list[str], ranker: list[str]
-) -> dict[str, tuple[tuple[str, ...], dict[str, Any]]]:
-    """Variant name -> (enabled groups, ranker settings changed): the shipped set, then each added group alone,
-    each removed group alone, all additions together when there are several, and each ``key=value`` ranker
-    setting alone (shipped groups), and with both additions and settings, everything together."""
-    out: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {"shipped": (shipped, {})}
+    shipped: tuple[str, ...], add: list[str], drop: list[str], ranker: list[str], stage: list[str] | None = None
+) -> dict[str, Variant]:
+    """Variant name -> :data:`Variant`: the shipped set, then each added group alone, each removed group alone,
+    all additions together when there are several, each ``key=value`` ranker setting alone (shipped groups),
+    each ``key=value`` ranking-stage setting alone (``stage``), and with additions and settings, everything
+    together."""
+    out: dict[str, Variant] = {"shipped": (shipped, {}, {})}
     for group in add:
-        out[f"+ {group}"] = ((*shipped, group), {})
+        out[f"+ {group}"] = ((*shipped, group), {}, {})
     for group in drop:
-        out[f"- {group}"] = (tuple(g for g in shipped if g != group), {})
+        out[f"- {group}"] = (tuple(g for g in shipped if g != group), {}, {})
     if len(add) > 1:
-        out["+ " + " + ".join(add)] = ((*shipped, *add), {})
-    settings = {}
+        out["+ " + " + ".join(add)] = ((*shipped, *add), {}, {})
+    settings: dict[str, Any] = {}
     for setting in ranker:
         key, _, value = setting.partition("=")
         settings[key] = json.loads(value)
-        out[f"ranker {key}={value}"] = (shipped, {key: settings[key]})
-    if add and ranker:  # everything together
-        out[" + ".join(["+ " + " + ".join(add), *(f"ranker {s}" for s in ranker)])] = ((*shipped, *add), settings)
+        out[f"ranker {key}={value}"] = (shipped, {key: settings[key]}, {})
+    stages: dict[str, Any] = {}
+    for setting in stage or []:
+        key, _, value = setting.partition("=")
+        stages[key] = json.loads(value)
+        out[f"set {key}={value}"] = (shipped, {}, {key: stages[key]})
+    if add and (ranker or stage):  # everything together
+        parts = ["+ " + " + ".join(add), *(f"ranker {s}" for s in ranker), *(f"set {s}" for s in stage or [])]
+        out[" + ".join(parts)] = ((*shipped, *add), settings, stages)
     return out
 
 
 def run(
-    name: str, seed: int, add: list[str], drop: list[str], ranker: list[str], cache_dir: str | None
+    name: str,
+    seed: int,
+    add: list[str],
+    drop: list[str],
+    ranker: list[str],
+    cache_dir: str | None,
+    stage: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Fit the shipped pipeline once, retrain its ranker per variant, score each on the test targets."""
     dataset = load_dataset(name)
@@ -79,10 +97,11 @@ def run(
     fit_seconds = time.perf_counter() - started
     logger.info("%s seed %d: fitted in %.0f s", name, seed, fit_seconds)
     rows = []
-    for variant, (groups, settings) in variants(model.config.features.groups, add, drop, ranker).items():
+    for variant, (groups, settings, stages) in variants(model.config.features.groups, add, drop, ranker, stage).items():
         started = time.perf_counter()
         config = dataclasses.replace(model.config.ranker, **settings)
-        twin = model if variant == "shipped" else model.with_features(FeatureConfig(groups=groups), config)
+        features = dataclasses.replace(model.config.features, groups=groups)
+        twin = model if variant == "shipped" else model.with_features(features, config, **stages)
         ranker_seconds = time.perf_counter() - started
         recs = twin.recommend(users, k=max(KS), history=history)
         metrics = _metrics(recs, split.test, dataset.items.height)
@@ -95,6 +114,7 @@ def run(
                 "variant": variant,
                 "groups": list(groups),
                 "ranker": settings,
+                "settings": stages,
                 "metrics": metrics,
                 "trees": trees,
                 "pipeline_fit_seconds": fit_seconds,
@@ -144,6 +164,13 @@ def main() -> None:
     parser.add_argument(
         "--ranker", nargs="*", default=[], metavar="KEY=VALUE", help="RankerConfig settings to try, one by one"
     )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="ranking-stage RecommenderConfig settings to try, one by one (recsys.pipeline.RANKING_SETTINGS)",
+    )
     parser.add_argument("--cache-dir", default=None, help="text embedding cache (default: the library's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -153,7 +180,7 @@ def main() -> None:
     commit = _git_commit(str(HERE.parent))
     for name in args.datasets:
         for seed in args.seeds:
-            rows = run(name, seed, args.add, args.drop, args.ranker, args.cache_dir)
+            rows = run(name, seed, args.add, args.drop, args.ranker, args.cache_dir, args.set)
             rows = [r | {"command": command, "commit": commit} for r in rows]
             old = json.loads(RESULTS.read_text())["results"] if RESULTS.exists() else []
             done = {(r["dataset"], r["seed"], r["variant"]) for r in rows}

@@ -76,10 +76,11 @@ def run_child(
     env: dict[str, str] | None = None,
     quiet: bool = False,
     progress: Callable[[float, float | None], None] | None = None,
+    every: float = 10.0,
 ) -> tuple[float, float]:
     """Run ``command`` to the end; its wall seconds and its own peak RSS in MiB. ``quiet``: discard its output
-    (the tail of its stderr goes into the error on failure). ``progress``: called about every 10 s with the
-    seconds and the peak so far (so that a caller killed with its child can leave a record behind).
+    (the tail of its stderr goes into the error on failure). ``progress``: called about every ``every`` seconds
+    with the seconds and the peak so far (so that a caller killed with its child can leave a record behind).
 
     The peak is the child's ``VmHWM`` (its peak RSS since exec), read every 20 ms while it runs. ``ru_maxrss``
     from ``wait4`` is only the fallback where /proc is missing: Linux carries the parent's high-water mark over
@@ -97,7 +98,7 @@ def run_child(
                 break
             hwm = _vm_hwm_mib(child.pid)
             peak = hwm if peak is None or (hwm is not None and hwm > peak) else peak
-            if progress is not None and time.perf_counter() - reported >= 10:
+            if progress is not None and time.perf_counter() - reported >= every:
                 reported = time.perf_counter()
                 progress(reported - started, peak)
             time.sleep(0.02)

@@ -49,7 +49,12 @@ HERE = Path(__file__).resolve().parent
 RUNS = {"amazon-scientific-unisrec": "published", "ml-100k": "loo", "ml-latest-small": "loo"}
 START, END = "<!-- ranking:start -->", "<!-- ranking:end -->"
 BASELINES = ("popularity", "transitions", "zero-shot-text")
-SOURCES = {"retrieval_rank": "encoder + FAISS", "transition_rank": "transitions", "popularity_rank": "popularity"}
+SOURCES = {
+    "retrieval_rank": "encoder + FAISS",
+    "transition_rank": "transitions",
+    "popularity_rank": "popularity",
+    "cooc_rank": "co-occurrence",
+}
 
 
 def candidate_recall(model: Recommender, dataset: Any, split_kind: str) -> dict[str, Any]:
@@ -63,9 +68,12 @@ def candidate_recall(model: Recommender, dataset: Any, split_kind: str) -> dict[
         "retrieval_rank": cfg.n_candidates,
         "transition_rank": cfg.n_transition_candidates,
         "popularity_rank": cfg.n_popularity_candidates,
+        "cooc_rank": cfg.n_cooccurrence_candidates,
     }
     out: dict[str, Any] = {"n_targets": hits.height, "mean_candidates": cands.height / max(len(users), 1)}
     for column, label in SOURCES.items():
+        if column not in hits.columns:  # a source that is off
+            continue
         out[f"{label} (top {sizes[column]})"] = float((hits[column] <= sizes[column]).fill_null(False).mean())  # type: ignore[arg-type]
     out["merged"] = float(hits["retrieval_score"].is_not_null().mean())  # type: ignore[arg-type]
     return out

@@ -168,6 +168,17 @@ def _stage(name: str, out: Path, command: list[str], done: Callable[[dict[str, A
     return result
 
 
+def settle_interrupted(attempts: list[dict[str, Any]], records: Path) -> None:
+    """Give each attempt that never finished (killed with this script) ``seconds``: from its start (``at``, epoch
+    seconds) to the last shard record in ``records`` written after that start (0 when none was)."""
+    for attempt in attempts:
+        if "finished" not in attempt:
+            times = [p.stat().st_mtime for p in records.glob("*")]
+            mine = [t for t in times if t >= attempt["at"]]
+            attempt["seconds"] = max(mine) - attempt["at"] if mine else 0.0
+            attempt["finished"] = False
+
+
 def batch_stage(model_dir: Path, out: Path, record: Path) -> dict[str, Any]:
     """The batch job (``recsys recommend``) over every user, resumable across interruptions of this script: the
     job itself keeps its committed shards, and ``record`` (JSON) keeps each attempt's start, its seconds and peak
@@ -179,11 +190,7 @@ def batch_stage(model_dir: Path, out: Path, record: Path) -> dict[str, Any]:
     state: dict[str, Any] = json.loads(record.read_text()) if record.exists() else {"attempts": []}
     if not state["attempts"]:
         shutil.rmtree(out, ignore_errors=True)  # a fresh job (another run's output is not resumed)
-    for attempt in state["attempts"]:  # an attempt killed with this script: count it to its last shard
-        if "finished" not in attempt:
-            shards = [p.stat().st_mtime for p in (out / "_shards").glob("*") if p.stat().st_mtime >= attempt["at"]]
-            attempt["seconds"] = max(shards) - attempt["at"] if shards else 0.0
-            attempt["finished"] = False
+    settle_interrupted(state["attempts"], out / "_shards")
     attempt = {"at": time.time(), "load": [os.getloadavg()[0]]}
     state["attempts"].append(attempt)
 

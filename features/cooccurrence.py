@@ -17,6 +17,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys.data import Histories
+from recsys.errors import check_is_fitted
 from recsys.features import _common
 from recsys.features._common import (
     check_history_items,
@@ -29,6 +30,7 @@ from recsys.features._common import (
     sparse_values,
 )
 from recsys.features.base import FeatureBlock, FitContext
+from recsys.features.transitions import recency_matrix
 
 __all__ = ["CoOccurrence", "CoOccurrenceConfig", "cooccurrence_counts"]
 
@@ -132,6 +134,14 @@ class CoOccurrence(FeatureBlock):
         self.matrix_ = matrix
         logger.info("co-occurrence: %d item pairs from %d events", matrix.nnz, events.item_idx.size)
         return self
+
+    def score_sparse(self, histories: Histories) -> sp.csr_matrix:
+        """``cooc_score`` of every catalogue item for every query, float32 csr ``(n_queries, n_items)`` (the
+        pipeline's co-occurrence candidate source takes its top items); zero rows for empty histories."""
+        check_is_fitted(self, self.state_attributes)
+        cfg = self.config
+        weights = recency_matrix(histories, self.matrix_.shape[0], cfg.half_life, cfg.recent)  # (n_queries, n_items)
+        return (weights @ self.matrix_).astype(np.float32).tocsr()
 
     def _transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:
         query, items = pair_arrays(candidates, histories, self.matrix_.shape[0])  # (n_pairs,) each

@@ -1,10 +1,10 @@
 """The ranker's feature set: candidate-source columns plus the feature blocks, composed by group.
 
 The pipeline builds a candidate frame ``query (u32), item_idx (u32), retrieval_score (f32), retrieval_rank
-(u32), transition_rank (u32), popularity_rank (u32)`` whose ``query`` is a row of the
-:class:`~recsys.data.Histories` passed beside it (the query's events before its cut-off). A source rank is the
-item's position in that source's list, or the list length + 1 when the source did not propose it, so the ranks
-also say which sources proposed a candidate.
+(u32), transition_rank (u32), popularity_rank (u32)`` (and ``cooc_rank (u32)`` when the co-occurrence source
+is on) whose ``query`` is a row of the :class:`~recsys.data.Histories` passed beside it (the query's events
+before its cut-off). A source rank is the item's position in that source's list, or the list length + 1 when
+the source did not propose it, so the ranks also say which sources proposed a candidate.
 
 :class:`RankingFeatures` fits every enabled block on past events (:class:`~recsys.features.base.FitContext`)
 and adds their columns. Groups (for ablations): ``interest`` (the interest-match score and its rank),
@@ -37,6 +37,7 @@ from recsys.schema import ITEM_IDX
 
 __all__ = [
     "CANDIDATE_COLUMNS",
+    "COOCCURRENCE_RANK",
     "DEFAULT_GROUPS",
     "GROUPS",
     "POPULARITY_RANK",
@@ -54,6 +55,9 @@ RETRIEVAL_SCORE = "retrieval_score"
 RETRIEVAL_RANK = "retrieval_rank"
 TRANSITION_RANK = "transition_rank"
 POPULARITY_RANK = "popularity_rank"
+COOCCURRENCE_RANK = "cooc_rank"
+OPTIONAL_SOURCES = (COOCCURRENCE_RANK,)
+"""Source rank columns that exist only where their source is on (``RankingFeatures(sources=...)``)."""
 CANDIDATE_COLUMNS = (QUERY, ITEM_IDX, RETRIEVAL_SCORE, RETRIEVAL_RANK, TRANSITION_RANK, POPULARITY_RANK)
 SOURCE_COLUMNS = {"interest": [RETRIEVAL_SCORE, RETRIEVAL_RANK], "source": [TRANSITION_RANK, POPULARITY_RANK]}
 GROUPS = (
@@ -146,6 +150,12 @@ class TransitionFeature(FeatureBlock):
 class RankingFeatures:
     """Fits the enabled feature blocks on past events and adds their columns to candidate frames.
 
+    Parameters
+    ----------
+    config: the groups and each block's settings.
+    sources: the optional source rank columns (:data:`OPTIONAL_SOURCES`) the candidate frames carry; the
+        ``source`` group reads them after ``transition_rank`` and ``popularity_rank``.
+
     Attributes
     ----------
     blocks_: the fitted blocks by group (``category`` absent when the catalogue has no category column).
@@ -153,8 +163,16 @@ class RankingFeatures:
 
     blocks_: dict[str, FeatureBlock] | None = None
 
-    def __init__(self, config: FeatureConfig | None = None) -> None:
+    def __init__(self, config: FeatureConfig | None = None, sources: tuple[str, ...] = ()) -> None:
         self.config = config or FeatureConfig()
+        unknown = sorted(set(sources) - set(OPTIONAL_SOURCES))
+        if unknown:
+            raise ConfigError(f"unknown optional source column(s) {unknown}; choose from {list(OPTIONAL_SOURCES)}.")
+        self.sources = tuple(c for c in OPTIONAL_SOURCES if c in sources)
+
+    def _source_columns(self, group: str) -> list[str]:
+        """The candidate columns that ``group`` reads directly (none for a block group)."""
+        return SOURCE_COLUMNS.get(group, []) + (list(self.sources) if group == "source" else [])
 
     def _new_block(self, group: str) -> FeatureBlock:
         cfg = self.config
@@ -172,7 +190,7 @@ class RankingFeatures:
 
     def _relative(self, blocks: dict[str, FeatureBlock]) -> QueryRelative:
         """The query-relative block over the columns that the source columns and ``blocks`` provide."""
-        available = [c for g in self.config.groups for c in SOURCE_COLUMNS.get(g, [])]
+        available = [c for g in self.config.groups for c in self._source_columns(g)]
         available += [n for block in blocks.values() for n in block.names]
         return QueryRelative(self.config.relative, available)
 
@@ -199,14 +217,20 @@ class RankingFeatures:
     def feature_names(self) -> list[str]:
         """Every column the ranker reads, in a fixed order."""
         check_is_fitted(self)
-        names = [c for g in self.config.groups for c in SOURCE_COLUMNS.get(g, [])]
+        names = [c for g in self.config.groups for c in self._source_columns(g)]
         return names + [n for block in self.blocks_.values() for n in block.names]  # type: ignore[union-attr]
 
     def groups_of(self) -> dict[str, list[str]]:
         """Feature names by group (for ablations and reports)."""
         check_is_fitted(self)
-        out = {g: list(SOURCE_COLUMNS[g]) for g in self.config.groups if g in SOURCE_COLUMNS}
+        out = {g: self._source_columns(g) for g in self.config.groups if g in SOURCE_COLUMNS}
         return out | {g: block.names for g, block in self.blocks_.items()}  # type: ignore[union-attr]
+
+    @property
+    def cooccurrence(self) -> CoOccurrence | None:
+        """The fitted co-occurrence block when its group is enabled (also the co-occurrence candidate source)."""
+        block = (self.blocks_ or {}).get("cooccurrence")
+        return block if isinstance(block, CoOccurrence) else None
 
     @property
     def transitions(self) -> Transitions | None:
@@ -222,7 +246,7 @@ class RankingFeatures:
         ``relative`` block compares their columns and runs last. The result does not depend on ``n_threads``.
         """
         check_is_fitted(self)
-        missing = [c for c in CANDIDATE_COLUMNS if c not in candidates.columns]
+        missing = [c for c in (*CANDIDATE_COLUMNS, *self.sources) if c not in candidates.columns]
         if missing:
             raise SchemaError(f"candidate frame lacks {missing}; it has {candidates.columns}.")
         blocks = [b for g, b in self.blocks_.items() if g != "relative"]  # type: ignore[union-attr]
@@ -251,7 +275,7 @@ class RankingFeatures:
         blocks = self.blocks_ or {}
         if "learned" in blocks and learned_vectors is None:
             raise DataError("the 'learned' feature group needs the new items' vectors in the encoder's space.")
-        twin = RankingFeatures(self.config)
+        twin = RankingFeatures(self.config, self.sources)
         twin.blocks_ = {
             g: b.extend_items(items, learned_vectors if g == "learned" else item_vectors, n_old)  # type: ignore[arg-type]
             for g, b in blocks.items()
@@ -265,7 +289,7 @@ class RankingFeatures:
         block = (self.blocks_ or {}).get("learned")
         if not isinstance(block, LearnedSimilarity):
             return self
-        twin = RankingFeatures(self.config)
+        twin = RankingFeatures(self.config, self.sources)
         twin.blocks_ = {**self.blocks_, "learned": block.with_vectors(vectors)}  # type: ignore[dict-item]
         return twin
 
@@ -276,9 +300,12 @@ class RankingFeatures:
         return {f"{g}.{k}": v for g, block in self.blocks_.items() for k, v in block.state().items()}  # type: ignore[union-attr]
 
     @classmethod
-    def from_state(cls, config: FeatureConfig, groups: list[str], arrays: dict[str, np.ndarray]) -> RankingFeatures:
-        """Rebuild fitted features from :meth:`state` output; ``groups`` are the fitted block groups."""
-        self = cls(config)
+    def from_state(
+        cls, config: FeatureConfig, groups: list[str], arrays: dict[str, np.ndarray], sources: tuple[str, ...] = ()
+    ) -> RankingFeatures:
+        """Rebuild fitted features from :meth:`state` output; ``groups`` are the fitted block groups,
+        ``sources`` the optional source columns."""
+        self = cls(config, sources)
         unknown = sorted(set(groups) - set(GROUPS))
         if unknown:
             raise ModelFormatError(f"saved features name unknown group(s) {unknown}.")

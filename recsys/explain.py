@@ -24,6 +24,7 @@ PHRASES: dict[str, str] = {
     "transition_rank": "is often consumed right after items you had recently",
     "transition_score": "often follows items you had recently",
     "popularity_rank": "is among the most popular items",
+    "cooc_rank": "is among the items most often consumed together with your recent ones",
     "log_popularity": "is popular",
     "log_popularity_recent": "is popular lately",
     "popularity_trend": "is gaining popularity",

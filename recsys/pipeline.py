@@ -26,6 +26,7 @@ from recsys.explain import because_items, feature_importance, reasons
 from recsys.features.base import FitContext
 from recsys.features.popularity import item_popularity
 from recsys.features.ranking import (
+    COOCCURRENCE_RANK,
     POPULARITY_RANK,
     QUERY,
     RETRIEVAL_RANK,
@@ -48,6 +49,19 @@ __all__ = ["Recommender", "RecommenderConfig"]
 logger = logging.getLogger(__name__)
 
 
+RANKING_SETTINGS = (
+    "n_candidates",
+    "n_transition_candidates",
+    "n_popularity_candidates",
+    "n_cooccurrence_candidates",
+    "label_window",
+    "max_ranker_users",
+    "valid_fraction",
+    "ranker_folds",
+)
+"""The :class:`RecommenderConfig` fields that :meth:`Recommender.with_features` may change: the ranking stage
+reads them, the user encoder and the FAISS index do not."""
+
 AUTO_RANKER_FOLDS = 5  # ranker_folds=None: cross-validation folds below ...
 AUTO_FOLDS_BELOW_QUERIES = 20_000  # ... this many training queries
 
@@ -60,6 +74,7 @@ _MINIMUMS = {
     "max_ranker_users": 1,
     "n_transition_candidates": 0,
     "n_popularity_candidates": 0,
+    "n_cooccurrence_candidates": 0,
 }
 
 
@@ -80,6 +95,10 @@ class RecommenderConfig:
         Items added per user from item-to-item transitions of the recent history (0 turns the source off).
     n_popularity_candidates:
         Items added per user from the most popular items (0 turns the source off).
+    n_cooccurrence_candidates:
+        Items added per user from co-occurrence with the recent history: the items with the highest
+        ``cooc_score`` over the catalogue (0, the default, turns the source off; the ranker then has no
+        ``cooc_rank`` column). Needs the ``cooccurrence`` feature group.
     n_cutoffs:
         Training queries per user for the ranker: the last ``n_cutoffs`` events of each user's history,
         each predicted from the events before it. Feature statistics use only events before all cut-offs.
@@ -127,6 +146,7 @@ class RecommenderConfig:
     n_candidates: int = 200
     n_transition_candidates: int = 100
     n_popularity_candidates: int = 20
+    n_cooccurrence_candidates: int = 0
     n_cutoffs: int = 5
     label_window: int = 1
     max_ranker_users: int | None = 10_000
@@ -149,6 +169,11 @@ class RecommenderConfig:
             raise ConfigError(
                 "transition candidates need the 'transition' feature group; add it to FeatureConfig.groups "
                 "or set n_transition_candidates=0."
+            )
+        if self.n_cooccurrence_candidates and "cooccurrence" not in self.features.groups:
+            raise ConfigError(
+                "co-occurrence candidates need the 'cooccurrence' feature group; add it to FeatureConfig.groups "
+                "or set n_cooccurrence_candidates=0."
             )
         if self.user_encoder not in ("zero-shot", "memory"):
             raise ConfigError(f"RecommenderConfig.user_encoder={self.user_encoder!r}; use 'zero-shot' or 'memory'.")
@@ -327,16 +352,48 @@ class Recommender:
         self.ranker_ = self._fit_ranker(
             *training_queries(interactions, cfg.n_cutoffs, cfg.max_ranker_users, cfg.seed, cfg.label_window)
         )
-        self.features_ = RankingFeatures(self.config.features).fit(self._context(interactions))
+        self.features_ = self._new_features().fit(self._context(interactions))
 
-    def with_features(self, features: FeatureConfig | None = None, ranker: RankerConfig | None = None) -> Recommender:
+    def _new_features(self) -> RankingFeatures:
+        """Unfitted feature blocks of this config, reading the optional source columns that are on."""
+        return RankingFeatures(self.config.features, self._optional_sources())
+
+    def _optional_sources(self) -> tuple[str, ...]:
+        return (COOCCURRENCE_RANK,) if self.config.n_cooccurrence_candidates else ()
+
+    def _source_lengths(self) -> dict[str, int]:
+        """Each candidate source's rank column and list length (a rank of length + 1: not proposed)."""
+        cfg = self.config
+        lengths = {
+            RETRIEVAL_RANK: min(cfg.n_candidates, self.index_.height),  # type: ignore[union-attr]
+            TRANSITION_RANK: cfg.n_transition_candidates,
+            POPULARITY_RANK: cfg.n_popularity_candidates,
+        }
+        return lengths | ({COOCCURRENCE_RANK: cfg.n_cooccurrence_candidates} if cfg.n_cooccurrence_candidates else {})
+
+    def with_features(
+        self, features: FeatureConfig | None = None, ranker: RankerConfig | None = None, **ranking: Any
+    ) -> Recommender:
         """A new recommender sharing this one's text vectors, user encoder, cross-fitting folds and FAISS index,
-        with its ranker retrained on ``features`` and ``ranker`` settings (each: this one's when None). For
-        feature ablations and ranker settings compared without retraining the encoder."""
+        with its ranker retrained on ``features`` and ``ranker`` settings (each: this one's when None) and the
+        ranking-stage settings in ``ranking`` (:data:`RANKING_SETTINGS`, for example
+        ``n_cooccurrence_candidates=100``). For feature ablations, ranker settings and candidate quotas compared
+        without retraining the encoder.
+
+        Raises
+        ------
+        ConfigError
+            ``ranking`` names a setting that the encoder or the index depends on, or an invalid value."""
         check_is_fitted(self, REQUIRED_STATE)
+        other = sorted(set(ranking) - set(RANKING_SETTINGS))
+        if other:
+            raise ConfigError(
+                f"with_features cannot change {other}: the encoder or the index depends on them. It changes "
+                f"{list(RANKING_SETTINGS)}; fit a new Recommender for the others."
+            )
         twin = copy.copy(self)
         twin.config = dataclasses.replace(
-            self.config, features=features or self.config.features, ranker=ranker or self.config.ranker
+            self.config, features=features or self.config.features, ranker=ranker or self.config.ranker, **ranking
         )
         twin._fit_ranking(self.interactions_)  # type: ignore[arg-type]
         return twin
@@ -430,7 +487,7 @@ class Recommender:
     ) -> tuple[pl.DataFrame, list[str]]:
         if labels.height == 0:
             raise DataError("no user has two or more events; the ranker needs at least one earlier event per label.")
-        features = RankingFeatures(self.config.features).fit(self._context(past))
+        features = self._new_features().fit(self._context(past))
         popularity = item_popularity(past, self.index_)  # type: ignore[arg-type]
         if self.folds_:  # cross-fitted: each fold's queries scored by the encoder that never saw those users
             labels = labels.sort(self._fold(pl.col("owner")), maintain_order=True)
@@ -529,6 +586,9 @@ class Recommender:
             sources[POPULARITY_RANK] = self._popular(
                 popularity, histories, self.config.n_popularity_candidates, exclude_seen
             )
+        if self.config.n_cooccurrence_candidates and features.cooccurrence is not None:
+            scores = features.cooccurrence.score_sparse(histories)  # csr (n_queries, n_items): cooc_score
+            sources[COOCCURRENCE_RANK] = topk_positive(scores, self.config.n_cooccurrence_candidates, exclude)
         frame = merge_sources({name: (source_frame(i, name), i.shape[1]) for name, i in sources.items()})
         for name in (TRANSITION_RANK, POPULARITY_RANK):
             if name not in frame.columns:
@@ -577,7 +637,7 @@ class Recommender:
         item_ids = self.index_.select(ITEM_IDX, ITEM_ID)  # type: ignore[union-attr]
         frame = frame.join(owners, on=QUERY, how="left", maintain_order="left")
         frame = frame.join(item_ids, on=ITEM_IDX, how="left", maintain_order="left")
-        return frame.select(USER_ID, ITEM_ID, RETRIEVAL_SCORE, RETRIEVAL_RANK, TRANSITION_RANK, POPULARITY_RANK)
+        return frame.select(USER_ID, ITEM_ID, RETRIEVAL_SCORE, *self._source_lengths())
 
     def recommend(
         self,
@@ -758,11 +818,7 @@ class Recommender:
         ranks = sources.drop(RETRIEVAL_SCORE).unique([QUERY, ITEM_IDX], keep="first")
         union = pl.concat([pairs.select(QUERY, ITEM_IDX), ranks.select(QUERY, ITEM_IDX)])
         frame = union.unique(maintain_order=True).join(ranks, on=[QUERY, ITEM_IDX], how="left", maintain_order="left")
-        lengths = {
-            RETRIEVAL_RANK: min(self.config.n_candidates, self.index_.height),  # type: ignore[union-attr]
-            TRANSITION_RANK: self.config.n_transition_candidates,
-            POPULARITY_RANK: self.config.n_popularity_candidates,
-        }
+        lengths = self._source_lengths()
         frame = frame.with_columns(pl.col(name).fill_null(n + 1).cast(pl.UInt32) for name, n in lengths.items())
         score = pair_dot(queries, self.item_vectors_, frame[QUERY].to_numpy(), frame[ITEM_IDX].to_numpy())  # type: ignore[arg-type]
         frame = self.features_.transform(frame.with_columns(pl.Series(RETRIEVAL_SCORE, score)), histories)  # type: ignore[union-attr]
@@ -897,7 +953,8 @@ class Recommender:
             self.states_ = load_states(folder, self.interactions_, self.index_.height, net.dim, net.n_memory)
         self.ranker_ = LambdaRanker.from_text((folder / "ranker.txt").read_text(), config.ranker)
         arrays = load_arrays(folder / "features.safetensors")
-        self.features_ = RankingFeatures.from_state(config.features, list(manifest.get("feature_blocks", [])), arrays)
+        blocks = list(manifest.get("feature_blocks", []))
+        self.features_ = RankingFeatures.from_state(config.features, blocks, arrays, self._optional_sources())
         names = manifest.get("feature_names")
         if self.ranker_.feature_names_ != names or self.features_.feature_names != names:
             raise ModelFormatError(

@@ -47,7 +47,6 @@ import polars as pl
 from recsys.data import DataConfig, DataWarning, Histories, validate_interactions, validate_items
 from recsys.errors import ConfigError, DataError, ModelFormatError, SchemaError, check_is_fitted
 from recsys.features.popularity import item_popularity
-from recsys.features.ranking import RankingFeatures
 from recsys.models.baselines import _append_events
 from recsys.models.memory_encoder import MemoryEncoder, MemoryStates
 from recsys.retrieval import FaissIndex
@@ -166,7 +165,7 @@ def _add_events(twin: Recommender, events: pl.DataFrame) -> tuple[int, int]:
         twin.states_ = advance_states(twin.user_encoder_, twin.states_, events, twin.index_)  # type: ignore[arg-type]
     twin.interactions_ = all_events
     twin.popularity_ = item_popularity(all_events, twin.index_)  # type: ignore[arg-type]
-    twin.features_ = RankingFeatures(twin.config.features).fit(twin._context(all_events))
+    twin.features_ = twin._new_features().fit(twin._context(all_events))
     return users.len(), int(n_new_users)
 
 

@@ -135,3 +135,47 @@ def test_run_child_reports_the_childs_own_peak_not_the_parents() -> None:
     with pytest.raises(subprocess.CalledProcessError) as failed:
         run_child([sys.executable, "-c", "import sys; sys.stderr.write('went wrong'); sys.exit(3)"], quiet=True)
     assert failed.value.returncode == 3 and "went wrong" in failed.value.stderr
+
+
+def test_run_child_reports_progress_while_the_child_runs() -> None:
+    from foundation import run_child
+
+    calls: list[tuple[float, float | None]] = []
+    seconds, _ = run_child(
+        [sys.executable, "-c", "import time; time.sleep(0.5)"],
+        quiet=True,
+        progress=lambda s, peak: calls.append((s, peak)),
+        every=0.1,
+    )
+    assert len(calls) >= 2 and all(0 < s <= seconds for s, _ in calls)
+    assert [s for s, _ in calls] == sorted(s for s, _ in calls)
+
+
+def test_scale_counts_an_interrupted_batch_attempt_to_its_last_shard(tmp_path) -> None:
+    import os
+
+    from scale import settle_interrupted
+
+    records = tmp_path / "_shards"
+    records.mkdir()
+    for name, when in (("old", 900.0), ("a", 1010.0), ("b", 1042.5)):
+        (records / name).write_text("{}")
+        os.utime(records / name, (when, when))
+    attempts = [
+        {"at": 500.0, "seconds": 80.0, "finished": True},  # a finished attempt keeps its own time
+        {"at": 1000.0},  # killed: counted to its last shard (1042.5)
+        {"at": 2000.0},  # killed before any shard: nothing counted
+    ]
+    settle_interrupted(attempts, records)
+    assert [a["seconds"] for a in attempts] == [80.0, 42.5, 0.0]
+    assert [a["finished"] for a in attempts] == [True, False, False]
+
+
+def test_feature_group_variants_try_each_stage_setting_alone_then_everything() -> None:
+    from feature_groups import variants
+
+    out = variants(("interest", "source"), ["learned"], [], ["num_leaves=31"], ["n_cooccurrence_candidates=100"])
+    assert out["shipped"] == (("interest", "source"), {}, {})
+    assert out["set n_cooccurrence_candidates=100"] == (("interest", "source"), {}, {"n_cooccurrence_candidates": 100})
+    together = out["+ learned + ranker num_leaves=31 + set n_cooccurrence_candidates=100"]
+    assert together == (("interest", "source", "learned"), {"num_leaves": 31}, {"n_cooccurrence_candidates": 100})

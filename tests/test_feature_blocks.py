@@ -382,6 +382,24 @@ def test_cooccurrence_score_equals_recency_weighted_matrix_product() -> None:
     np.testing.assert_allclose(out["cooc_score"].to_numpy(), reference, rtol=1e-5, atol=1e-7)
 
 
+def test_cooccurrence_source_scores_are_the_feature_over_the_whole_catalogue() -> None:
+    """The co-occurrence candidate source ranks items by ``score_sparse``: it must be ``cooc_score`` at every
+    (query, item) pair, zero where nothing co-occurs, and empty for an empty history."""
+    rng = np.random.default_rng(4)
+    events = histories_from_rows([list(rng.integers(0, 20, rng.integers(0, 15))) for _ in range(25)] + [[]])
+    config = CoOccurrenceConfig(window=3, recent=4, half_life=1.5)
+    block = CoOccurrence(config).fit(context(events, items=pl.DataFrame({"item_id": range(20)})))
+    scores = block.score_sparse(events)
+    assert scores.shape == (26, 20) and scores.dtype == np.float32
+    query, items = np.repeat(np.arange(26), 20), np.tile(np.arange(20), 26)
+    out = block.transform(pairs(list(zip(query.tolist(), items.tolist(), strict=True))), events)
+    feature = out["cooc_score"].to_numpy().reshape(26, 20)
+    empty = events.lengths == 0
+    assert empty[25] and empty.sum() < 26
+    np.testing.assert_allclose(scores.toarray()[~empty], feature[~empty], rtol=1e-5, atol=1e-7)
+    assert scores[empty].nnz == 0 and np.isnan(feature[empty]).all()
+
+
 @pytest.mark.parametrize(("max_items", "cells"), [(0, 1 << 22), (1 << 17, 1 << 22), (1 << 17, 30), (1 << 17, 75)])
 def test_cooccurrence_row_buffer_equals_the_binary_search(
     max_items: int, cells: int, monkeypatch: pytest.MonkeyPatch

@@ -283,6 +283,34 @@ def test_candidates_report_each_source(fitted: Recommender):
     assert cands["popularity_rank"].min() == 1
 
 
+def test_cooccurrence_source_proposes_the_top_cooc_scores_and_round_trips(topic_data, cache_dir: str, tmp_path):
+    """With ``n_cooccurrence_candidates``, each user's ``cooc_rank`` 1..k are the unseen items with the highest
+    ``cooc_score`` (the feature's own values, ties aside), the ranker reads ``cooc_rank``, and the model saves,
+    loads and scores with it."""
+    interactions, items = topic_data
+    config = dataclasses.replace(_config(cache_dir), n_cooccurrence_candidates=3)
+    model = Recommender(config).fit(interactions, items)
+    assert "cooc_rank" in model.ranker_.feature_names_
+    assert model.features_.groups_of()["source"] == ["transition_rank", "popularity_rank", "cooc_rank"]
+    cands = model.candidates([0, 12, 25])
+    assert cands.columns[-1] == "cooc_rank"
+    histories = model._histories(pl.Series("user_id", [0, 12, 25]), None)
+    scores = model.features_.cooccurrence.score_sparse(histories).toarray()  # (3, n_items)
+    item_idx = dict(zip(model.index_["item_id"].to_list(), model.index_["item_idx"].to_list(), strict=True))
+    for query, user in enumerate([0, 12, 25]):
+        mine = cands.filter((pl.col("user_id") == user) & (pl.col("cooc_rank") <= 3)).sort("cooc_rank")
+        got = [scores[query, item_idx[i]] for i in mine["item_id"].to_list()]
+        seen = set(interactions.filter(pl.col("user_id") == user)["item_id"].to_list())
+        unseen = [scores[query, idx] for i, idx in item_idx.items() if i not in seen]
+        expected = sorted((v for v in unseen if v > 0), reverse=True)[:3]
+        np.testing.assert_allclose(got, expected, rtol=1e-6)  # the same scores, best first
+    model.save(tmp_path / "m")
+    loaded = Recommender.load(tmp_path / "m")
+    assert loaded.recommend([0, 12], k=3).equals(model.recommend([0, 12], k=3))
+    with pytest.raises(ConfigError, match="cooccurrence"):
+        RecommenderConfig(features=FeatureConfig(groups=("interest", "transition")), n_cooccurrence_candidates=5)
+
+
 def test_explanations_name_real_history_items(fitted: Recommender, topic_data):
     interactions, _ = topic_data
     recs = fitted.recommend([0, 12], k=2, explain=True)
@@ -351,7 +379,13 @@ def test_valid_events_are_appended_to_training(topic_data, cache_dir: str):
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("memory_holdout", 0), ("n_popularity_candidates", -1), ("n_transition_candidates", -2)]
+    ("field", "value"),
+    [
+        ("memory_holdout", 0),
+        ("n_popularity_candidates", -1),
+        ("n_transition_candidates", -2),
+        ("n_cooccurrence_candidates", -1),
+    ],
 )
 def test_candidate_and_holdout_settings_are_checked(field: str, value: int):
     with pytest.raises(ConfigError, match=field):
@@ -378,6 +412,11 @@ def test_feature_groups_are_checked_and_ablations_share_the_encoder(fitted: Reco
     three = fitted.with_features(ranker=dataclasses.replace(fitted.config.ranker, n_estimators=3))
     assert three.ranker_.booster_.num_trees() == 3 and fitted.ranker_.booster_.num_trees() > 3
     assert three.config.features == fitted.config.features and three.user_encoder_ is fitted.user_encoder_
+    with pytest.raises(ConfigError, match="n_cutoffs"):
+        fitted.with_features(n_cutoffs=2)  # the encoder's hold-out depends on it
+    cooc = fitted.with_features(n_cooccurrence_candidates=4)
+    assert "cooc_rank" in cooc.ranker_.feature_names_ and "cooc_rank" not in fitted.ranker_.feature_names_
+    assert cooc.candidates([0])["cooc_rank"].min() == 1 and cooc.user_encoder_ is fitted.user_encoder_
 
 
 def test_learned_group_reads_each_folds_own_item_space(topic_data, cache_dir: str, tmp_path, monkeypatch):
