@@ -191,7 +191,7 @@ def batch_stage(model_dir: Path, out: Path, record: Path) -> dict[str, Any]:
     if not state["attempts"]:
         shutil.rmtree(out, ignore_errors=True)  # a fresh job (another run's output is not resumed)
     settle_interrupted(state["attempts"], out / "_shards")
-    attempt = {"at": time.time(), "load": [os.getloadavg()[0]]}
+    attempt: dict[str, Any] = {"at": time.time(), "load": [os.getloadavg()[0]]}
     state["attempts"].append(attempt)
 
     def save(seconds: float, peak: float | None) -> None:
@@ -370,7 +370,7 @@ def main() -> None:
         RESULTS.parent.mkdir(exist_ok=True)
         RESULTS.write_text(json.dumps({"machine": machine(), "results": list(results.values())}, indent=2))
         print(json.dumps(row, indent=2))
-    payload = {"machine": machine(), "results": list(stored_results().values())}
+    payload: dict[str, Any] = {"machine": machine(), "results": list(stored_results().values())}
     if payload["results"]:
         write_block("Scale: synthetic data up to 10^6 x 10^6", START, END, render(payload))
         plot(payload["results"], RESULTS.with_suffix(".png"))
