@@ -41,6 +41,11 @@ class RankerConfig:
     objective:
         ``"lambdarank"`` (LambdaRank, the default) or ``"rank_xendcg"`` (XE-NDCG, a listwise cross-entropy
         surrogate of NDCG).
+    feature_fraction:
+        Share of the features each tree may split on (a seeded draw per tree; 1.0 = all).
+    truncation_level:
+        LambdaRank's ``lambdarank_truncation_level``: only pairs with an item in the top this many positions of a
+        query's current ranking get gradients (LightGBM's default 30).
     n_threads:
         LightGBM threads (fixed for determinism).
     seed:
@@ -54,6 +59,8 @@ class RankerConfig:
     early_stopping_rounds: int = 30
     eval_at: int = 10
     objective: str = "lambdarank"
+    feature_fraction: float = 1.0
+    truncation_level: int = 30
     n_threads: int = 2
     seed: int = 0
 
@@ -62,6 +69,10 @@ class RankerConfig:
             raise ConfigError(f"RankerConfig.n_estimators={self.n_estimators} must be >= 1.")
         if not 0 < self.learning_rate <= 1:
             raise ConfigError(f"RankerConfig.learning_rate={self.learning_rate} must be in (0, 1].")
+        if not 0 < self.feature_fraction <= 1:
+            raise ConfigError(f"RankerConfig.feature_fraction={self.feature_fraction} must be in (0, 1].")
+        if self.truncation_level < 1:
+            raise ConfigError(f"RankerConfig.truncation_level={self.truncation_level} must be >= 1.")
         if self.objective not in ("lambdarank", "rank_xendcg"):
             raise ConfigError(f"RankerConfig.objective={self.objective!r}; use 'lambdarank' or 'rank_xendcg'.")
 
@@ -73,6 +84,8 @@ class RankerConfig:
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
             "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
+            "lambdarank_truncation_level": self.truncation_level,
             "num_threads": self.n_threads,
             "seed": self.seed,
             "deterministic": True,

@@ -168,3 +168,23 @@ def test_config_rejects_bad_settings() -> None:
         RankerConfig(n_estimators=0)
     with pytest.raises(ConfigError, match="learning_rate"):
         RankerConfig(learning_rate=0.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("feature_fraction", 0.0), ("feature_fraction", 1.5), ("truncation_level", 0)]
+)
+def test_config_rejects_bad_sampling_settings(field: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=field):
+        RankerConfig(**{field: value})
+
+
+def test_feature_fraction_is_seeded_and_samples_features(data: dict[str, pl.DataFrame]) -> None:
+    """With half the features per tree, some trees cannot split on ``a`` (the only signal): the model differs
+    from the full one, but two fits with the same seed are identical."""
+    half = RankerConfig(**{**FAST.__dict__, "feature_fraction": 0.5})
+    one = LambdaRanker(half).fit(data["train"], data["valid"], FEATURES)
+    two = LambdaRanker(half).fit(data["train"], data["valid"], FEATURES)
+    full = LambdaRanker(FAST).fit(data["train"], data["valid"], FEATURES)
+    np.testing.assert_array_equal(one.score(data["test"]), two.score(data["test"]))
+    assert not np.array_equal(one.score(data["test"]), full.score(data["test"]))
+    assert "feature_fraction: 0.5" in one.to_text()
