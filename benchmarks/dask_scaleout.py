@@ -100,7 +100,7 @@ def paired(local: LambdaRanker, remote: LambdaRanker, valid: pl.DataFrame) -> di
 def rank_training(model: Recommender, data: Dataset, dask: DaskConfig, repeats: int, workers: int) -> dict[str, Any]:
     cfg = model.config
     queries = training_queries(data.interactions, cfg.n_cutoffs, cfg.max_ranker_users, cfg.seed, cfg.label_window)
-    frame_seconds, (train, valid, names) = timed(lambda: ranker_frames(model, *queries))
+    frame_seconds, (train, valid, names) = timed(lambda: ranker_frames(model, *queries, events=data.interactions))
     single, dist = [], []
     busy: set[str] = set()
     for _ in range(repeats):

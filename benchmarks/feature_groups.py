@@ -48,6 +48,14 @@ Variant = tuple[tuple[str, ...], dict[str, Any], dict[str, Any]]
 """Enabled groups, ranker settings changed, ranking-stage (``RecommenderConfig``) settings changed."""
 
 
+def _value(text: str) -> Any:
+    """A ``KEY=VALUE`` setting's value: JSON (numbers, true, null, quoted strings), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def variants(
     shipped: tuple[str, ...], add: list[str], drop: list[str], ranker: list[str], stage: list[str] | None = None
 ) -> dict[str, Variant]:
@@ -65,12 +73,12 @@ def variants(
     settings: dict[str, Any] = {}
     for setting in ranker:
         key, _, value = setting.partition("=")
-        settings[key] = json.loads(value)
+        settings[key] = _value(value)
         out[f"ranker {key}={value}"] = (shipped, {key: settings[key]}, {})
     stages: dict[str, Any] = {}
     for setting in stage or []:
         key, _, value = setting.partition("=")
-        stages[key] = json.loads(value)
+        stages[key] = _value(value)
         out[f"set {key}={value}"] = (shipped, {}, {key: stages[key]})
     if add and (ranker or stage):  # everything together
         parts = ["+ " + " + ".join(add), *(f"ranker {s}" for s in ranker), *(f"set {s}" for s in stage or [])]

@@ -173,11 +173,16 @@ class DaskRanker(LambdaRanker):
 
 # ------------------------------------------------------------------------------------------ in the pipeline
 def ranker_frames(
-    model: Recommender, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame
+    model: Recommender,
+    past: pl.DataFrame,
+    history: pl.DataFrame,
+    labels: pl.DataFrame,
+    events: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
     """The ranker's ``(train, valid, feature names)`` for the queries of :func:`recsys.pipeline.training_queries`,
-    exactly as ``Recommender.fit`` gives them to its ranker (``Recommender._ranker_frames``)."""
-    return model._ranker_frames(past, history, labels)
+    exactly as ``Recommender.fit`` gives them to its ranker (``Recommender._ranker_frames``; ``events``: every
+    fitted event, which ``cutoff_statistics="per_cutoff"`` needs)."""
+    return model._ranker_frames(past, history, labels, events)
 
 
 class DaskRecommender(Recommender):
@@ -198,6 +203,8 @@ class DaskRecommender(Recommender):
         final ranker of ``ranker_folds``) trains on the cluster."""
         return DaskRanker(config, self.dask)
 
-    def _fit_ranker(self, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame) -> LambdaRanker:
-        ranker = super()._fit_ranker(past, history, labels)
+    def _fit_ranker(
+        self, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame, events: pl.DataFrame | None = None
+    ) -> LambdaRanker:
+        ranker = super()._fit_ranker(past, history, labels, events)
         return LambdaRanker.from_text(ranker.to_text(), self.config.ranker)  # a plain LambdaRanker, as saved

@@ -179,3 +179,8 @@ def test_feature_group_variants_try_each_stage_setting_alone_then_everything() -
     assert out["set n_cooccurrence_candidates=100"] == (("interest", "source"), {}, {"n_cooccurrence_candidates": 100})
     together = out["+ learned + ranker num_leaves=31 + set n_cooccurrence_candidates=100"]
     assert together == (("interest", "source", "learned"), {"num_leaves": 31}, {"n_cooccurrence_candidates": 100})
+    assert variants((), [], [], [], ["cutoff_statistics=per_cutoff"])["set cutoff_statistics=per_cutoff"] == (
+        (),
+        {},
+        {"cutoff_statistics": "per_cutoff"},
+    )

@@ -138,6 +138,43 @@ def test_training_queries_never_see_the_label():
         assert seen.height >= 1
 
 
+def test_per_cutoff_statistics_see_every_event_before_their_own_cutoff_and_never_the_label(
+    fitted: Recommender, topic_data
+):
+    """Known answer with ``n_cutoffs=2``: on each query's own label row, ``log_popularity`` is ``log1p`` of the
+    label item's count among every user's events but their last ``c`` (``c``: the query's cut-off), so the label
+    event itself is never counted, and the cut-off 1 queries count the cut-off 2 events that shared statistics
+    (events before both cut-offs) leave out."""
+    interactions, _ = topic_data
+    model = Recommender(dataclasses.replace(fitted.config, n_cutoffs=2, cutoff_statistics="per_cutoff"))
+    model.__dict__.update({k: v for k, v in fitted.__dict__.items() if k != "config"})
+    frame = model.training_frame(interactions)
+    _, _, labels = training_queries(interactions, 2)
+    keys = labels.sort("cutoff", maintain_order=True)  # the frame numbers queries cut-off by cut-off
+    if model.folds_:
+        fold = model._fold(pl.col("owner"))
+        keys = labels.with_columns(_f=fold).sort("cutoff", "_f", maintain_order=True).drop("_f")
+    keys = keys.with_row_index("query")
+    rows = frame.join(keys.select("query", "cutoff", "owner", label_item="item_id"), on="query")
+    rows = rows.filter(pl.col("item_id") == pl.col("label_item"))  # the label's own candidate row
+    assert rows.height > 0
+    for c in (1, 2):
+        before = interactions.filter(pl.int_range(pl.len()).over("user_id") < pl.len().over("user_id") - c)
+        counts = before.group_by("item_id").len()
+        mine = (
+            rows.filter(pl.col("cutoff") == c)
+            .join(counts, on="item_id", how="left")
+            .with_columns(pl.col("len").fill_null(0))
+        )
+        assert mine.height > 0
+        np.testing.assert_allclose(mine["log_popularity"].to_numpy(), np.log1p(mine["len"].to_numpy()), rtol=1e-5)
+    shared = Recommender(dataclasses.replace(fitted.config, n_cutoffs=2))
+    shared.__dict__.update({k: v for k, v in fitted.__dict__.items() if k != "config"})
+    assert not shared.training_frame(interactions).equals(frame)
+    with pytest.raises(ConfigError, match="cutoff_statistics"):
+        RecommenderConfig(cutoff_statistics="sometimes")  # type: ignore[arg-type]
+
+
 def test_label_window_lists_the_later_items_and_the_history_holds_none():
     events = pl.DataFrame({"user_id": [1] * 5, "item_id": [10, 11, 12, 13, 14], "timestamp": list(range(5))})
     _, history, labels = training_queries(events, n_cutoffs=3, label_window=3)
