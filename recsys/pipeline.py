@@ -110,8 +110,8 @@ class RecommenderConfig:
         ranker's training queries are fitted on. ``"shared"``: the events before every cut-off, one fit for
         all queries. ``"per_cutoff"``: for the queries of the ``c``-th last event, every user's events but
         their last ``c`` (the label event and everything after it stay out), one fit per cut-off. Serving uses
-        statistics from every event; with short histories (Scientific: 7 events per user) the shared fit sees a
-        fraction of them, the first cut-off's nearly all.
+        statistics from every event; with short histories the shared fit sees a fraction of them (Scientific,
+        7 events per user: half), the first cut-off's nearly all.
     label_window:
         Positives per training query: the next event's item (label 2) and, when ``> 1``, the items of the
         following ``label_window - 1`` events (label 1), so the ranker learns what a user takes up soon, not
