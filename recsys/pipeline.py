@@ -259,10 +259,8 @@ def training_queries(
         ``owner`` (the real user), ``cutoff`` (``c``: the label is the owner's ``c``-th last event) and
         ``later`` (list of item ids) when ``label_window > 1``.
     """
-    df = interactions.with_columns(_pos=pl.int_range(pl.len()).over(USER_ID), _len=pl.len().over(USER_ID)).with_columns(
-        _first_cut=pl.col("_len") - n_cutoffs
-    )
-    past = df.filter(pl.col("_pos") < pl.col("_first_cut")).drop("_pos", "_len", "_first_cut")
+    past = before_cutoff(interactions, n_cutoffs)
+    df = interactions.with_columns(_pos=pl.int_range(pl.len()).over(USER_ID), _len=pl.len().over(USER_ID))
     if max_users is not None and df[USER_ID].n_unique() > max_users:
         sample = df[USER_ID].unique().sort().sample(max_users, seed=seed)
         df = df.filter(pl.col(USER_ID).is_in(sample.implode()))
@@ -279,7 +277,7 @@ def training_queries(
             label = label.join(later, on=USER_ID, how="left", maintain_order="left")
         labels.append(label)
         histories.append(df.filter(pl.col("_pos") < cut).with_columns(key))
-    history = pl.concat(histories).drop("_pos", "_len", "_first_cut")
+    history = pl.concat(histories).drop("_pos", "_len")
     return past, history, pl.concat(labels)
 
 
@@ -445,7 +443,7 @@ class Recommender:
     def _fit_memory(self, interactions: pl.DataFrame, text_vectors: np.ndarray) -> MemoryEncoder:
         """Train the memory encoder on the events before the ranker's cut-offs, early-stopped on the first."""
         holdout = self.config.memory_holdout or self.config.n_cutoffs
-        past, _, _ = training_queries(interactions, holdout)
+        past = before_cutoff(interactions, holdout)  # (not every query of training_queries: only its past)
         cut = pl.len().over(USER_ID) - holdout  # the first held-out event of each user
         first_cut = interactions.filter((pl.int_range(pl.len()).over(USER_ID) == cut) & (cut >= 1))
         histories = self._histories_of(past)
