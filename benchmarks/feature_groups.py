@@ -61,8 +61,8 @@ def variants(
 ) -> dict[str, Variant]:
     """Variant name -> :data:`Variant`: the shipped set, then each added group alone, each removed group alone,
     all additions together when there are several, each ``key=value`` ranker setting alone (shipped groups),
-    each ``key=value`` ranking-stage setting alone (``stage``), and with additions and settings, everything
-    together."""
+    each ``key=value`` ranking-stage setting alone (``stage``), and with settings and more than one change,
+    everything together."""
     out: dict[str, Variant] = {"shipped": (shipped, {}, {})}
     for group in add:
         out[f"+ {group}"] = ((*shipped, group), {}, {})
@@ -80,8 +80,9 @@ def variants(
         key, _, value = setting.partition("=")
         stages[key] = _value(value)
         out[f"set {key}={value}"] = (shipped, {}, {key: stages[key]})
-    if add and (ranker or stage):  # everything together
-        parts = ["+ " + " + ".join(add), *(f"ranker {s}" for s in ranker), *(f"set {s}" for s in stage or [])]
+    if (ranker or stage) and len(add) + len(ranker) + len(stage or []) > 1:  # everything together
+        parts = ["+ " + " + ".join(add)] if add else []
+        parts += [*(f"ranker {s}" for s in ranker), *(f"set {s}" for s in stage or [])]
         out[" + ".join(parts)] = ((*shipped, *add), settings, stages)
     return out
 

@@ -184,3 +184,11 @@ def test_feature_group_variants_try_each_stage_setting_alone_then_everything() -
         {},
         {"cutoff_statistics": "per_cutoff"},
     )
+    both = variants((), [], [], [], ["cutoff_statistics=per_cutoff", "n_cooccurrence_candidates=100"])
+    assert list(both) == [
+        "shipped",
+        "set cutoff_statistics=per_cutoff",
+        "set n_cooccurrence_candidates=100",
+        "set cutoff_statistics=per_cutoff + set n_cooccurrence_candidates=100",
+    ]
+    assert both[list(both)[-1]][2] == {"cutoff_statistics": "per_cutoff", "n_cooccurrence_candidates": 100}
