@@ -141,8 +141,8 @@ class FeatureBlock(ABC):
                 csr = value.tocsr()
                 arrays |= {
                     f"{name}.data": np.ascontiguousarray(csr.data),
-                    f"{name}.indices": np.ascontiguousarray(csr.indices, np.int64),
-                    f"{name}.indptr": np.ascontiguousarray(csr.indptr, np.int64),
+                    f"{name}.indices": np.ascontiguousarray(csr.indices),  # scipy's own index dtype (int32
+                    f"{name}.indptr": np.ascontiguousarray(csr.indptr),  # where it fits): loading shares it
                     f"{name}.shape": np.asarray(csr.shape, np.int64),
                 }
             else:
@@ -155,7 +155,7 @@ class FeatureBlock(ABC):
             if f"{name}.shape" in arrays:
                 shape = tuple(int(x) for x in arrays[f"{name}.shape"])
                 parts = (arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"])
-                setattr(self, name, sp.csr_matrix(parts, shape=shape))
+                setattr(self, name, sp.csr_matrix(parts, shape=shape, copy=False))  # int64 (older saves): a copy
             elif name in arrays:
                 setattr(self, name, arrays[name])
             else:

@@ -25,9 +25,10 @@ import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
+from recsys._persist import load_arrays
 from recsys._topk import mask_seen
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError, check_is_fitted
@@ -157,7 +158,7 @@ class MemoryStates:
     def load(cls, directory: str | Path) -> MemoryStates:
         """Read states written by :meth:`save` (safetensors and Parquet; no pickle)."""
         folder = Path(directory)
-        a = load_file(str(folder / "memory_states.safetensors"))
+        a = load_arrays(folder / "memory_states.safetensors")  # one copy of the file (not load_file's two)
         users = pl.read_parquet(folder / "memory_users.parquet")[USER_ID]
         weights = a["tail.weights"] if len(a["tail.weights"]) == len(a["tail.item_idx"]) else None
         tail = Histories(users, a["tail.indptr"], a["tail.item_idx"], a["tail.timestamps"], weights)

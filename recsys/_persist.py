@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import tempfile
 import typing
 from importlib import metadata
@@ -19,12 +20,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from recsys.errors import ConfigError, ModelFormatError
 
-__all__ = ["FORMAT", "config_from_dict", "read_model_dir", "write_model_dir"]
+__all__ = ["FORMAT", "config_from_dict", "load_arrays", "read_model_dir", "write_model_dir"]
 
 FORMAT = "recsys-model/1"
 T = TypeVar("T")
@@ -68,22 +68,6 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
         else:
             kwargs[name] = value
     return cls(**kwargs)
-
-
-def sparse_to_arrays(matrix: sp.csr_matrix, prefix: str) -> dict[str, np.ndarray]:
-    return {
-        f"{prefix}.data": np.ascontiguousarray(matrix.data, dtype=np.float32),
-        f"{prefix}.indices": np.ascontiguousarray(matrix.indices, dtype=np.int64),
-        f"{prefix}.indptr": np.ascontiguousarray(matrix.indptr, dtype=np.int64),
-        f"{prefix}.shape": np.asarray(matrix.shape, dtype=np.int64),
-    }
-
-
-def arrays_to_sparse(arrays: dict[str, np.ndarray], prefix: str) -> sp.csr_matrix:
-    shape = tuple(int(x) for x in arrays[f"{prefix}.shape"])
-    return sp.csr_matrix(
-        (arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"], arrays[f"{prefix}.indptr"]), shape=shape
-    )
 
 
 def write_model_dir(
@@ -162,5 +146,68 @@ def read_model_dir(directory: str | Path) -> tuple[Path, dict[str, Any]]:
     return folder, manifest
 
 
-def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    return load_file(str(path))
+_DTYPES = {
+    "BOOL": np.bool_,
+    "U8": np.uint8,
+    "I8": np.int8,
+    "U16": np.uint16,
+    "I16": np.int16,
+    "F16": np.float16,
+    "U32": np.uint32,
+    "I32": np.int32,
+    "F32": np.float32,
+    "U64": np.uint64,
+    "I64": np.int64,
+    "F64": np.float64,
+}
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file as a numpy array, each read straight into its own buffer.
+
+    The result holds the file's bytes once: ``safetensors.numpy.load_file`` reads the whole file into one
+    buffer and copies each tensor out of it (twice the file at its peak), and ``safe_open`` maps the file,
+    whose touched pages count towards the resident size beside the copies. The format (an
+    8-byte little-endian header length, a JSON header of ``dtype``, ``shape`` and ``data_offsets`` per
+    tensor, then the data) is read here directly.
+
+    Raises
+    ------
+    ModelFormatError
+        The file is shorter than its header says, or the header is not a safetensors header.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb", buffering=0) as f:
+        try:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length)) if 0 < length <= size - 8 else None
+        except (struct.error, UnicodeDecodeError, json.JSONDecodeError):
+            header = None
+        if not isinstance(header, dict):
+            raise ModelFormatError(
+                f"{str(path)!r} is not a safetensors file (unreadable header); save the model again."
+            )
+        header.pop("__metadata__", None)
+        out: dict[str, np.ndarray] = {}
+        for name, info in header.items():
+            try:
+                dtype, shape = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<"), tuple(int(d) for d in info["shape"])
+                begin, end = (int(x) for x in info["data_offsets"])
+            except (KeyError, TypeError, ValueError) as err:
+                raise ModelFormatError(f"{str(path)!r}: tensor {name!r} has an unreadable entry {info!r}.") from err
+            array = np.empty(shape, dtype)
+            if end - begin != array.nbytes or 8 + length + end > size:
+                raise ModelFormatError(
+                    f"{str(path)!r}: tensor {name!r} ({info['dtype']}{list(shape)}) does not match its "
+                    f"{end - begin} bytes at {begin} in a {size}-byte file; the file is truncated or altered."
+                )
+            f.seek(8 + length + begin)
+            buffer, done = array.reshape(-1).view(np.uint8).data, 0
+            while done < array.nbytes:
+                read = f.readinto(buffer[done:])
+                if not read:
+                    raise ModelFormatError(f"{str(path)!r} ended inside tensor {name!r}; the file is truncated.")
+                done += read
+            out[name] = array
+    return out

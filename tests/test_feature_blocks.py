@@ -599,3 +599,15 @@ def test_ranking_features_on_threads_equal_the_blocks_one_after_another(
     stale = features.transform(frame.with_columns(sim_last=pl.lit(9.0, pl.Float32)), histories, n_threads=2)
     assert stale.columns.count("sim_last") == 1
     np.testing.assert_array_equal(columns(stale, names), columns(expected, names))
+
+
+def test_sparse_state_is_saved_with_int32_indices_and_loaded_without_a_copy(fit_context: FitContext) -> None:
+    """A loaded co-occurrence matrix shares the arrays it was loaded from: no second copy while a model loads."""
+    fitted = FACTORIES["cooccurrence"]().fit(fit_context)
+    state = fitted.state()
+    assert state["matrix_.indices"].dtype == np.int32 and state["matrix_.indptr"].dtype == np.int32
+    restored = FACTORIES["cooccurrence"]().load_state(state)
+    for part in ("data", "indices", "indptr"):
+        assert np.shares_memory(getattr(restored.matrix_, part), state[f"matrix_.{part}"])
+    old = state | {k: state[k].astype(np.int64) for k in ("matrix_.indices", "matrix_.indptr")}  # older saves
+    assert (FACTORIES["cooccurrence"]().load_state(old).matrix_ != fitted.matrix_).nnz == 0
