@@ -260,7 +260,7 @@ def training_queries(
         ``later`` (list of item ids) when ``label_window > 1``.
     """
     past = before_cutoff(interactions, n_cutoffs)
-    df = interactions.with_columns(_pos=pl.int_range(pl.len()).over(USER_ID), _len=pl.len().over(USER_ID))
+    df = interactions.with_columns(_pos=pl.int_range(pl.len()).over(USER_ID), _len=_events_of_user())
     if max_users is not None and df[USER_ID].n_unique() > max_users:
         sample = df[USER_ID].unique().sort().sample(max_users, seed=seed)
         df = df.filter(pl.col(USER_ID).is_in(sample.implode()))
@@ -282,8 +282,15 @@ def training_queries(
 
 
 def before_cutoff(events: pl.DataFrame, c: int) -> pl.DataFrame:
-    """Every user's events but their last ``c`` (events sorted by user, then time, as fitted)."""
-    return events.filter(pl.int_range(pl.len()).over(USER_ID) < pl.len().over(USER_ID) - c)
+    """Every user's events but their last ``c`` (events sorted by user, then time, as fitted): none of a user
+    with ``c`` events or fewer."""
+    return events.filter(pl.int_range(pl.len()).over(USER_ID) < _events_of_user() - c)
+
+
+def _events_of_user() -> pl.Expr:
+    """Each event's user's event count, signed: ``pl.len()`` is UInt32, so ``pl.len() - c`` wraps round for a
+    user with fewer than ``c`` events (and kept every event of such users, label events included)."""
+    return pl.len().over(USER_ID).cast(pl.Int64)
 
 
 def _with_positive(frame: pl.DataFrame) -> pl.DataFrame:
@@ -444,7 +451,7 @@ class Recommender:
         """Train the memory encoder on the events before the ranker's cut-offs, early-stopped on the first."""
         holdout = self.config.memory_holdout or self.config.n_cutoffs
         past = before_cutoff(interactions, holdout)  # (not every query of training_queries: only its past)
-        cut = pl.len().over(USER_ID) - holdout  # the first held-out event of each user
+        cut = _events_of_user() - holdout  # the first held-out event of each user
         first_cut = interactions.filter((pl.int_range(pl.len()).over(USER_ID) == cut) & (cut >= 1))
         histories = self._histories_of(past)
         valid = Histories.from_interactions(first_cut, self.index_, histories.user_ids)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
 from recsys.models.memory_net import MemoryNetConfig
 from recsys.models.ranker import RankerConfig
 from recsys.models.text_encoder import TextEncoderConfig
-from recsys.pipeline import Recommender, RecommenderConfig, training_queries
+from recsys.pipeline import Recommender, RecommenderConfig, before_cutoff, training_queries
 
 
 @pytest.fixture(scope="session")
@@ -138,6 +138,25 @@ def test_training_queries_never_see_the_label():
         assert seen.height >= 1
 
 
+def test_statistics_of_a_user_with_fewer_events_than_cutoffs_hold_none_of_them():
+    """User 2 has 3 events, fewer than ``n_cutoffs=5``: its cut-off 1 and 2 labels must stay out of the shared
+    past (``pl.len() - 5`` on UInt32 once wrapped round and kept all three, label events included)."""
+    events = pl.DataFrame(
+        {
+            "user_id": [1] * 7 + [2] * 3,
+            "item_id": [10, 11, 12, 13, 14, 15, 16, 20, 21, 22],
+            "timestamp": list(range(10)),
+        }
+    )
+    past, history, labels = training_queries(events, n_cutoffs=5)
+    assert past["item_id"].to_list() == [10, 11]
+    assert labels.filter(pl.col("owner") == 2).sort("cutoff")["item_id"].to_list() == [22, 21]
+    assert not set(labels["item_id"].to_list()) & set(past["item_id"].to_list())
+    assert set(history["user_id"].to_list()) == set(labels["user_id"].to_list())  # no history without a label
+    assert before_cutoff(events, 3)["item_id"].to_list() == [10, 11, 12, 13]
+    assert before_cutoff(events, 9).height == 0
+
+
 def test_per_cutoff_statistics_see_every_event_before_their_own_cutoff_and_never_the_label(
     fitted: Recommender, topic_data
 ):
@@ -159,7 +178,7 @@ def test_per_cutoff_statistics_see_every_event_before_their_own_cutoff_and_never
     rows = rows.filter(pl.col("item_id") == pl.col("label_item"))  # the label's own candidate row
     assert rows.height > 0
     for c in (1, 2):
-        before = interactions.filter(pl.int_range(pl.len()).over("user_id") < pl.len().over("user_id") - c)
+        before = interactions.filter(pl.int_range(pl.len()).over("user_id") < pl.len().over("user_id").cast(int) - c)
         counts = before.group_by("item_id").len()
         mine = (
             rows.filter(pl.col("cutoff") == c)
