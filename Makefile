@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check recsys features models tests benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy recsys features models
+	$(BIN)/mypy recsys features models benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/foundation.py

@@ -154,7 +154,7 @@ def render(results: list[EvalResult], info: dict[str, object], command: str, sec
         f"Command: `{command}` ({seconds:.0f} s in all). Commit `{results[0].commit}`.",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}, "
-        f"Python {info['python']}; " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
+        f"Python {info['python']}; " + ", ".join(f"{k} {v}" for k, v in dict(info["versions"]).items()) + ".",  # type: ignore[call-overload]
         "",
     ]
     groups: dict[tuple[str, bool], list[EvalResult]] = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import re
@@ -190,7 +191,8 @@ def recbole_rows(dataset: str, model: str, seed: int, epochs: int, data_dir: str
     on our train events, early-stopped on our valid targets, ``full_sort_topk`` scored by our metric code."""
     from recbole_peer import run_recbole  # creates RecBole's pinned virtual environment on first use
 
-    out = run_recbole(dataset, model=model, seed=seed, epochs=epochs, **({"data_dir": data_dir} if data_dir else {}))
+    extra: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
+    out = run_recbole(dataset, model=model, seed=seed, epochs=epochs, **extra)  # type: ignore[arg-type]
     return _recbole_run_rows(out, best_epoch=out.get("best_epoch"), versions=out.get("versions"))
 
 
@@ -216,10 +218,10 @@ def run_dataset(
     text = TextEncoderConfig(cache_dir=cache_dir, show_progress=False)
 
     peers: list[tuple[str, int, Callable[[], Any]]] = [
-        (base, 0, lambda base=base: _Plain(make_model(base, text))) for base in BASELINES
+        (base, 0, functools.partial(lambda b: _Plain(make_model(b, text)), base)) for base in BASELINES
     ]
     peers += [
-        (f"implicit {kind.upper()}", 0, lambda kind=kind: ImplicitRecommender(ImplicitConfig(kind=kind)))
+        (f"implicit {kind.upper()}", 0, functools.partial(lambda k: ImplicitRecommender(ImplicitConfig(kind=k)), kind))
         for kind in ("als", "bpr")
     ]
     for row, seed, build in peers:
@@ -230,10 +232,10 @@ def run_dataset(
             keep(recbole_rows(name, model, profile.seeds[0], profile.recbole_epochs, data_dir))
     if models is None or OURS in models:
         for seed in profile.seeds:
-            model = ours(profile, seed, cache_dir)
-            keep(evaluate_both(model, OURS, seed, dataset, split))
+            pipeline = ours(profile, seed, cache_dir)
+            keep(evaluate_both(pipeline, OURS, seed, dataset, split))
             if seed == PROFILES[profile.name].seeds[0]:  # the end-to-end suite times the batch job on this model
-                model.save(model_dir(name, profile))  # (the profile's own first seed, whatever --seeds says)
+                pipeline.save(model_dir(name, profile))  # (the profile's own first seed, whatever --seeds says)
 
 
 def model_dir(dataset: str, profile: Profile) -> Path:

@@ -59,7 +59,7 @@ SOURCES = {
 
 def candidate_recall(model: Recommender, dataset: Any, split_kind: str) -> dict[str, Any]:
     """Share of test targets proposed by each source and by the merged set (history items excluded)."""
-    split = make_split(dataset, split_kind)
+    split = make_split(dataset, split_kind)  # type: ignore[arg-type]
     users = split.test[USER_ID].unique().sort()
     cands = model.candidates(users, history=split.history_for_test())
     hits = split.test.select(USER_ID, ITEM_ID).join(cands, on=[USER_ID, ITEM_ID], how="left")

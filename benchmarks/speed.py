@@ -315,7 +315,7 @@ def ann_sweep(
     field = "nprobe" if kind == "ivf" else "ef_search"
     points = []
     for value in values:
-        index.config = dataclasses.replace(config, **{field: value})
+        index.config = dataclasses.replace(config, **{field: value})  # type: ignore[arg-type]
         _apply_search_settings(index.index_, index.config)
         seconds, _, (found, _) = timed(lambda: index.search(queries, K), repeats)
         points.append(
@@ -392,7 +392,7 @@ def ranker(frame: Any, features: list[str], rounds: int, repeats: int) -> dict[s
     def raw() -> np.ndarray:
         data = lgb.Dataset(x, label=y, group=group, feature_name=features, free_raw_data=False)
         booster = lgb.train(config.lgb_params(), data, num_boost_round=rounds)
-        return booster.predict(x)
+        return np.asarray(booster.predict(x))
 
     runs, outs = interleaved({"ours": ours, "raw": raw}, repeats)
     seconds = medians(runs)

@@ -111,7 +111,7 @@ class RecommenderConfig:
         all queries. ``"per_cutoff"``: for the queries of the ``c``-th last event, every user's events but
         their last ``c`` (the label event and everything after it stay out), one fit per cut-off. Serving uses
         statistics from every event; with short histories the shared fit sees a fraction of them (Scientific,
-        7 events per user: half), the first cut-off's nearly all.
+        6 events per user: 12,083 of 50,985), the first cut-off's nearly all (42,543).
     label_window:
         Positives per training query: the next event's item (label 2) and, when ``> 1``, the items of the
         following ``label_window - 1`` events (label 1), so the ranker learns what a user takes up soon, not
