@@ -523,18 +523,12 @@ class Recommender:
             _cut=pl.col("cutoff") if per_cutoff else pl.lit(0),
             _fold=self._fold(pl.col("owner")) if self.folds_ else pl.lit(0),
         ).sort("_cut", "_fold", maintain_order=True)
-        parts, offset, fitted_for = [], 0, None
-        for (cut, fold), group in labels.group_by("_cut", "_fold", maintain_order=True):
-            if cut != fitted_for:  # one cut-off's statistics at a time (at scale each is gigabytes)
-                source = past if not per_cutoff else before_cutoff(events, int(cut))  # type: ignore[arg-type]
-                features = self._new_features().fit(self._context(source))
-                popularity = item_popularity(source, self.index_)  # type: ignore[arg-type]
-                fitted_for = cut
-            retrieval = self.folds_.get(int(fold)) if self.folds_ else None  # type: ignore[call-overload]
-            mine = features.with_learned_vectors(retrieval.item_vectors) if retrieval else features
-            part, _ = self._candidate_features(history, group[USER_ID], mine, True, 0, popularity, retrieval)
+        parts, offset = [], 0
+        for (cut,), queries in labels.group_by("_cut", maintain_order=True):
+            source = past if not per_cutoff else before_cutoff(events, int(cut))  # type: ignore[arg-type]
+            part, names = self._cutoff_frame(source, history, queries)
             parts.append(part.with_columns(pl.col(QUERY) + offset))
-            offset += group.height
+            offset += queries.height
         frame = pl.concat(parts)
         labels = labels.drop("_cut", "_fold").with_row_index(QUERY)
         top = 2 if "later" in labels.columns else 1  # the next item outranks the later ones
@@ -549,7 +543,24 @@ class Recommender:
         )
         hits = frame.group_by(QUERY).agg(pl.col("label").max() == top)["label"].sum()
         logger.info("ranker training: %d queries, candidate recall %.3f", labels.height, hits / labels.height)
-        return frame, features.feature_names
+        return frame, names
+
+    def _cutoff_frame(
+        self, source: pl.DataFrame, history: pl.DataFrame, queries: pl.DataFrame
+    ) -> tuple[pl.DataFrame, list[str]]:
+        """Candidates and features of one group of training ``queries`` (sorted by ``_fold``), with statistics
+        fitted on ``source``; ``QUERY`` is the position in ``queries``. The statistics (at scale, gigabytes) are
+        freed when it returns, before the next cut-off's are fitted."""
+        features = self._new_features().fit(self._context(source))
+        popularity = item_popularity(source, self.index_)  # type: ignore[arg-type]
+        parts, offset = [], 0
+        for (fold,), group in queries.group_by("_fold", maintain_order=True):
+            retrieval = self.folds_.get(int(fold)) if self.folds_ else None  # type: ignore[call-overload]
+            mine = features.with_learned_vectors(retrieval.item_vectors) if retrieval else features
+            part, _ = self._candidate_features(history, group[USER_ID], mine, True, 0, popularity, retrieval)
+            parts.append(part.with_columns(pl.col(QUERY) + offset))
+            offset += group.height
+        return pl.concat(parts), features.feature_names
 
     # ---------------------------------------------------------------------------------- candidates
     def _histories(self, users: pl.Series, history: pl.DataFrame | None) -> Histories:
