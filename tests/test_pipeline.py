@@ -187,7 +187,7 @@ def test_per_cutoff_statistics_see_every_event_before_their_own_cutoff_and_never
         )
         assert mine.height > 0
         np.testing.assert_allclose(mine["log_popularity"].to_numpy(), np.log1p(mine["len"].to_numpy()), rtol=1e-5)
-    shared = Recommender(dataclasses.replace(fitted.config, n_cutoffs=2))
+    shared = Recommender(dataclasses.replace(fitted.config, n_cutoffs=2, cutoff_statistics="shared"))
     shared.__dict__.update({k: v for k, v in fitted.__dict__.items() if k != "config"})
     assert not shared.training_frame(interactions).equals(frame)
     with pytest.raises(ConfigError, match="cutoff_statistics"):
