@@ -136,7 +136,8 @@ def run(
 
 def render(payload: dict[str, Any]) -> str:
     m = payload["machine"]
-    lines = [START, "", f"Machine: {m['cpu']}, {m['cores']} cores. Commands and commits: under each table.", ""]
+    cpus = sorted({r.get("cpu", m["cpu"]) for r in payload["results"]})
+    lines = [START, "", f"Machines: {', '.join(cpus)}, {m['cores']} cores. Commands and commits: under each table.", ""]
     for name in dict.fromkeys(r["dataset"] for r in payload["results"]):
         rows = [r for r in payload["results"] if r["dataset"] == name]
         base = {r["seed"]: r["metrics"]["ndcg@10"] for r in rows if r["variant"] == "shipped"}
@@ -158,8 +159,8 @@ def render(payload: dict[str, Any]) -> str:
                 f"| {variant} | {len(mine)} | {mean['ndcg@10']:.4f} | {mean['recall@10']:.4f} | "
                 f"{mean['ndcg@50']:.4f} | {change} | {trees} |"
             )
-        runs = sorted({(r["command"], r["commit"]) for r in rows})
-        lines += ["", "; ".join(f"`{c}` at `{k}`" for c, k in runs), ""]
+        runs = sorted({(r["command"], r["commit"], r.get("cpu", m["cpu"])) for r in rows})
+        lines += ["", "; ".join(f"`{c}` at `{k}` ({cpu})" for c, k, cpu in runs), ""]
     lines.append(END)
     return "\n".join(lines)
 
@@ -190,7 +191,7 @@ def main() -> None:
     for name in args.datasets:
         for seed in args.seeds:
             rows = run(name, seed, args.add, args.drop, args.ranker, args.cache_dir, args.set)
-            rows = [r | {"command": command, "commit": commit} for r in rows]
+            rows = [r | {"command": command, "commit": commit, "cpu": machine()["cpu"]} for r in rows]
             old = json.loads(RESULTS.read_text())["results"] if RESULTS.exists() else []
             done = {(r["dataset"], r["seed"], r["variant"]) for r in rows}
             kept = [r for r in old if (r["dataset"], r["seed"], r["variant"]) not in done]
