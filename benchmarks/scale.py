@@ -270,7 +270,7 @@ def render(payload: dict[str, Any]) -> str:
     lines = [
         START,
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores. Each row: its command and commit.",
+        f"{m['cores']} cores. Each row: its command, commit and CPU.",
         "Synthetic data (`recsys.datasets.synthetic_dataset`, seed 0): items = users, log-normal histories (mean "
         "~30, at most 10,000), drifting interests. Pipeline: memory encoder (2 epochs at most, patience 1, 1 refit "
         "epoch, each on a fresh sample of 2,000 users and their last 256 events, no cross-fitting; it still encodes "
@@ -278,8 +278,8 @@ def render(payload: dict[str, Any]) -> str:
         "IVF index from 10^5 items. Batch job: `recsys recommend --out DIR`, default 512 MB budget.",
         "",
         "| items x users | events | longest | generate s | encode s (texts/s) | fit s | fit peak MiB | batch s "
-        "| users/s | batch peak MiB | shards | index | load | command | commit |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|",
+        "| users/s | batch peak MiB | shards | index | load | command | commit | CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|",
     ]
     for r in sorted(payload["results"], key=lambda r: r["items"]):
         lines.append(
@@ -287,7 +287,8 @@ def render(payload: dict[str, Any]) -> str:
             f"{r['generate_seconds']:.1f} | {_encode_cell(r)} | "
             f"{r['fit_seconds']:.0f} | {r['fit_peak_rss_mib']:.0f} | {_batch_cell(r)} | "
             f"{r['users_per_second']:.0f} | {r['batch_peak_rss_mib']:.0f} | {r['shards']} | {r['index']} | "
-            f"{r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} | `{r['command']}` | `{r['commit']}` |"
+            f"{r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} | `{r['command']}` | `{r['commit']}` | "
+            f"{r.get('cpu', m['cpu'])} |"
         )
     lines += [
         "",
@@ -366,6 +367,7 @@ def main() -> None:
             logger.info("%s: already in %s (pass --redo to run it again)", name, RESULTS)
             continue
         row = run_size(name, Path(args.work_dir), args.redo) | {"command": command, "commit": commit}
+        row["cpu"] = machine()["cpu"]
         results = stored_results() | {name: row}  # read again: another size may have finished meanwhile
         RESULTS.parent.mkdir(exist_ok=True)
         RESULTS.write_text(json.dumps({"machine": machine(), "results": list(results.values())}, indent=2))
