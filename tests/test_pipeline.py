@@ -496,7 +496,9 @@ def test_learned_group_reads_each_folds_own_item_space(topic_data, cache_dir: st
 
     monkeypatch.setattr(RankingFeatures, "with_learned_vectors", spy)
     model = Recommender(config).fit(interactions, items)
-    assert [id(v) for v in spaces] == [id(r.item_vectors) for r in model.folds_.values()]
+    folds = [id(r.item_vectors) for r in model.folds_.values()]
+    cutoffs = training_queries(interactions, model.config.n_cutoffs)[2]["cutoff"].n_unique()
+    assert [id(v) for v in spaces] == folds * cutoffs  # per-cut-off statistics: each cut-off's queries, fold by fold
     assert all(not np.array_equal(v, model.item_vectors_) for v in spaces)
     learned = model.features_.blocks_["learned"]
     np.testing.assert_allclose(learned.vectors_, model.item_vectors_, atol=1e-6)  # serving: the final encoder
