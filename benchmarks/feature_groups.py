@@ -13,6 +13,7 @@ own rows); table: ``README.md`` (between the ``feature-groups`` markers).
     python benchmarks/feature_groups.py --datasets amazon-scientific-unisrec ml-100k --add learned [--seeds 0]
     python benchmarks/feature_groups.py --add --ranker n_estimators=1000   # a ranker setting instead
     python benchmarks/feature_groups.py --add --set n_cooccurrence_candidates=100   # a ranking-stage setting
+    python benchmarks/feature_groups.py --add --ranker truncation_level=100 --targets valid   # choose on valid
 """
 
 from __future__ import annotations
@@ -95,14 +96,23 @@ def run(
     ranker: list[str],
     cache_dir: str | None,
     stage: list[str] | None = None,
+    targets: str = "test",
 ) -> list[dict[str, Any]]:
-    """Fit the shipped pipeline once, retrain its ranker per variant, score each on the test targets."""
+    """Fit the shipped pipeline once, retrain its ranker per variant, score each on the ``targets`` events.
+
+    ``"test"``: fitted on train + valid, scored on the test events. ``"valid"``: fitted on train alone (the
+    test events unused) and scored on the validation events, to choose a setting without looking at test.
+    """
     dataset = load_dataset(name)
     split = make_split(dataset, SPLITS[name])  # type: ignore[arg-type]
-    users = split.test[USER_ID].unique().sort()
-    history = split.history_for_test().filter(pl.col(USER_ID).is_in(users.implode()))
+    if targets == "valid":
+        truth, history, extra = split.valid, split.history_for_valid(), None
+    else:
+        truth, history, extra = split.test, split.history_for_test(), split.valid
+    users = truth[USER_ID].unique().sort()
+    history = history.filter(pl.col(USER_ID).is_in(users.implode()))
     started = time.perf_counter()
-    model = ours(PROFILES["full"], seed, cache_dir).fit(split.train, dataset.items, valid=split.valid)
+    model = ours(PROFILES["full"], seed, cache_dir).fit(split.train, dataset.items, valid=extra)
     fit_seconds = time.perf_counter() - started
     logger.info("%s seed %d: fitted in %.0f s", name, seed, fit_seconds)
     rows = []
@@ -113,13 +123,14 @@ def run(
         twin = model if variant == "shipped" else model.with_features(features, config, **stages)
         ranker_seconds = time.perf_counter() - started
         recs = twin.recommend(users, k=max(KS), history=history)
-        metrics = _metrics(recs, split.test, dataset.items.height)
+        metrics = _metrics(recs, truth, dataset.items.height)
         trees = twin.ranker_.booster_.num_trees()  # type: ignore[union-attr]
         logger.info("%s seed %d %s: NDCG@10 %.4f (%d trees)", name, seed, variant, metrics["ndcg@10"], trees)
         rows.append(
             {
                 "dataset": name,
                 "seed": seed,
+                "targets": targets,
                 "variant": variant,
                 "groups": list(groups),
                 "ranker": settings,
@@ -134,15 +145,21 @@ def run(
     return rows
 
 
+def _key(row: dict[str, Any]) -> tuple[str, str, int, str]:
+    """A row's identity: dataset, targets (rows from before ``--targets`` are test rows), seed, variant."""
+    return row["dataset"], row.get("targets", "test"), row["seed"], row["variant"]
+
+
 def render(payload: dict[str, Any]) -> str:
     m = payload["machine"]
     cpus = sorted({r.get("cpu", m["cpu"]) for r in payload["results"]})
     lines = [START, "", f"Machines: {', '.join(cpus)}, {m['cores']} cores. Commands and commits: under each table.", ""]
-    for name in dict.fromkeys(r["dataset"] for r in payload["results"]):
-        rows = [r for r in payload["results"] if r["dataset"] == name]
+    for name, targets in dict.fromkeys(_key(r)[:2] for r in payload["results"]):
+        rows = [r for r in payload["results"] if _key(r)[:2] == (name, targets)]
         base = {r["seed"]: r["metrics"]["ndcg@10"] for r in rows if r["variant"] == "shipped"}
+        title = name if targets == "test" else f"{name}, validation targets (fitted without the test events)"
         lines += [
-            f"### {name}",
+            f"### {title}",
             "",
             "| variant | seeds | NDCG@10 | Recall@10 | NDCG@50 | change in NDCG@10 (paired, per seed) | trees |",
             "|---|---:|---:|---:|---:|---|---:|",
@@ -181,6 +198,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="ranking-stage RecommenderConfig settings to try, one by one (recsys.pipeline.RANKING_SETTINGS)",
     )
+    parser.add_argument(
+        "--targets",
+        choices=["test", "valid"],
+        default="test",
+        help="test: fit on train + valid, score the test events; valid: fit on train, score the validation events "
+        "(choose settings here, then confirm on test)",
+    )
     parser.add_argument("--cache-dir", default=None, help="text embedding cache (default: the library's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -190,11 +214,11 @@ def main() -> None:
     commit = _git_commit(str(HERE.parent))
     for name in args.datasets:
         for seed in args.seeds:
-            rows = run(name, seed, args.add, args.drop, args.ranker, args.cache_dir, args.set)
+            rows = run(name, seed, args.add, args.drop, args.ranker, args.cache_dir, args.set, args.targets)
             rows = [r | {"command": command, "commit": commit, "cpu": machine()["cpu"]} for r in rows]
             old = json.loads(RESULTS.read_text())["results"] if RESULTS.exists() else []
-            done = {(r["dataset"], r["seed"], r["variant"]) for r in rows}
-            kept = [r for r in old if (r["dataset"], r["seed"], r["variant"]) not in done]
+            done = {_key(r) for r in rows}
+            kept = [r for r in old if _key(r) not in done]
             payload = {"machine": machine(), "results": kept + rows}
             RESULTS.parent.mkdir(exist_ok=True)
             RESULTS.write_text(json.dumps(payload, indent=2))

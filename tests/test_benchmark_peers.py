@@ -192,3 +192,20 @@ def test_feature_group_variants_try_each_stage_setting_alone_then_everything() -
         "set cutoff_statistics=per_cutoff + set n_cooccurrence_candidates=100",
     ]
     assert both[list(both)[-1]][2] == {"cutoff_statistics": "per_cutoff", "n_cooccurrence_candidates": 100}
+
+
+def test_feature_group_table_keeps_validation_rows_apart_from_test_rows() -> None:
+    from feature_groups import render
+
+    def row(targets: str | None, variant: str, ndcg: float) -> dict[str, object]:
+        metrics = {"ndcg@10": ndcg, "recall@10": 0.2, "ndcg@50": 0.3}
+        out = {"dataset": "ml-100k", "seed": 0, "variant": variant, "metrics": metrics, "trees": 40}
+        out |= {"command": "c", "commit": "k", "cpu": "cpu"}
+        return out if targets is None else out | {"targets": targets}
+
+    rows = [row(None, "shipped", 0.14), row(None, "ranker a=1", 0.15)]  # rows from before --targets: test
+    rows += [row("valid", "shipped", 0.10), row("valid", "ranker a=1", 0.09)]
+    text = render({"machine": {"cpu": "cpu", "cores": 2}, "results": rows})
+    test_part, valid_part = text.split("### ml-100k, validation targets")
+    assert "### ml-100k\n" in test_part and "| ranker a=1 | 1 | 0.1500 |" in test_part and "+0.0100" in test_part
+    assert "| ranker a=1 | 1 | 0.0900 |" in valid_part and "-0.0100" in valid_part and "0.15" not in valid_part
