@@ -61,7 +61,19 @@ RANKING_SETTINGS = (
     "ranker_folds",
 )
 """The :class:`RecommenderConfig` fields that :meth:`Recommender.with_features` may change: the ranking stage
-reads them, the user encoder and the FAISS index do not."""
+reads them, the user encoder and the FAISS index do not (``n_cutoffs`` too where the encoder does not read it:
+:func:`ranking_settings`)."""
+
+
+def ranking_settings(config: RecommenderConfig) -> tuple[str, ...]:
+    """The settings :meth:`Recommender.with_features` may change for a pipeline of ``config``:
+    :data:`RANKING_SETTINGS`, and ``n_cutoffs`` unless the memory encoder holds out the last ``n_cutoffs`` events
+    (``memory_crossfit=0`` with ``memory_holdout=None``); cross-fitted and zero-shot encoders do not read it."""
+    encoder_reads_cutoffs = (
+        config.user_encoder == "memory" and not config.memory_crossfit and config.memory_holdout is None
+    )
+    return RANKING_SETTINGS if encoder_reads_cutoffs else (*RANKING_SETTINGS, "n_cutoffs")
+
 
 AUTO_RANKER_FOLDS = 5  # ranker_folds=None: cross-validation folds below ...
 AUTO_FOLDS_BELOW_QUERIES = 20_000  # ... this many training queries
@@ -405,7 +417,7 @@ class Recommender:
     ) -> Recommender:
         """A new recommender sharing this one's text vectors, user encoder, cross-fitting folds and FAISS index,
         with its ranker retrained on ``features`` and ``ranker`` settings (each: this one's when None) and the
-        ranking-stage settings in ``ranking`` (:data:`RANKING_SETTINGS`, for example
+        ranking-stage settings in ``ranking`` (:func:`ranking_settings`, for example
         ``n_cooccurrence_candidates=100``). For feature ablations, ranker settings and candidate quotas compared
         without retraining the encoder.
 
@@ -414,11 +426,12 @@ class Recommender:
         ConfigError
             ``ranking`` names a setting that the encoder or the index depends on, or an invalid value."""
         check_is_fitted(self, REQUIRED_STATE)
-        other = sorted(set(ranking) - set(RANKING_SETTINGS))
+        allowed = ranking_settings(self.config)
+        other = sorted(set(ranking) - set(allowed))
         if other:
             raise ConfigError(
                 f"with_features cannot change {other}: the encoder or the index depends on them. It changes "
-                f"{list(RANKING_SETTINGS)}; fit a new Recommender for the others."
+                f"{list(allowed)}; fit a new Recommender for the others."
             )
         twin = copy.copy(self)
         twin.config = dataclasses.replace(

@@ -20,7 +20,7 @@ from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
 from recsys.models.memory_net import MemoryNetConfig
 from recsys.models.ranker import RankerConfig
 from recsys.models.text_encoder import TextEncoderConfig
-from recsys.pipeline import Recommender, RecommenderConfig, before_cutoff, training_queries
+from recsys.pipeline import Recommender, RecommenderConfig, before_cutoff, ranking_settings, training_queries
 
 
 @pytest.fixture(scope="session")
@@ -468,11 +468,27 @@ def test_feature_groups_are_checked_and_ablations_share_the_encoder(fitted: Reco
     three = fitted.with_features(ranker=dataclasses.replace(fitted.config.ranker, n_estimators=3))
     assert three.ranker_.booster_.num_trees() == 3 and fitted.ranker_.booster_.num_trees() > 3
     assert three.config.features == fitted.config.features and three.user_encoder_ is fitted.user_encoder_
-    with pytest.raises(ConfigError, match="n_cutoffs"):
-        fitted.with_features(n_cutoffs=2)  # the encoder's hold-out depends on it
+    with pytest.raises(ConfigError, match="memory_crossfit"):
+        fitted.with_features(memory_crossfit=3)  # the encoder depends on it
     cooc = fitted.with_features(n_cooccurrence_candidates=4)
     assert "cooc_rank" in cooc.ranker_.feature_names_ and "cooc_rank" not in fitted.ranker_.feature_names_
     assert cooc.candidates([0])["cooc_rank"].min() == 1 and cooc.user_encoder_ is fitted.user_encoder_
+
+
+def test_ranker_cutoffs_change_without_refitting_an_encoder_that_does_not_read_them(
+    fitted: Recommender, topic_data: tuple[pl.DataFrame, pl.DataFrame]
+):
+    interactions, _ = topic_data
+    one = fitted.with_features(n_cutoffs=1)  # zero-shot: the encoder does not read n_cutoffs
+    assert one.config.n_cutoffs == 1 and fitted.config.n_cutoffs == 5 and one.user_encoder_ is fitted.user_encoder_
+    queries = one.training_frame(interactions).group_by("query").agg(pl.col("owner").first())
+    assert queries.height == queries["owner"].n_unique() == interactions["user_id"].n_unique()  # one per user
+    assert "n_cutoffs" in ranking_settings(RecommenderConfig(user_encoder="memory"))  # cross-fitted (default)
+    assert "n_cutoffs" in ranking_settings(
+        RecommenderConfig(user_encoder="memory", memory_crossfit=0, memory_holdout=2)
+    )
+    held_out = RecommenderConfig(user_encoder="memory", memory_crossfit=0)  # holds out the last n_cutoffs events
+    assert "n_cutoffs" not in ranking_settings(held_out) and "n_candidates" in ranking_settings(held_out)
 
 
 def test_learned_group_reads_each_folds_own_item_space(topic_data, cache_dir: str, tmp_path, monkeypatch):
