@@ -196,7 +196,8 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="ranking-stage RecommenderConfig settings to try, one by one (recsys.pipeline.ranking_settings: RANKING_SETTINGS, and n_cutoffs with a cross-fitted encoder)",
+        help="ranking-stage RecommenderConfig settings to try, one by one (recsys.pipeline.ranking_settings: "
+        "RANKING_SETTINGS, and n_cutoffs with a cross-fitted encoder)",
     )
     parser.add_argument(
         "--targets",
