@@ -63,7 +63,7 @@ def variants(
     """Variant name -> :data:`Variant`: the shipped set, then each added group alone, each removed group alone,
     all additions together when there are several, each ``key=value`` ranker setting alone (shipped groups),
     each ``key=value`` ranking-stage setting alone (``stage``), and with settings and more than one change,
-    everything together."""
+    everything together (unless a key is given twice: ``n_cutoffs=3 n_cutoffs=8`` are two values to compare)."""
     out: dict[str, Variant] = {"shipped": (shipped, {}, {})}
     for group in add:
         out[f"+ {group}"] = ((*shipped, group), {}, {})
@@ -81,7 +81,8 @@ def variants(
         key, _, value = setting.partition("=")
         stages[key] = _value(value)
         out[f"set {key}={value}"] = (shipped, {}, {key: stages[key]})
-    if (ranker or stage) and len(add) + len(ranker) + len(stage or []) > 1:  # everything together
+    distinct = len(settings) == len(ranker) and len(stages) == len(stage or [])  # two values of a key: no mix
+    if (ranker or stage) and distinct and len(add) + len(ranker) + len(stage or []) > 1:  # everything together
         parts = ["+ " + " + ".join(add)] if add else []
         parts += [*(f"ranker {s}" for s in ranker), *(f"set {s}" for s in stage or [])]
         out[" + ".join(parts)] = ((*shipped, *add), settings, stages)

@@ -192,6 +192,9 @@ def test_feature_group_variants_try_each_stage_setting_alone_then_everything() -
         "set cutoff_statistics=per_cutoff + set n_cooccurrence_candidates=100",
     ]
     assert both[list(both)[-1]][2] == {"cutoff_statistics": "per_cutoff", "n_cooccurrence_candidates": 100}
+    values = variants((), [], [], ["num_leaves=7"], ["n_cutoffs=3", "n_cutoffs=8"])  # one key twice: no mix
+    assert list(values) == ["shipped", "ranker num_leaves=7", "set n_cutoffs=3", "set n_cutoffs=8"]
+    assert values["set n_cutoffs=3"][2] == {"n_cutoffs": 3} and values["set n_cutoffs=8"][2] == {"n_cutoffs": 8}
 
 
 def test_feature_group_table_keeps_validation_rows_apart_from_test_rows() -> None:
