@@ -200,7 +200,11 @@ def recbole_cli_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of RecBole runs made by ``recbole_peer.py``'s own command line (its ``runs`` in ``path``), each keeping
     that command and commit."""
     runs = json.loads(path.read_text()).get("runs", {}).values()
-    return [row for run in runs for row in _recbole_run_rows(run, command=run["command"], commit=run["commit"])]
+    rows = []
+    for run in runs:
+        stamp = {"command": run["command"], "commit": run["commit"]}
+        rows += _recbole_run_rows(run, **stamp, **({"cpu": run["cpu"]} if "cpu" in run else {}))
+    return rows
 
 
 def run_dataset(
@@ -253,7 +257,9 @@ def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
 def merge(rows: list[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:
     """Add ``rows`` to the JSON file, replacing rows with the same (dataset, model, seed, protocol, profile)."""
     payload = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
+    cpu = machine()["cpu"]
     for row in rows:
+        row.setdefault("cpu", cpu)  # a row that names its machine keeps it
         row.update(run_info)
     fresh = {_row_key(r) for r in rows}
     payload["rows"] = [r for r in payload["rows"] if _row_key(r) not in fresh] + rows
@@ -316,7 +322,23 @@ def render(payload: dict[str, Any], profile: str) -> str:
                     + f" | {s['fit_seconds']:.0f} | {s['predict_seconds']:.1f} |"
                 )
             lines += ["", _verdict(group), ""]
+            lines += _machines(group, rows, dataset, protocol)
     return "\n".join([*lines, end])
+
+
+def _machines(group: list[dict[str, Any]], rows: list[dict[str, Any]], dataset: str, protocol: str) -> list[str]:
+    """Where a table's rows come from more than one CPU, a line naming which rows ran where."""
+    where: dict[str, list[str]] = {}
+    for s in group:
+        cpus = {
+            r.get("cpu", "?")
+            for r in rows
+            if (r["dataset"], r["protocol"], r["model"]) == (dataset, protocol, s["model"])
+        }
+        where.setdefault(", ".join(sorted(cpus)), []).append(s["model"])
+    if len(where) < 2:
+        return []
+    return ["Measured on: " + "; ".join(f"{cpu}: {', '.join(models)}" for cpu, models in where.items()) + ".", ""]
 
 
 def _verdict(group: list[dict[str, Any]]) -> str:
@@ -332,8 +354,10 @@ def _verdict(group: list[dict[str, Any]]) -> str:
 def _provenance(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     commands = sorted({r.get("command", "?") for r in rows})
     commits = sorted({str(r.get("commit")) for r in rows})
+    cpus = sorted({r.get("cpu", info["cpu"]) for r in rows})
     return (
-        f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}. "
+        f"Machine{'s' if len(cpus) > 1 else ''}: {', '.join(cpus)}, {info['cores']} cores, "
+        f"torch threads {info['torch_threads']}. "
         f"Commands: {', '.join(f'`{c}`' for c in commands)}. Commits: {', '.join(commits)}. "
         "Full-catalogue ranking; ours: mean ± standard deviation over seeds; peers: seed 0. "
         "Fit seconds include the validation-based tuning or early stopping of each model."

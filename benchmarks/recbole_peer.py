@@ -429,6 +429,14 @@ def _merge(out: Path, section: str, key: str, entry: dict[str, Any]) -> None:
     out.write_text(json.dumps(data, indent=2, default=str))
 
 
+def _cpu() -> str:
+    """The CPU model name (Linux), so that imported rows say which machine ran them."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="*", default=["ml-100k"], choices=list(SPLITS))
@@ -448,6 +456,7 @@ def main() -> None:
     stamp = {
         "command": "python benchmarks/recbole_peer.py " + " ".join(sys.argv[1:]),
         "commit": _commit(),
+        "cpu": _cpu(),
         "cores": os.cpu_count(),
         "threads": args.threads,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -14,7 +14,7 @@ from recsys.errors import ConfigError, NotFittedError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from implicit_peer import ImplicitConfig, ImplicitRecommender
-from quality import _mean_spread, merge, summarise
+from quality import METRICS, _mean_spread, merge, summarise
 
 
 def _blocks(n_users: int = 200, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -83,6 +83,22 @@ def test_quality_summary_means_over_seeds_and_merge_replaces_by_key(tmp_path, mo
     capped = row(0, 0.4) | {"model": "m (3-epoch cap)"}  # a re-run that stopped at its cap replaces the old run
     payload = merge([capped], {"profile": "full", "commit": "c"})
     assert sorted((r["model"], r["seed"]) for r in payload["rows"]) == [("m", 1), ("m (3-epoch cap)", 0)]
+    assert {r["cpu"] for r in payload["rows"]} == {quality.machine()["cpu"]}  # each row records its machine
+
+
+def test_quality_table_names_the_machine_of_each_row_when_they_differ() -> None:
+    from quality import render
+
+    def row(model: str, cpu: str, ndcg: float) -> dict:
+        metrics = dict.fromkeys(METRICS, 0.0) | {"ndcg@10": ndcg}
+        out = {"dataset": "d", "model": model, "seed": 0, "protocol": "masked", "metrics": metrics, "cpu": cpu}
+        return out | {"fit_seconds": 1.0, "predict_seconds": 2.0, "profile": "full", "command": "q", "commit": "c"}
+
+    info = {"cpu": "now", "cores": 2, "torch_threads": 2}
+    text = render({"rows": [row("ours (pipeline-memory)", "B", 0.2), row("p", "A", 0.1)], "machine": info}, "full")
+    assert "Machines: A, B, 2 cores" in text and "Measured on: A: p; B: ours (pipeline-memory)." in text
+    one = render({"rows": [row("ours (pipeline-memory)", "A", 0.2), row("p", "A", 0.1)], "machine": info}, "full")
+    assert "Machine: A, 2 cores" in one and "Measured on" not in one
 
 
 def test_recbole_cli_rows_keep_their_command_and_name_a_capped_run(tmp_path) -> None:
@@ -96,9 +112,10 @@ def test_recbole_cli_rows_keep_their_command_and_name_a_capped_run(tmp_path) -> 
         "users_per_s_masked": 943.0, "users_per_s_unmasked": 471.5, "command": "python x", "commit": "abc",
     }  # fmt: skip
     path = tmp_path / "recbole.json"
-    path.write_text(json.dumps({"runs": {"a": run, "b": run | {"epochs_run": 4}}}))
+    path.write_text(json.dumps({"runs": {"a": run, "b": run | {"epochs_run": 4, "cpu": "AMD"}}}))
     rows = recbole_cli_rows(path)
     assert [r["model"] for r in rows] == ["RecBole SASRec (6-epoch cap)"] * 2 + ["RecBole SASRec"] * 2
+    assert "cpu" not in rows[0] and rows[2]["cpu"] == rows[3]["cpu"] == "AMD"  # a run that names its CPU keeps it
     assert [r["metrics"]["ndcg@10"] for r in rows[:2]] == [0.08, 0.05]
     assert "coverage@10" not in rows[0]["metrics"]
     assert rows[1]["predict_seconds"] == 2.0 and rows[0]["command"] == "python x"
