@@ -203,7 +203,7 @@ def recbole_cli_rows(path: Path) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
         stamp = {"command": run["command"], "commit": run["commit"]}
-        rows += _recbole_run_rows(run, **stamp, **({"cpu": run["cpu"]} if "cpu" in run else {}))
+        rows += _recbole_run_rows(run, **stamp, cpu=run.get("cpu", "CPU not recorded"))  # not this machine's
     return rows
 
 

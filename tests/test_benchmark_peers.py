@@ -115,7 +115,7 @@ def test_recbole_cli_rows_keep_their_command_and_name_a_capped_run(tmp_path) -> 
     path.write_text(json.dumps({"runs": {"a": run, "b": run | {"epochs_run": 4, "cpu": "AMD"}}}))
     rows = recbole_cli_rows(path)
     assert [r["model"] for r in rows] == ["RecBole SASRec (6-epoch cap)"] * 2 + ["RecBole SASRec"] * 2
-    assert "cpu" not in rows[0] and rows[2]["cpu"] == rows[3]["cpu"] == "AMD"  # a run that names its CPU keeps it
+    assert rows[0]["cpu"] == "CPU not recorded" and rows[2]["cpu"] == rows[3]["cpu"] == "AMD"  # never this machine's
     assert [r["metrics"]["ndcg@10"] for r in rows[:2]] == [0.08, 0.05]
     assert "coverage@10" not in rows[0]["metrics"]
     assert rows[1]["predict_seconds"] == 2.0 and rows[0]["command"] == "python x"
