@@ -113,11 +113,16 @@ def run_child(
     return seconds, peak if peak is not None else usage.ru_maxrss / 1024  # Linux: KiB
 
 
-def machine() -> dict[str, object]:
-    cpu = "unknown"
+def cpu_name() -> str:
+    """The CPU model name (Linux's /proc/cpuinfo), else ``"unknown"``."""
     if Path("/proc/cpuinfo").exists():
         match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        cpu = match.group(1).strip() if match else cpu
+        return match.group(1).strip() if match else "unknown"
+    return "unknown"
+
+
+def machine() -> dict[str, object]:
+    cpu = cpu_name()
     import torch
 
     versions = {}

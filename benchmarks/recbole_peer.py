@@ -429,14 +429,6 @@ def _merge(out: Path, section: str, key: str, entry: dict[str, Any]) -> None:
     out.write_text(json.dumps(data, indent=2, default=str))
 
 
-def _cpu() -> str:
-    """The CPU model name (Linux), so that imported rows say which machine ran them."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="*", default=["ml-100k"], choices=list(SPLITS))
@@ -453,10 +445,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "recbole.json")
     args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    from foundation import cpu_name
+
     stamp = {
         "command": "python benchmarks/recbole_peer.py " + " ".join(sys.argv[1:]),
         "commit": _commit(),
-        "cpu": _cpu(),
+        "cpu": cpu_name(),  # so that rows imported elsewhere say which machine ran them
         "cores": os.cpu_count(),
         "threads": args.threads,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
