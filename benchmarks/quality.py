@@ -62,7 +62,7 @@ SPLITS = {
 KS = (10, 50)
 METRICS = ("ndcg@10", "ndcg@50", "recall@10", "recall@50", "mrr@50")
 OURS = "ours (pipeline-memory)"
-BASELINES = ("popularity", "transitions", "zero-shot-text")
+BASELINES = ("popularity", "transitions", "zero-shot-text", "ease")
 
 
 @dataclass(frozen=True)

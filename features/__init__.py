@@ -2,6 +2,7 @@
 
 from recsys.features.affinity import CategoryAffinity, CategoryConfig, RepeatSignals
 from recsys.features.base import QUERY, FeatureBlock, FitContext, query_now
+from recsys.features.collaborative import Collaborative, CollaborativeConfig
 from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
 from recsys.features.item_stats import ItemStats, ItemStatsConfig
 from recsys.features.popularity import Popularity, PopularityConfig, item_popularity
@@ -17,6 +18,8 @@ __all__ = [
     "CategoryConfig",
     "CoOccurrence",
     "CoOccurrenceConfig",
+    "Collaborative",
+    "CollaborativeConfig",
     "FeatureBlock",
     "FeatureConfig",
     "FitContext",

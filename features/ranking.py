@@ -10,8 +10,9 @@ the source did not propose it, so the ranks also say which sources proposed a ca
 and adds their columns. Groups (for ablations): ``interest`` (the interest-match score and its rank),
 ``source`` (the other sources' ranks), ``item``, ``user``, ``transition``, ``cooccurrence``, ``similarity``,
 ``learned`` (the similarity cosines in the user encoder's learned item space; skipped when the encoder has
-none), ``category`` (skipped when the catalogue has no category column), ``repeat`` and ``relative`` (each of
-the main signals relative to the query's other candidates; applied last).
+none), ``collaborative`` (EASE item-item regression over the whole history), ``category`` (skipped when the
+catalogue has no category column), ``repeat`` and ``relative`` (each of the main signals relative to the
+query's other candidates; applied last).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from recsys.data import Histories
 from recsys.errors import ConfigError, DataError, ModelFormatError, SchemaError, check_is_fitted
 from recsys.features.affinity import CategoryAffinity, CategoryConfig, RepeatSignals
 from recsys.features.base import QUERY, FeatureBlock, FitContext
+from recsys.features.collaborative import Collaborative, CollaborativeConfig
 from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
 from recsys.features.item_stats import ItemStats, ItemStatsConfig
 from recsys.features.relative import QueryRelative, RelativeConfig
@@ -40,6 +42,7 @@ __all__ = [
     "COOCCURRENCE_RANK",
     "DEFAULT_GROUPS",
     "GROUPS",
+    "OPT_IN_GROUPS",
     "POPULARITY_RANK",
     "QUERY",
     "RETRIEVAL_RANK",
@@ -69,13 +72,15 @@ GROUPS = (
     "cooccurrence",
     "similarity",
     "learned",
+    "collaborative",
     "category",
     "repeat",
     "relative",  # last: it compares columns the other groups add
 )
-DEFAULT_GROUPS = tuple(g for g in GROUPS if g != "learned")
-"""The groups a default :class:`FeatureConfig` enables: every group but ``learned``, which is opt-in until its
-full-pipeline benchmark (benchmarks/README.md) shows its gain."""
+OPT_IN_GROUPS = ("learned", "collaborative")
+DEFAULT_GROUPS = tuple(g for g in GROUPS if g not in OPT_IN_GROUPS)
+"""The groups a default :class:`FeatureConfig` enables: every group but ``learned`` and ``collaborative``, which
+are opt-in until their full-pipeline benchmark (benchmarks/README.md) shows a gain."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ class FeatureConfig:
     Parameters
     ----------
     groups: the enabled groups (see the module docstring); order does not matter. Default:
-        :data:`DEFAULT_GROUPS` (every group but ``learned``).
+        :data:`DEFAULT_GROUPS` (every group but :data:`OPT_IN_GROUPS`).
     """
 
     groups: tuple[str, ...] = DEFAULT_GROUPS
@@ -93,6 +98,7 @@ class FeatureConfig:
     transitions: TransitionConfig = field(default_factory=TransitionConfig)
     cooccurrence: CoOccurrenceConfig = field(default_factory=CoOccurrenceConfig)
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    collaborative: CollaborativeConfig = field(default_factory=CollaborativeConfig)
     category: CategoryConfig = field(default_factory=CategoryConfig)
     relative: RelativeConfig = field(default_factory=RelativeConfig)
 
@@ -183,6 +189,7 @@ class RankingFeatures:
             "cooccurrence": lambda: CoOccurrence(cfg.cooccurrence),
             "similarity": lambda: TextSimilarity(cfg.similarity),
             "learned": lambda: LearnedSimilarity(cfg.similarity),
+            "collaborative": lambda: Collaborative(cfg.collaborative),
             "category": lambda: CategoryAffinity(cfg.category),
             "repeat": RepeatSignals,
         }

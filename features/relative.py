@@ -37,6 +37,7 @@ RELATIVE_COLUMNS = (
     "sim_history",
     "cooc_score",
     "cooc_max",
+    "ease_score",
     "transition_score",
     "log_popularity",
 )

@@ -1,10 +1,13 @@
-"""Three baselines with the :class:`~recsys._protocols.RecommenderLike` shape.
+"""Four baselines with the :class:`~recsys._protocols.RecommenderLike` shape.
 
 * :class:`PopularityRecommender`: the most popular items for everyone.
 * :class:`TransitionRecommender`: items that followed the user's recent items in other sequences, with a
   tiny popularity term that breaks ties and serves users without transition evidence.
 * :class:`ZeroShotTextRecommender`: cosine between the item text vectors and the recency-weighted mean of
   the user's item vectors, over the full catalogue.
+* :class:`EaseRecommender`: EASE item-item regression over the user's whole history (the ranker's
+  ``collaborative`` feature, :class:`~recsys.features.collaborative.Collaborative`), with the same popularity
+  tie-break as transitions.
 
 They share :class:`_HistoryRecommender`: history resolution (the ``history`` frame if given, else the
 fitted events), dense scoring in user chunks, top-k with exclusion of seen items, and pair scoring.
@@ -25,6 +28,8 @@ from tqdm.auto import tqdm
 from recsys._topk import check_k, to_recommendations, topk
 from recsys.data import Histories, item_index
 from recsys.errors import ConfigError, DataError, SchemaError, check_is_fitted
+from recsys.features.base import QUERY, FitContext
+from recsys.features.collaborative import Collaborative, CollaborativeConfig
 from recsys.features.popularity import Popularity, PopularityConfig
 from recsys.features.transitions import TransitionConfig, Transitions
 from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
@@ -32,6 +37,8 @@ from recsys.models.zero_shot import ZeroShotConfig, ZeroShotUserEncoder
 from recsys.schema import ITEM_ID, ITEM_IDX, SCORE, TEXT, TIMESTAMP, USER_ID, WEIGHT
 
 __all__ = [
+    "EaseRecommender",
+    "EaseRecommenderConfig",
     "PopularityRecommender",
     "PopularityRecommenderConfig",
     "TransitionRecommender",
@@ -92,6 +99,32 @@ class TransitionRecommenderConfig:
     """
 
     transitions: TransitionConfig = field(default_factory=TransitionConfig)
+    popularity_weight: float = 1e-6
+    chunk_size: int = 1024
+
+    def __post_init__(self) -> None:
+        w = self.popularity_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w >= 0):
+            raise ConfigError(f"popularity_weight must be a finite number >= 0 (e.g. 1e-6), got {w!r}.")
+        _check_chunk_size(self.chunk_size)
+
+
+@dataclass(frozen=True)
+class EaseRecommenderConfig:
+    """Settings of :class:`EaseRecommender`.
+
+    Parameters
+    ----------
+    ease:
+        The EASE stage (ridge penalty, covered items, weights kept per item).
+    popularity_weight:
+        Weight of the max-normalised popularity added to the EASE scores (tie-break, and the ranking of items
+        the model does not cover and of users without history).
+    chunk_size:
+        Users scored at once; bounds memory at ``chunk_size * n_items`` floats.
+    """
+
+    ease: CollaborativeConfig = field(default_factory=CollaborativeConfig)
     popularity_weight: float = 1e-6
     chunk_size: int = 1024
 
@@ -398,6 +431,45 @@ class TransitionRecommender(_HistoryRecommender):
         scores = self.transitions_.score_pairs(histories, user_pos, item_idx)
         scores += self._prior()[item_idx]
         return scores
+
+
+class EaseRecommender(_HistoryRecommender):
+    """Score = EASE score of the item given the user's whole history (0 where the model does not cover the
+    item) + ``popularity_weight`` * popularity / max.
+
+    Attributes
+    ----------
+    ease_:
+        The fitted :class:`~recsys.features.collaborative.Collaborative` stage.
+    popularity_:
+        Popularity over all fitted events (the tie-break term).
+    """
+
+    ease_: Collaborative
+    popularity_: Popularity
+
+    def __init__(self, config: EaseRecommenderConfig | None = None) -> None:
+        self.config = config if config is not None else EaseRecommenderConfig()
+
+    def _fit_model(self, interactions: pl.DataFrame, items: pl.DataFrame, index: pl.DataFrame) -> None:
+        histories = Histories.from_interactions(interactions, index)
+        context = FitContext(histories, items, np.zeros((index.height, 0), np.float32))  # reads events only
+        self.ease_ = Collaborative(self.config.ease).fit(context)
+        self.popularity_ = Popularity().fit(interactions, index)
+
+    def _prior(self) -> np.ndarray:
+        """float32 array of shape ``(n_items,)``: the popularity term."""
+        return (np.float32(self.config.popularity_weight) * self.popularity_.normalized()).astype(np.float32)
+
+    def _score_dense(self, histories: Histories) -> np.ndarray:
+        scores = np.nan_to_num(self.ease_.score_all(histories), nan=0.0)  # (n_users, n_items)
+        scores += self._prior()[None, :]
+        return scores
+
+    def _score_pairs(self, histories: Histories, user_pos: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        pairs = pl.DataFrame({QUERY: user_pos, ITEM_IDX: item_idx})
+        scores = self.ease_.transform(pairs, histories)["ease_score"].to_numpy()  # (n_pairs,), NaN: not covered
+        return (np.nan_to_num(scores, nan=0.0) + self._prior()[item_idx]).astype(np.float32)
 
 
 class ZeroShotTextRecommender(_HistoryRecommender):

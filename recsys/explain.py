@@ -43,6 +43,7 @@ PHRASES: dict[str, str] = {
     "learned_recent_mean": "is what people pick around your recent items",
     "learned_recent_max": "is what people pick around one of your recent items",
     "learned_history": "is what people pick around your history as a whole",
+    "ease_score": "is what people with histories like yours went on to pick",
     "category_share_mean": "is in categories you often choose",
     "category_share_max": "is in a category you often choose",
     "times_consumed": "is something you came back to before",

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from recsys._protocols import RecommenderLike
 from recsys.errors import ConfigError
 from recsys.models.baselines import (
+    EaseRecommender,
     PopularityRecommender,
     TransitionRecommender,
     ZeroShotTextRecommender,
@@ -44,6 +45,7 @@ _FACTORIES: dict[str, Callable[[TextEncoderConfig, int], RecommenderLike]] = {
     "popularity": lambda text, seed: PopularityRecommender(),
     "transitions": lambda text, seed: TransitionRecommender(),
     "zero-shot-text": _zero_shot,
+    "ease": lambda text, seed: EaseRecommender(),
     "pipeline": _pipeline,
     "memory": _memory,
     "pipeline-memory": _pipeline_memory,

@@ -1,4 +1,4 @@
-"""Known-answer and contract tests of the three baselines and the stages they compose."""
+"""Known-answer and contract tests of the four baselines and the stages they compose."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from recsys.data import Histories, item_index
 from recsys.errors import ConfigError, DataError, NotFittedError
 from recsys.features.popularity import Popularity, PopularityConfig
 from recsys.features.transitions import TransitionConfig, Transitions
+from recsys.features.collaborative import CollaborativeConfig
 from recsys.models.baselines import (
+    EaseRecommender,
+    EaseRecommenderConfig,
     PopularityRecommender,
     PopularityRecommenderConfig,
     TransitionRecommender,
@@ -25,9 +28,9 @@ from recsys.models.baselines import (
 from recsys.models.text_encoder import TextEncoderConfig
 from recsys.models.zero_shot import ZeroShotConfig, ZeroShotUserEncoder
 
-Recommender: TypeAlias = PopularityRecommender | TransitionRecommender | ZeroShotTextRecommender
+Recommender: TypeAlias = PopularityRecommender | TransitionRecommender | ZeroShotTextRecommender | EaseRecommender
 Factory: TypeAlias = Callable[[int], Recommender]
-KINDS = ["popularity", "transition", "zero_shot"]
+KINDS = ["popularity", "transition", "zero_shot", "ease"]
 
 
 def events(rows: Sequence[tuple[int, int]]) -> pl.DataFrame:
@@ -58,6 +61,8 @@ def make(text_config: TextEncoderConfig) -> Callable[[str], Factory]:
                 return PopularityRecommender(PopularityRecommenderConfig(chunk_size=chunk_size))
             if kind == "transition":
                 return TransitionRecommender(TransitionRecommenderConfig(chunk_size=chunk_size))
+            if kind == "ease":
+                return EaseRecommender(EaseRecommenderConfig(ease=CollaborativeConfig(l2=1.0), chunk_size=chunk_size))
             return ZeroShotTextRecommender(ZeroShotTextRecommenderConfig(text=text_config, chunk_size=chunk_size))
 
         return build
@@ -115,6 +120,16 @@ def test_transitions_fall_back_to_popularity_without_evidence(topic_items: pl.Da
     recs = TransitionRecommender().fit(train, topic_items).recommend([42], k=3)
     assert rec_items(recs, 42) == [5, 7, 3]
     assert (recs["score"] > 0).all()
+
+
+def test_ease_recommends_what_similar_histories_hold(topic_items: pl.DataFrame) -> None:
+    """Users holding 0 and 1 also hold 2; users holding 3 hold 4: a history of {0, 1} is completed by 2, not by
+    the more popular 3 or 4, and a user without history gets the popularity order."""
+    train = events([(u, i) for u in range(3) for i in (0, 1, 2)] + [(u, i) for u in range(3, 8) for i in (3, 4)])
+    model = EaseRecommender(EaseRecommenderConfig(ease=CollaborativeConfig(l2=1.0))).fit(train, topic_items)
+    recs = model.recommend([100, 101], k=1, history=events([(100, 0), (100, 1)]))
+    assert rec_items(recs, 100) == [2] and recs["score"][0] > 0.1
+    assert rec_items(recs, 101) == [3]  # no history: the most popular item (3 and 4 tie; catalogue order)
 
 
 def test_popularity_ranks_by_count(topic_items: pl.DataFrame) -> None:
@@ -227,6 +242,8 @@ def test_bad_settings_raise_config_errors() -> None:
         TransitionConfig(window=0)
     with pytest.raises(ConfigError, match="half_life"):
         ZeroShotConfig(half_life=0.0)
+    with pytest.raises(ConfigError, match="popularity_weight"):
+        EaseRecommenderConfig(popularity_weight=-1.0)
 
 
 # ----------------------------------------------------------------------------- stages

@@ -25,6 +25,8 @@ from recsys.features import (
     CategoryConfig,
     CoOccurrence,
     CoOccurrenceConfig,
+    Collaborative,
+    CollaborativeConfig,
     FeatureBlock,
     FitContext,
     ItemStats,
@@ -36,6 +38,7 @@ from recsys.features import (
     UserActivity,
     _common,
 )
+from recsys.features import collaborative as collaborative_module
 from recsys.features.cooccurrence import _scale_symmetric, cooccurrence_counts
 from recsys.features.ranking import GROUPS, FeatureConfig, RankingFeatures
 from recsys.features.transitions import recency_matrix
@@ -445,6 +448,66 @@ def test_cooccurrence_config_rejects(field: str, value: object) -> None:
         CoOccurrenceConfig(**{field: value})  # type: ignore[arg-type]
 
 
+def test_collaborative_known_answer() -> None:
+    """Two users hold items 0 and 1, a third holds 2: with l2 = 1, G = [[3, 2, 0], [2, 3, 0], [0, 0, 2]] and
+    P = G^-1 has P[0, 1] = -2/5, P[1, 1] = 3/5, so B[0, 1] = B[1, 0] = 2/3 and nothing links item 2 to them."""
+    events = timed([[(0, 1), (1, 2)], [(1, 1), (0, 2), (0, 3)], [(2, 1)]])
+    block = Collaborative(CollaborativeConfig(l2=1.0)).fit(context(events))
+    np.testing.assert_allclose(block.weights_.toarray(), [[0, 2 / 3, 0], [2 / 3, 0, 0], [0, 0, 0]], atol=1e-6)
+    np.testing.assert_array_equal(block.columns_, [0, 1, 2, -1, -1, -1])  # items 3-5 have no events
+    histories = timed([[(0, 5)], [(0, 5), (0, 6), (0, 7)], [(0, 5), (1, 6)], [], [(4, 5)]])
+    frame = pairs([(0, 1), (1, 1), (2, 1), (2, 0), (0, 2), (0, 3), (3, 1), (4, 1)])
+    got = block.transform(frame, histories)["ease_score"].to_numpy()
+    # a repeated item counts once; a held item scores from the others; item 3 and the empty history are NaN;
+    # a history of uncovered items scores 0
+    np.testing.assert_allclose(got, [2 / 3, 2 / 3, 2 / 3, 2 / 3, 0, NAN, NAN, 0], atol=1e-6)
+
+
+def test_collaborative_covers_the_most_frequent_items_and_keeps_the_largest_weights() -> None:
+    events = timed([[(0, 1), (1, 2), (2, 3)], [(0, 1), (1, 2)], [(0, 1), (3, 2)]])
+    block = Collaborative(CollaborativeConfig(l2=1.0, max_items=2)).fit(context(events))
+    np.testing.assert_array_equal(block.columns_, [0, 1, -1, -1, -1, -1])  # 3 and 2 events; ties broken by index
+    wide = Collaborative(CollaborativeConfig(l2=1.0)).fit(context(events))
+    narrow = Collaborative(CollaborativeConfig(l2=1.0, neighbors=1)).fit(context(events))
+    dense = wide.weights_.toarray()
+    assert np.all(np.diff(narrow.weights_.indptr) <= 1)
+    for row, kept in enumerate(narrow.weights_.toarray()):
+        if kept.any():
+            np.testing.assert_allclose(np.abs(kept).max(), np.abs(dense[row]).max(), rtol=1e-6)
+
+
+def test_collaborative_scores_in_chunks_equal_one_chunk(
+    fit_context: FitContext, queries: tuple[pl.DataFrame, Histories], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame, histories = queries
+    block = FACTORIES["collaborative"]().fit(fit_context)
+    expected = columns(block.transform(frame, histories), block.names)
+    monkeypatch.setattr(collaborative_module, "DENSE_CELLS", 40)  # one or two queries per chunk
+    np.testing.assert_array_equal(columns(block.transform(frame, histories), block.names), expected)
+    assert np.isfinite(expected).any() and np.isnan(expected).any()
+
+
+@pytest.mark.parametrize("every_item_has_events", [True, False])
+def test_collaborative_new_items_are_not_covered(every_item_has_events: bool) -> None:
+    n_old = 3 if every_item_has_events else 6  # True: the weights cover the whole catalogue (and are padded)
+    items = pl.DataFrame({"item_id": range(n_old), "text": ["x"] * n_old})
+    events = timed([[(0, 1), (1, 2)], [(1, 1), (0, 2), (2, 3)], [(2, 1)]])
+    block = Collaborative(CollaborativeConfig(l2=1.0)).fit(context(events, items, np.eye(n_old, dtype=np.float32)))
+    grown = block.extend_items(pl.DataFrame({"item_id": range(n_old + 2)}), np.zeros((n_old + 2, 4)), n_old)
+    np.testing.assert_array_equal(grown.columns_[n_old:], [-1, -1])
+    histories = timed([[(0, 1), (n_old, 2)]])  # a new item in the history too
+    got = grown.transform(pairs([(0, n_old + 1), (0, 1), (0, 2)]), histories)["ease_score"].to_numpy()
+    expected = block.transform(pairs([(0, 1), (0, 2)]), timed([[(0, 1)]]))["ease_score"].to_numpy()
+    assert np.isnan(got[0]) and np.all(np.isfinite(expected))
+    np.testing.assert_array_equal(got[1:], expected)
+
+
+@pytest.mark.parametrize(("field", "value"), [("l2", 0.0), ("l2", -1.0), ("max_items", 0), ("neighbors", 0)])
+def test_collaborative_config_rejects(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        CollaborativeConfig(**{field: value})  # type: ignore[arg-type]
+
+
 # -------------------------------------------------------------------------- the contract of every block
 N_ITEMS, N_USERS = 40, 30
 FACTORIES: dict[str, Callable[[], FeatureBlock]] = {
@@ -454,6 +517,7 @@ FACTORIES: dict[str, Callable[[], FeatureBlock]] = {
     "category": CategoryAffinity,
     "repeat": RepeatSignals,
     "cooccurrence": lambda: CoOccurrence(CoOccurrenceConfig(window=3, recent=4)),
+    "collaborative": lambda: Collaborative(CollaborativeConfig(l2=2.0, max_items=30, neighbors=8)),
 }
 STATELESS = {"user", "repeat"}
 
