@@ -54,6 +54,7 @@ SOURCES = {
     "transition_rank": "transitions",
     "popularity_rank": "popularity",
     "cooc_rank": "co-occurrence",
+    "ease_rank": "EASE",
 }
 
 
@@ -69,6 +70,7 @@ def candidate_recall(model: Recommender, dataset: Any, split_kind: str) -> dict[
         "transition_rank": cfg.n_transition_candidates,
         "popularity_rank": cfg.n_popularity_candidates,
         "cooc_rank": cfg.n_cooccurrence_candidates,
+        "ease_rank": cfg.n_ease_candidates,
     }
     out: dict[str, Any] = {"n_targets": hits.height, "mean_candidates": cands.height / max(len(users), 1)}
     for column, label in SOURCES.items():

@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recsys._topk import topk_positive
 from recsys.data import Histories
 from recsys.errors import check_is_fitted
 from recsys.features._common import (
@@ -171,6 +172,26 @@ class Collaborative(FeatureBlock):
             dense = (_binary_rows(histories, self.columns_, m, 0, histories.n_users) @ self.weights_).toarray()
             out[:, covered] = dense[:, self.columns_[covered]]
         out[histories.lengths == 0] = np.nan
+        return out
+
+    def top_items(self, histories: Histories, k: int, exclude: Histories | None = None) -> np.ndarray:
+        """int64 ``(n_queries, k)``: each query's ``k`` covered items of highest positive ``ease_score``, best
+        first, ``-1`` where fewer score above 0 (the pipeline's EASE candidate source). ``exclude``: histories
+        of the same queries whose items are never chosen. Scored in chunks of queries (bounded memory)."""
+        check_is_fitted(self, self.state_attributes)
+        m, n_items = self.weights_.shape[0], self.columns_.size
+        covered = np.flatnonzero(self.columns_ >= 0)  # (m,) item_idx of each covered index
+        out = np.full((histories.n_users, k), -1, np.int64)
+        if not m or not covered.size:
+            return out
+        per_chunk = max(1, DENSE_CELLS // m)
+        for start in range(0, histories.n_users, per_chunk):
+            stop = min(start + per_chunk, histories.n_users)
+            scores = (_binary_rows(histories, self.columns_, m, start, stop) @ self.weights_).tocsr()  # (c, m)
+            scores.indices = covered[scores.indices]  # covered index -> item_idx (both ascending)
+            scores = sp.csr_matrix((scores.data, scores.indices, scores.indptr), shape=(stop - start, n_items))
+            rows = np.arange(start, stop)
+            out[start:stop] = topk_positive(scores, k, exclude.select(rows) if exclude is not None else None)
         return out
 
     def _transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:

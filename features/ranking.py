@@ -1,10 +1,11 @@
 """The ranker's feature set: candidate-source columns plus the feature blocks, composed by group.
 
 The pipeline builds a candidate frame ``query (u32), item_idx (u32), retrieval_score (f32), retrieval_rank
-(u32), transition_rank (u32), popularity_rank (u32)`` (and ``cooc_rank (u32)`` when the co-occurrence source
-is on) whose ``query`` is a row of the :class:`~recsys.data.Histories` passed beside it (the query's events
-before its cut-off). A source rank is the item's position in that source's list, or the list length + 1 when
-the source did not propose it, so the ranks also say which sources proposed a candidate.
+(u32), transition_rank (u32), popularity_rank (u32)`` (and ``cooc_rank (u32)``, ``ease_rank (u32)`` when the
+co-occurrence or EASE source is on) whose ``query`` is a row of the :class:`~recsys.data.Histories` passed
+beside it (the query's events before its cut-off). A source rank is the item's position in that source's list,
+or the list length + 1 when the source did not propose it, so the ranks also say which sources proposed a
+candidate.
 
 :class:`RankingFeatures` fits every enabled block on past events (:class:`~recsys.features.base.FitContext`)
 and adds their columns. Groups (for ablations): ``interest`` (the interest-match score and its rank),
@@ -41,6 +42,7 @@ __all__ = [
     "CANDIDATE_COLUMNS",
     "COOCCURRENCE_RANK",
     "DEFAULT_GROUPS",
+    "EASE_RANK",
     "GROUPS",
     "OPT_IN_GROUPS",
     "POPULARITY_RANK",
@@ -59,7 +61,8 @@ RETRIEVAL_RANK = "retrieval_rank"
 TRANSITION_RANK = "transition_rank"
 POPULARITY_RANK = "popularity_rank"
 COOCCURRENCE_RANK = "cooc_rank"
-OPTIONAL_SOURCES = (COOCCURRENCE_RANK,)
+EASE_RANK = "ease_rank"
+OPTIONAL_SOURCES = (COOCCURRENCE_RANK, EASE_RANK)
 """Source rank columns that exist only where their source is on (``RankingFeatures(sources=...)``)."""
 CANDIDATE_COLUMNS = (QUERY, ITEM_IDX, RETRIEVAL_SCORE, RETRIEVAL_RANK, TRANSITION_RANK, POPULARITY_RANK)
 SOURCE_COLUMNS = {"interest": [RETRIEVAL_SCORE, RETRIEVAL_RANK], "source": [TRANSITION_RANK, POPULARITY_RANK]}
@@ -238,6 +241,12 @@ class RankingFeatures:
         """The fitted co-occurrence block when its group is enabled (also the co-occurrence candidate source)."""
         block = (self.blocks_ or {}).get("cooccurrence")
         return block if isinstance(block, CoOccurrence) else None
+
+    @property
+    def collaborative(self) -> Collaborative | None:
+        """The fitted EASE block when its group is enabled (also the EASE candidate source)."""
+        block = (self.blocks_ or {}).get("collaborative")
+        return block if isinstance(block, Collaborative) else None
 
     @property
     def transitions(self) -> Transitions | None:

@@ -25,6 +25,7 @@ PHRASES: dict[str, str] = {
     "transition_score": "often follows items you had recently",
     "popularity_rank": "is among the most popular items",
     "cooc_rank": "is among the items most often consumed together with your recent ones",
+    "ease_rank": "is among the items people with histories like yours went on to pick",
     "log_popularity": "is popular",
     "log_popularity_recent": "is popular lately",
     "popularity_trend": "is gaining popularity",

@@ -27,6 +27,7 @@ from recsys.features.base import FitContext
 from recsys.features.popularity import item_popularity
 from recsys.features.ranking import (
     COOCCURRENCE_RANK,
+    EASE_RANK,
     POPULARITY_RANK,
     QUERY,
     RETRIEVAL_RANK,
@@ -54,6 +55,7 @@ RANKING_SETTINGS = (
     "n_transition_candidates",
     "n_popularity_candidates",
     "n_cooccurrence_candidates",
+    "n_ease_candidates",
     "cutoff_statistics",
     "label_window",
     "max_ranker_users",
@@ -88,7 +90,15 @@ _MINIMUMS = {
     "n_transition_candidates": 0,
     "n_popularity_candidates": 0,
     "n_cooccurrence_candidates": 0,
+    "n_ease_candidates": 0,
 }
+
+_SOURCE_GROUPS = {
+    "transition": ("n_transition_candidates", "transition"),
+    "co-occurrence": ("n_cooccurrence_candidates", "cooccurrence"),
+    "EASE": ("n_ease_candidates", "collaborative"),
+}
+"""Each feature-backed candidate source: its quota field and the feature group that scores it."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,10 @@ class RecommenderConfig:
         Items added per user from co-occurrence with the recent history: the items with the highest
         ``cooc_score`` over the catalogue (0, the default, turns the source off; the ranker then has no
         ``cooc_rank`` column). Needs the ``cooccurrence`` feature group.
+    n_ease_candidates:
+        Items added per user from EASE over the whole history (the ``collaborative`` group's ``ease_score``;
+        0, the default, turns the source off and the ranker has no ``ease_rank`` column). Needs the
+        ``collaborative`` feature group.
     n_cutoffs:
         Training queries per user for the ranker: the last ``n_cutoffs`` events of each user's history,
         each predicted from the events before it. Feature statistics use, per cut-off, the events before that
@@ -171,6 +185,7 @@ class RecommenderConfig:
     n_transition_candidates: int = 100
     n_popularity_candidates: int = 20
     n_cooccurrence_candidates: int = 0
+    n_ease_candidates: int = 0
     n_cutoffs: int = 5
     cutoff_statistics: Literal["shared", "per_cutoff"] = "per_cutoff"
     label_window: int = 1
@@ -190,16 +205,12 @@ class RecommenderConfig:
                 raise ConfigError(f"RecommenderConfig.{name}={value} must be >= {low}.")
         if self.memory_crossfit == 1 or self.memory_crossfit < 0:
             raise ConfigError(f"RecommenderConfig.memory_crossfit={self.memory_crossfit} must be 0 (off) or >= 2.")
-        if self.n_transition_candidates and "transition" not in self.features.groups:
-            raise ConfigError(
-                "transition candidates need the 'transition' feature group; add it to FeatureConfig.groups "
-                "or set n_transition_candidates=0."
-            )
-        if self.n_cooccurrence_candidates and "cooccurrence" not in self.features.groups:
-            raise ConfigError(
-                "co-occurrence candidates need the 'cooccurrence' feature group; add it to FeatureConfig.groups "
-                "or set n_cooccurrence_candidates=0."
-            )
+        for source, (field_name, group) in _SOURCE_GROUPS.items():
+            if getattr(self, field_name) and group not in self.features.groups:
+                raise ConfigError(
+                    f"{source} candidates need the {group!r} feature group; add it to FeatureConfig.groups "
+                    f"or set {field_name}=0."
+                )
         if self.cutoff_statistics not in ("shared", "per_cutoff"):
             raise ConfigError(
                 f"RecommenderConfig.cutoff_statistics={self.cutoff_statistics!r}; use 'shared' or 'per_cutoff'."
@@ -400,7 +411,12 @@ class Recommender:
         return RankingFeatures(self.config.features, self._optional_sources())
 
     def _optional_sources(self) -> tuple[str, ...]:
-        return (COOCCURRENCE_RANK,) if self.config.n_cooccurrence_candidates else ()
+        return tuple(c for c, n in self._optional_lengths().items() if n)
+
+    def _optional_lengths(self) -> dict[str, int]:
+        """Each optional candidate source's rank column and list length (0: off)."""
+        cfg = self.config
+        return {COOCCURRENCE_RANK: cfg.n_cooccurrence_candidates, EASE_RANK: cfg.n_ease_candidates}
 
     def _source_lengths(self) -> dict[str, int]:
         """Each candidate source's rank column and list length (a rank of length + 1: not proposed)."""
@@ -410,7 +426,7 @@ class Recommender:
             TRANSITION_RANK: cfg.n_transition_candidates,
             POPULARITY_RANK: cfg.n_popularity_candidates,
         }
-        return lengths | ({COOCCURRENCE_RANK: cfg.n_cooccurrence_candidates} if cfg.n_cooccurrence_candidates else {})
+        return lengths | {c: n for c, n in self._optional_lengths().items() if n}
 
     def with_features(
         self, features: FeatureConfig | None = None, ranker: RankerConfig | None = None, **ranking: Any
@@ -651,6 +667,8 @@ class Recommender:
         if self.config.n_cooccurrence_candidates and features.cooccurrence is not None:
             scores = features.cooccurrence.score_sparse(histories)  # csr (n_queries, n_items): cooc_score
             sources[COOCCURRENCE_RANK] = topk_positive(scores, self.config.n_cooccurrence_candidates, exclude)
+        if self.config.n_ease_candidates and features.collaborative is not None:
+            sources[EASE_RANK] = features.collaborative.top_items(histories, self.config.n_ease_candidates, exclude)
         frame = merge_sources({name: (source_frame(i, name), i.shape[1]) for name, i in sources.items()})
         for name in (TRANSITION_RANK, POPULARITY_RANK):
             if name not in frame.columns:

@@ -12,9 +12,9 @@ import pytest
 from recsys._protocols import RecommenderLike
 from recsys.data import Histories, item_index
 from recsys.errors import ConfigError, DataError, NotFittedError
+from recsys.features.collaborative import CollaborativeConfig
 from recsys.features.popularity import Popularity, PopularityConfig
 from recsys.features.transitions import TransitionConfig, Transitions
-from recsys.features.collaborative import CollaborativeConfig
 from recsys.models.baselines import (
     EaseRecommender,
     EaseRecommenderConfig,

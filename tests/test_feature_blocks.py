@@ -23,10 +23,10 @@ from recsys.features import (
     QUERY,
     CategoryAffinity,
     CategoryConfig,
-    CoOccurrence,
-    CoOccurrenceConfig,
     Collaborative,
     CollaborativeConfig,
+    CoOccurrence,
+    CoOccurrenceConfig,
     FeatureBlock,
     FitContext,
     ItemStats,
@@ -485,6 +485,25 @@ def test_collaborative_scores_in_chunks_equal_one_chunk(
     monkeypatch.setattr(collaborative_module, "DENSE_CELLS", 40)  # one or two queries per chunk
     np.testing.assert_array_equal(columns(block.transform(frame, histories), block.names), expected)
     assert np.isfinite(expected).any() and np.isnan(expected).any()
+
+
+def test_collaborative_top_items_are_the_best_positive_unseen_scores(
+    fit_context: FitContext, queries: tuple[pl.DataFrame, Histories], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, histories = queries
+    block = FACTORIES["collaborative"]().fit(fit_context)
+    every = pairs([(q, i) for q in range(histories.n_users) for i in range(N_ITEMS)])
+    dense = columns(block.transform(every, histories), block.names).reshape(histories.n_users, N_ITEMS)
+    np.testing.assert_array_equal(block.score_all(histories), dense)
+    top = block.top_items(histories, 5, exclude=histories)  # (n_queries, 5)
+    for q in range(histories.n_users):
+        seen = set(histories.item_idx[histories.indptr[q] : histories.indptr[q + 1]].tolist())
+        ranked = sorted((i for i in range(N_ITEMS) if dense[q, i] > 0 and i not in seen), key=lambda i: -dense[q, i])
+        assert top[q][top[q] >= 0].tolist() == ranked[:5]
+        assert np.all(top[q][len(ranked[:5]) :] == -1)
+    monkeypatch.setattr(collaborative_module, "DENSE_CELLS", 40)  # one or two queries per chunk
+    np.testing.assert_array_equal(block.top_items(histories, 5, exclude=histories), top)
+    assert (top >= 0).sum() > histories.n_users  # the test has positive scores to rank
 
 
 @pytest.mark.parametrize("every_item_has_events", [True, False])

@@ -367,6 +367,32 @@ def test_cooccurrence_source_proposes_the_top_cooc_scores_and_round_trips(topic_
         RecommenderConfig(features=FeatureConfig(groups=("interest", "transition")), n_cooccurrence_candidates=5)
 
 
+def test_ease_source_proposes_the_top_ease_scores_and_round_trips(fitted: Recommender, topic_data, tmp_path):
+    """With the ``collaborative`` group and ``n_ease_candidates``, each user's ``ease_rank`` 1..k are the unseen
+    items with the highest positive ``ease_score``, the ranker reads both, and the model saves and loads."""
+    interactions, _ = topic_data
+    groups = (*fitted.config.features.groups, "collaborative")
+    model = fitted.with_features(FeatureConfig(groups=groups), n_ease_candidates=3)
+    assert {"ease_rank", "ease_score", "ease_score_gap"} <= set(model.ranker_.feature_names_)
+    users = [0, 12, 25]
+    cands = model.candidates(users)
+    histories = model._histories(pl.Series("user_id", users), None)
+    scores = model.features_.collaborative.score_all(histories)  # (3, n_items)
+    item_idx = dict(zip(model.index_["item_id"].to_list(), model.index_["item_idx"].to_list(), strict=True))
+    for query, user in enumerate(users):
+        mine = cands.filter((pl.col("user_id") == user) & (pl.col("ease_rank") <= 3)).sort("ease_rank")
+        got = [scores[query, item_idx[i]] for i in mine["item_id"].to_list()]
+        seen = set(interactions.filter(pl.col("user_id") == user)["item_id"].to_list())
+        unseen = [scores[query, idx] for i, idx in item_idx.items() if i not in seen]
+        expected = sorted((v for v in unseen if v > 0), reverse=True)[:3]
+        assert expected  # at least one positive score to rank
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+    loaded = Recommender.load(model.save(tmp_path / "ease"))
+    assert loaded.recommend(users, k=3).equals(model.recommend(users, k=3))
+    with pytest.raises(ConfigError, match="collaborative"):
+        RecommenderConfig(n_ease_candidates=5)
+
+
 def test_explanations_name_real_history_items(fitted: Recommender, topic_data):
     interactions, _ = topic_data
     recs = fitted.recommend([0, 12], k=2, explain=True)
@@ -441,6 +467,7 @@ def test_valid_events_are_appended_to_training(topic_data, cache_dir: str):
         ("n_popularity_candidates", -1),
         ("n_transition_candidates", -2),
         ("n_cooccurrence_candidates", -1),
+        ("n_ease_candidates", -1),
     ],
 )
 def test_candidate_and_holdout_settings_are_checked(field: str, value: int):
