@@ -33,6 +33,7 @@ import polars as pl
 from recsys.datasets import load_dataset
 from recsys.evaluation import make_split
 from recsys.features.ranking import GROUPS
+from recsys.pipeline import SOURCE_GROUPS
 from recsys.schema import USER_ID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,7 +63,8 @@ def variants(
 ) -> dict[str, Variant]:
     """Variant name -> :data:`Variant`: the shipped set, then each added group alone, each removed group alone,
     all additions together when there are several, each ``key=value`` ranker setting alone (shipped groups),
-    each ``key=value`` ranking-stage setting alone (``stage``), and with settings and more than one change,
+    each ``key=value`` ranking-stage setting alone (``stage``; a candidate quota whose feature group is not
+    shipped gets that group too, :data:`recsys.pipeline.SOURCE_GROUPS`), and with settings and more than one change,
     everything together (unless a key is given twice: ``n_cutoffs=3 n_cutoffs=8`` are two values to compare)."""
     out: dict[str, Variant] = {"shipped": (shipped, {}, {})}
     for group in add:
@@ -77,15 +79,23 @@ def variants(
         settings[key] = _value(value)
         out[f"ranker {key}={value}"] = (shipped, {key: settings[key]}, {})
     stages: dict[str, Any] = {}
+    needs = {quota: group for quota, group in SOURCE_GROUPS.values()}  # a candidate quota needs its feature group
     for setting in stage or []:
         key, _, value = setting.partition("=")
         stages[key] = _value(value)
-        out[f"set {key}={value}"] = (shipped, {}, {key: stages[key]})
+        group = needs.get(key)
+        if group is not None and group not in shipped and stages[key]:
+            out[f"set {key}={value} + {group}"] = ((*shipped, group), {}, {key: stages[key]})
+        else:
+            out[f"set {key}={value}"] = (shipped, {}, {key: stages[key]})
     distinct = len(settings) == len(ranker) and len(stages) == len(stage or [])  # two values of a key: no mix
     if (ranker or stage) and distinct and len(add) + len(ranker) + len(stage or []) > 1:  # everything together
         parts = ["+ " + " + ".join(add)] if add else []
         parts += [*(f"ranker {s}" for s in ranker), *(f"set {s}" for s in stage or [])]
-        out[" + ".join(parts)] = ((*shipped, *add), settings, stages)
+        groups = (*shipped, *add)
+        wanted = [needs[k] for k, v in stages.items() if k in needs and v and needs[k] not in groups]
+        groups += tuple(dict.fromkeys(wanted))
+        out[" + ".join(parts)] = (groups, settings, stages)
     return out
 
 

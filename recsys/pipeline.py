@@ -93,7 +93,7 @@ _MINIMUMS = {
     "n_ease_candidates": 0,
 }
 
-_SOURCE_GROUPS = {
+SOURCE_GROUPS = {
     "transition": ("n_transition_candidates", "transition"),
     "co-occurrence": ("n_cooccurrence_candidates", "cooccurrence"),
     "EASE": ("n_ease_candidates", "collaborative"),
@@ -205,7 +205,7 @@ class RecommenderConfig:
                 raise ConfigError(f"RecommenderConfig.{name}={value} must be >= {low}.")
         if self.memory_crossfit == 1 or self.memory_crossfit < 0:
             raise ConfigError(f"RecommenderConfig.memory_crossfit={self.memory_crossfit} must be 0 (off) or >= 2.")
-        for source, (field_name, group) in _SOURCE_GROUPS.items():
+        for source, (field_name, group) in SOURCE_GROUPS.items():
             if getattr(self, field_name) and group not in self.features.groups:
                 raise ConfigError(
                     f"{source} candidates need the {group!r} feature group; add it to FeatureConfig.groups "

@@ -191,17 +191,18 @@ def test_scale_counts_an_interrupted_batch_attempt_to_its_last_shard(tmp_path) -
 def test_feature_group_variants_try_each_stage_setting_alone_then_everything() -> None:
     from feature_groups import variants
 
-    out = variants(("interest", "source"), ["learned"], [], ["num_leaves=31"], ["n_cooccurrence_candidates=100"])
-    assert out["shipped"] == (("interest", "source"), {}, {})
-    assert out["set n_cooccurrence_candidates=100"] == (("interest", "source"), {}, {"n_cooccurrence_candidates": 100})
+    shipped = ("interest", "cooccurrence")
+    out = variants(shipped, ["learned"], [], ["num_leaves=31"], ["n_cooccurrence_candidates=100"])
+    assert out["shipped"] == (shipped, {}, {})
+    assert out["set n_cooccurrence_candidates=100"] == (shipped, {}, {"n_cooccurrence_candidates": 100})
     together = out["+ learned + ranker num_leaves=31 + set n_cooccurrence_candidates=100"]
-    assert together == (("interest", "source", "learned"), {"num_leaves": 31}, {"n_cooccurrence_candidates": 100})
+    assert together == ((*shipped, "learned"), {"num_leaves": 31}, {"n_cooccurrence_candidates": 100})
     assert variants((), [], [], [], ["cutoff_statistics=per_cutoff"])["set cutoff_statistics=per_cutoff"] == (
         (),
         {},
         {"cutoff_statistics": "per_cutoff"},
     )
-    both = variants((), [], [], [], ["cutoff_statistics=per_cutoff", "n_cooccurrence_candidates=100"])
+    both = variants(("cooccurrence",), [], [], [], ["cutoff_statistics=per_cutoff", "n_cooccurrence_candidates=100"])
     assert list(both) == [
         "shipped",
         "set cutoff_statistics=per_cutoff",
@@ -209,6 +210,15 @@ def test_feature_group_variants_try_each_stage_setting_alone_then_everything() -
         "set cutoff_statistics=per_cutoff + set n_cooccurrence_candidates=100",
     ]
     assert both[list(both)[-1]][2] == {"cutoff_statistics": "per_cutoff", "n_cooccurrence_candidates": 100}
+    # a candidate quota whose feature group is not shipped is tried with that group (alone and together)
+    ease = variants(("interest",), [], [], [], ["n_ease_candidates=50", "n_cutoffs=8"])
+    assert ease["set n_ease_candidates=50 + collaborative"] == (
+        ("interest", "collaborative"),
+        {},
+        {"n_ease_candidates": 50},
+    )
+    assert ease["set n_ease_candidates=50 + set n_cutoffs=8"][0] == ("interest", "collaborative")
+    assert variants(("interest",), [], [], [], ["n_ease_candidates=0"])["set n_ease_candidates=0"][0] == ("interest",)
     values = variants((), [], [], ["num_leaves=7"], ["n_cutoffs=3", "n_cutoffs=8"])  # one key twice: no mix
     assert list(values) == ["shipped", "ranker num_leaves=7", "set n_cutoffs=3", "set n_cutoffs=8"]
     assert values["set n_cutoffs=3"][2] == {"n_cutoffs": 3} and values["set n_cutoffs=8"][2] == {"n_cutoffs": 8}
