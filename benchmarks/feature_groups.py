@@ -95,7 +95,8 @@ def variants(
         groups = (*shipped, *add)
         wanted = [needs[k] for k, v in stages.items() if k in needs and v and needs[k] not in groups]
         groups += tuple(dict.fromkeys(wanted))
-        out[" + ".join(parts)] = (groups, settings, stages)
+        if (groups, settings, stages) not in out.values():  # not already a variant (one quota that adds its group)
+            out[" + ".join(parts)] = (groups, settings, stages)
     return out
 
 

@@ -219,6 +219,8 @@ def test_feature_group_variants_try_each_stage_setting_alone_then_everything() -
     )
     assert ease["set n_ease_candidates=50 + set n_cutoffs=8"][0] == ("interest", "collaborative")
     assert variants(("interest",), [], [], [], ["n_ease_candidates=0"])["set n_ease_candidates=0"][0] == ("interest",)
+    same = variants(("interest",), ["collaborative"], [], [], ["n_ease_candidates=50"])  # together = the quota's row
+    assert list(same) == ["shipped", "+ collaborative", "set n_ease_candidates=50 + collaborative"]
     values = variants((), [], [], ["num_leaves=7"], ["n_cutoffs=3", "n_cutoffs=8"])  # one key twice: no mix
     assert list(values) == ["shipped", "ranker num_leaves=7", "set n_cutoffs=3", "set n_cutoffs=8"]
     assert values["set n_cutoffs=3"][2] == {"n_cutoffs": 3} and values["set n_cutoffs=8"][2] == {"n_cutoffs": 8}
