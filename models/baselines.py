@@ -64,6 +64,11 @@ def _check_chunk_size(chunk_size: object) -> None:
         )
 
 
+def _check_popularity_weight(w: object) -> None:
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w >= 0):
+        raise ConfigError(f"popularity_weight must be a finite number >= 0 (e.g. 1e-6), got {w!r}.")
+
+
 @dataclass(frozen=True)
 class PopularityRecommenderConfig:
     """Settings of :class:`PopularityRecommender`.
@@ -103,9 +108,7 @@ class TransitionRecommenderConfig:
     chunk_size: int = 1024
 
     def __post_init__(self) -> None:
-        w = self.popularity_weight
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w >= 0):
-            raise ConfigError(f"popularity_weight must be a finite number >= 0 (e.g. 1e-6), got {w!r}.")
+        _check_popularity_weight(self.popularity_weight)
         _check_chunk_size(self.chunk_size)
 
 
@@ -129,9 +132,7 @@ class EaseRecommenderConfig:
     chunk_size: int = 1024
 
     def __post_init__(self) -> None:
-        w = self.popularity_weight
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w >= 0):
-            raise ConfigError(f"popularity_weight must be a finite number >= 0 (e.g. 1e-6), got {w!r}.")
+        _check_popularity_weight(self.popularity_weight)
         _check_chunk_size(self.chunk_size)
 
 
