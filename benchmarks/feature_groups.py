@@ -83,9 +83,9 @@ def variants(
     for setting in stage or []:
         key, _, value = setting.partition("=")
         stages[key] = _value(value)
-        group = needs.get(key)
-        if group is not None and group not in shipped and stages[key]:
-            out[f"set {key}={value} + {group}"] = ((*shipped, group), {}, {key: stages[key]})
+        needed = needs.get(key)
+        if needed is not None and needed not in shipped and stages[key]:
+            out[f"set {key}={value} + {needed}"] = ((*shipped, needed), {}, {key: stages[key]})
         else:
             out[f"set {key}={value}"] = (shipped, {}, {key: stages[key]})
     distinct = len(settings) == len(ranker) and len(stages) == len(stage or [])  # two values of a key: no mix
