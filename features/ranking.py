@@ -80,10 +80,10 @@ GROUPS = (
     "repeat",
     "relative",  # last: it compares columns the other groups add
 )
-OPT_IN_GROUPS = ("learned", "collaborative")
+OPT_IN_GROUPS = ("learned",)
 DEFAULT_GROUPS = tuple(g for g in GROUPS if g not in OPT_IN_GROUPS)
-"""The groups a default :class:`FeatureConfig` enables: every group but ``learned`` and ``collaborative``, which
-are opt-in until their full-pipeline benchmark (benchmarks/README.md) shows a gain."""
+"""The groups a default :class:`FeatureConfig` enables: every group but ``learned``, which is opt-in until its
+full-pipeline benchmark (benchmarks/README.md) shows a gain."""
 
 
 @dataclass(frozen=True)
