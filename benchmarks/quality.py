@@ -62,6 +62,10 @@ SPLITS = {
 KS = (10, 50)
 METRICS = ("ndcg@10", "ndcg@50", "recall@10", "recall@50", "mrr@50")
 OURS = "ours (pipeline-memory)"
+ENCODER_ALONE = "ours (encoder alone)"
+"""The first stage of the same fitted pipeline (``Recommender.retrieve``: the memory encoder and FAISS, no
+ranker); its fit seconds are the whole pipeline's. Not a peer: it shows what the ranking stage adds."""
+OURS_ROWS = (OURS, ENCODER_ALONE)
 BASELINES = ("popularity", "transitions", "zero-shot-text", "ease")
 
 
@@ -146,6 +150,16 @@ def evaluate_both(
         fit_seconds,
     )
     return rows
+
+
+class _EncoderAlone:
+    """A fitted pipeline's first stage as a model: ``recommend`` is :meth:`Recommender.retrieve`."""
+
+    def __init__(self, pipeline: Recommender) -> None:
+        self.pipeline = pipeline
+
+    def recommend(self, users: Any, k: int = 10, **kwargs: Any) -> pl.DataFrame:
+        return self.pipeline.retrieve(users, k, **kwargs)
 
 
 class _Plain:
@@ -237,7 +251,9 @@ def run_dataset(
     if models is None or OURS in models:
         for seed in profile.seeds:
             pipeline = ours(profile, seed, cache_dir)
-            keep(evaluate_both(pipeline, OURS, seed, dataset, split))
+            rows = evaluate_both(pipeline, OURS, seed, dataset, split)
+            alone = evaluate_both(_EncoderAlone(pipeline), ENCODER_ALONE, seed, dataset, split, fit=lambda: None)
+            keep(rows + [{**r, "fit_seconds": rows[0]["fit_seconds"]} for r in alone])
             if seed == PROFILES[profile.name].seeds[0]:  # the end-to-end suite times the batch job on this model
                 pipeline.save(model_dir(name, profile))  # (the profile's own first seed, whatever --seeds says)
 
@@ -315,7 +331,7 @@ def render(payload: dict[str, Any], profile: str) -> str:
             lines += ["|---|---:|" + "---:|" * (len(METRICS) + 2)]
             for s in group:
                 cells = [_mean_spread(s["values"][m]) for m in METRICS]
-                name = f"**{s['model']}**" if s["model"] == OURS else s["model"]
+                name = f"**{s['model']}**" if s["model"] in OURS_ROWS else s["model"]
                 lines.append(
                     f"| {name} | {s['seeds']} | "
                     + " | ".join(cells)
@@ -343,12 +359,17 @@ def _machines(group: list[dict[str, Any]], rows: list[dict[str, Any]], dataset: 
 
 def _verdict(group: list[dict[str, Any]]) -> str:
     mine = next((s for s in group if s["model"] == OURS), None)
-    peers = [s for s in group if s["model"] != OURS]
+    peers = [s for s in group if s["model"] not in OURS_ROWS]
     if mine is None or not peers:
         return "(ours or the peers missing from this run)"
     best = max(peers, key=lambda s: statistics.mean(s["values"]["ndcg@10"]))
     a, b = statistics.mean(mine["values"]["ndcg@10"]), statistics.mean(best["values"]["ndcg@10"])
-    return f"Ours {a:.4f} against the best peer ({best['model']}) {b:.4f}: {100 * (a / b - 1):+.1f}% NDCG@10."
+    line = f"Ours {a:.4f} against the best peer ({best['model']}) {b:.4f}: {100 * (a / b - 1):+.1f}% NDCG@10"
+    alone = next((s for s in group if s["model"] == ENCODER_ALONE), None)
+    if alone is not None:
+        c = statistics.mean(alone["values"]["ndcg@10"])
+        line += f"; against our encoder alone (same fitted models) {c:.4f}: {100 * (a / c - 1):+.1f}%"
+    return line + "."
 
 
 def _provenance(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
@@ -381,7 +402,7 @@ def plot(payload: dict[str, Any], profile: str, path: Path) -> None:
         )
         means = [statistics.mean(s["values"]["ndcg@10"]) for s in group]
         spread = [statistics.stdev(s["values"]["ndcg@10"]) if s["seeds"] > 1 else 0 for s in group]
-        colours = ["#d62" if s["model"] == OURS else "#69c" for s in group]
+        colours = ["#d62" if s["model"] == OURS else "#e9a" if s["model"] == ENCODER_ALONE else "#69c" for s in group]
         ax.barh([s["model"] for s in group], means, xerr=spread, color=colours)
         ax.set_title(dataset, fontsize=9)
         ax.set_xlabel("NDCG@10, full catalogue, history excluded", fontsize=8)

@@ -224,14 +224,14 @@ def _speed_lines(speed: dict[str, Any], full_retrieval: dict[str, Any] | None) -
 def _quality_lines(payload: dict[str, Any], profile: str) -> list[str]:
     import statistics
 
-    from quality import OURS, summarise
+    from quality import ENCODER_ALONE, OURS, OURS_ROWS, summarise
 
     rows = [r for r in payload["rows"] if r.get("profile") == profile and r["protocol"] == "masked"]
     lines = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         summary = [s for s in summarise(rows) if s["dataset"] == dataset]
         mine = next((s for s in summary if s["model"] == OURS), None)
-        peers = [s for s in summary if s["model"] != OURS]
+        peers = [s for s in summary if s["model"] not in OURS_ROWS]
         if mine is None or not peers:
             continue
         best = max(peers, key=lambda s: statistics.mean(s["values"]["ndcg@10"]))
@@ -241,6 +241,13 @@ def _quality_lines(payload: dict[str, Any], profile: str) -> list[str]:
             f"| {dataset}: NDCG@10 ahead of every peer | ours {a:.4f} ({seeds}), best peer "
             f"{best['model']} {b:.4f} | {a / b:.2f}x | {'yes' if a > b else 'no'} |"
         )
+        alone = next((s for s in summary if s["model"] == ENCODER_ALONE), None)
+        if alone is not None:  # issue #4: the ranking stage must add at least 10% over its own first stage
+            c = statistics.mean(alone["values"]["ndcg@10"])
+            lines.append(
+                f"| {dataset}: NDCG@10 >= 1.10x our encoder alone | ours {a:.4f}, encoder alone {c:.4f} "
+                f"(same fitted models, {seeds}) | {a / c:.2f}x | {'yes' if a >= 1.1 * c else 'no'} |"
+            )
     return lines
 
 

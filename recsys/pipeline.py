@@ -763,6 +763,50 @@ class Recommender:
             parts.append(self._recommend_chunk(chunk, k, history, exclude_seen, explain))
         return pl.concat(parts) if parts else self._recommend_chunk(users, k, history, exclude_seen, explain)
 
+    def retrieve(
+        self,
+        users: pl.Series | Sequence[Any] | None = None,
+        k: int = 10,
+        *,
+        history: pl.DataFrame | None = None,
+        exclude_seen: bool = True,
+    ) -> pl.DataFrame:
+        """The first stage alone, no ranker: each user's ``k`` items of highest interest score (the user
+        encoder's vector against the item vectors, searched in the FAISS index), as the long table ``user_id,
+        item_id, score (f32), rank (u32)`` of :meth:`recommend`. Users without events get the most popular
+        items, with a null score. It measures what the ranking stage adds (the quality benchmark's ``ours
+        (encoder alone)`` row). Arguments as in :meth:`recommend`."""
+        check_is_fitted(self, REQUIRED_STATE)
+        k = check_k(k)
+        users = self._user_series(users)
+        history = self._checked_history(history)
+        n = min(k, self.index_.height)  # type: ignore[union-attr]
+        parts = []
+        for start in range(0, len(users), self.config.chunk_users):
+            chunk = users.slice(start, self.config.chunk_users)
+            histories = self._histories(chunk, history)
+            queries = self._stored_queries(chunk, history)
+            if queries is None:
+                queries = self.user_encoder_.encode(histories)  # type: ignore[union-attr]  # (n_chunk, dim)
+            exclude = histories if exclude_seen else None
+            idx, score = self.vector_index_.search(queries, n, exclude=exclude)  # type: ignore[union-attr]  # (n_chunk, n)
+            cold = np.flatnonzero(histories.lengths == 0)
+            if len(cold):
+                idx[cold] = self._popular(self.popularity_, histories.select(cold), n, exclude_seen)  # type: ignore[arg-type]
+                score[cold] = np.nan
+            frame = source_frame(idx, RANK).with_columns(
+                pl.Series(SCORE, score.ravel()[idx.ravel() >= 0], dtype=pl.Float32).fill_nan(None)
+            )
+            owners = pl.DataFrame({USER_ID: chunk}).with_row_index(QUERY)
+            item_ids = self.index_.select(ITEM_IDX, ITEM_ID)  # type: ignore[union-attr]
+            frame = frame.join(owners, on=QUERY, how="left", maintain_order="left")
+            parts.append(frame.join(item_ids, on=ITEM_IDX, how="left", maintain_order="left"))
+        if not parts:
+            return pl.DataFrame(
+                schema={USER_ID: users.dtype, ITEM_ID: self.index_.schema[ITEM_ID], SCORE: pl.Float32, RANK: pl.UInt32}
+            )  # type: ignore[union-attr]
+        return pl.concat(parts).select(USER_ID, ITEM_ID, SCORE, RANK)
+
     def _user_series(self, users: pl.Series | Sequence[Any] | None) -> pl.Series:
         dtype = self.interactions_.schema[USER_ID]  # type: ignore[union-attr]
         if users is None:

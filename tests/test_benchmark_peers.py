@@ -101,6 +101,26 @@ def test_quality_table_names_the_machine_of_each_row_when_they_differ() -> None:
     assert "Machine: A, 2 cores" in one and "Measured on" not in one
 
 
+def test_the_encoder_alone_row_is_no_peer_but_is_compared_with_ours() -> None:
+    """``ours (encoder alone)`` (the same fitted pipeline's first stage) is never "the best peer"; the table's
+    verdict and the headline compare ours with it against the issue's 10% bar."""
+    from quality import render
+    from run import _quality_lines
+
+    def row(model: str, ndcg: float) -> dict:
+        metrics = dict.fromkeys(METRICS, 0.0) | {"ndcg@10": ndcg}
+        out = {"dataset": "d", "model": model, "seed": 0, "protocol": "masked", "metrics": metrics, "cpu": "A"}
+        return out | {"fit_seconds": 1.0, "predict_seconds": 2.0, "profile": "full", "command": "q", "commit": "c"}
+
+    rows = [row("ours (pipeline-memory)", 0.2), row("ours (encoder alone)", 0.19), row("p", 0.1)]
+    text = render({"rows": rows, "machine": {"cpu": "A", "cores": 2, "torch_threads": 2}}, "full")
+    assert "against the best peer (p) 0.1000: +100.0%" in text
+    assert "against our encoder alone (same fitted models) 0.1900: +5.3%" in text
+    peer, alone = _quality_lines({"rows": rows}, "full")
+    assert "best peer p 0.1000 | 2.00x | yes |" in peer
+    assert alone.startswith("| d: NDCG@10 >= 1.10x our encoder alone |") and alone.endswith("| 1.05x | no |")
+
+
 def test_recbole_cli_rows_keep_their_command_and_name_a_capped_run(tmp_path) -> None:
     from quality import recbole_cli_rows
 

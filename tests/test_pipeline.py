@@ -323,6 +323,32 @@ def test_score_an_inline_history_that_holds_new_items(fitted: Recommender, topic
     assert by_item[space[0]] > by_item[4243], "a space reader must match a space item better than dog treats"
 
 
+def test_retrieve_is_the_encoder_alone(fitted: Recommender, topic_data):
+    """``retrieve`` ranks the unseen items by the user vector's inner product with the item vectors (no
+    ranker), may include history items when asked, and gives an unknown user the most popular items."""
+    interactions, _ = topic_data
+    users = [0, 12, 25]
+    got = fitted.retrieve(users, k=4)
+    assert got.columns == ["user_id", "item_id", "score", "rank"]
+    queries = fitted.user_encoder_.encode(fitted._histories(pl.Series("user_id", users), None))  # (3, dim)
+    scores = queries @ fitted.item_vectors_.T  # (3, n_items)
+    ids = fitted.index_["item_id"].to_list()
+    for query, user in enumerate(users):
+        seen = set(interactions.filter(pl.col("user_id") == user)["item_id"].to_list())
+        expected = [ids[i] for i in np.argsort(-scores[query], kind="stable") if ids[i] not in seen][:4]
+        mine = got.filter(pl.col("user_id") == user).sort("rank")
+        assert mine["item_id"].to_list() == expected and mine["rank"].to_list() == [1, 2, 3, 4]
+        np.testing.assert_allclose(
+            mine["score"].to_numpy(), np.sort(scores[query, [ids.index(i) for i in expected]])[::-1], rtol=1e-5
+        )
+    everything = fitted.retrieve([0], k=len(ids), exclude_seen=False)
+    assert everything.height == len(ids)  # history items included
+    cold = fitted.retrieve([10**6], k=3)
+    popular = [ids[i] for i in np.argsort(-fitted.popularity_, kind="stable")[:3]]
+    assert cold["item_id"].to_list() == popular and cold["score"].null_count() == 3
+    assert fitted.retrieve([], k=3).height == 0
+
+
 def test_candidates_report_each_source(fitted: Recommender):
     cands = fitted.candidates([0, 12])
     assert cands.columns == [
