@@ -802,9 +802,8 @@ class Recommender:
             frame = frame.join(owners, on=QUERY, how="left", maintain_order="left")
             parts.append(frame.join(item_ids, on=ITEM_IDX, how="left", maintain_order="left"))
         if not parts:
-            return pl.DataFrame(
-                schema={USER_ID: users.dtype, ITEM_ID: self.index_.schema[ITEM_ID], SCORE: pl.Float32, RANK: pl.UInt32}
-            )  # type: ignore[union-attr]
+            item_id = self.index_.schema[ITEM_ID]  # type: ignore[union-attr]
+            return pl.DataFrame(schema={USER_ID: users.dtype, ITEM_ID: item_id, SCORE: pl.Float32, RANK: pl.UInt32})
         return pl.concat(parts).select(USER_ID, ITEM_ID, SCORE, RANK)
 
     def _user_series(self, users: pl.Series | Sequence[Any] | None) -> pl.Series:
