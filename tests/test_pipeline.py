@@ -358,7 +358,6 @@ def test_candidates_report_each_source(fitted: Recommender):
         "retrieval_rank",
         "transition_rank",
         "popularity_rank",
-        "ease_rank",
     ]
     assert cands.select(pl.struct("user_id", "item_id").is_unique().all()).item()
     seen = cands.join(fitted.interactions_, on=["user_id", "item_id"], how="semi")
@@ -419,26 +418,6 @@ def test_ease_source_proposes_the_top_ease_scores_and_round_trips(fitted: Recomm
     without = FeatureConfig(groups=tuple(g for g in fitted.config.features.groups if g != "collaborative"))
     with pytest.raises(ConfigError, match="collaborative"):
         RecommenderConfig(features=without, n_ease_candidates=5)
-
-
-def test_a_model_saved_before_the_ease_source_loads_without_it(fitted: Recommender, tmp_path):
-    """A saved config without ``n_ease_candidates`` (written before it existed) loads with 0, the value the model
-    was trained with, not today's default (which would also need the ``collaborative`` group it lacks)."""
-    import hashlib
-    import json
-
-    groups = tuple(g for g in fitted.config.features.groups if g != "collaborative")
-    old = fitted.with_features(FeatureConfig(groups=groups), n_ease_candidates=0)
-    folder = old.save(tmp_path / "old")
-    config = json.loads((folder / "config.json").read_text())
-    del config["n_ease_candidates"]
-    (folder / "config.json").write_text(json.dumps(config))
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["files"]["config.json"] = hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    loaded = Recommender.load(folder)
-    assert loaded.config.n_ease_candidates == 0 and RecommenderConfig().n_ease_candidates > 0
-    assert loaded.recommend([0, 12], k=3).equals(old.recommend([0, 12], k=3))
 
 
 def test_explanations_name_real_history_items(fitted: Recommender, topic_data):
