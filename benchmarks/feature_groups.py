@@ -138,6 +138,7 @@ def run(
         metrics = _metrics(recs, truth, dataset.items.height)
         trees = twin.ranker_.booster_.num_trees()  # type: ignore[union-attr]
         logger.info("%s seed %d %s: NDCG@10 %.4f (%d trees)", name, seed, variant, metrics["ndcg@10"], trees)
+        baseline = rows[0]["metrics"]["ndcg@10"] if rows else metrics["ndcg@10"]  # "shipped" comes first
         rows.append(
             {
                 "dataset": name,
@@ -148,6 +149,7 @@ def run(
                 "ranker": settings,
                 "settings": stages,
                 "metrics": metrics,
+                "shipped_ndcg@10": baseline,  # the paired baseline: this run's shipped model
                 "trees": trees,
                 "pipeline_fit_seconds": fit_seconds,
                 "ranker_fit_seconds": ranker_seconds if variant != "shipped" else None,
@@ -160,6 +162,24 @@ def run(
 def _key(row: dict[str, Any]) -> tuple[str, str, int, str]:
     """A row's identity: dataset, targets (rows from before ``--targets`` are test rows), seed, variant."""
     return row["dataset"], row.get("targets", "test"), row["seed"], row["variant"]
+
+
+def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results after a run: its rows replace those with the same key (:func:`_key`). Where the run has a
+    shipped row, the dataset's shipped rows from other commits (every seed, for the pipeline shipped then)
+    stay as ``shipped at <commit>``, so the table never averages two versions of the pipeline and the earlier
+    variants keep the baseline they were paired with (``shipped_ndcg@10``)."""
+    done = {_key(r) for r in new}
+    fresh = {(r["dataset"], r.get("targets", "test"), r["commit"]) for r in new if r["variant"] == "shipped"}
+    superseded = {key[:2] for key in fresh}
+    out: dict[tuple[str, str, int, str], dict[str, Any]] = {}
+    for r in old:
+        if r["variant"] == "shipped" and _key(r)[:2] in superseded and (*_key(r)[:2], r["commit"]) not in fresh:
+            r = r | {"variant": f"shipped at {r['commit'].removesuffix('-dirty')}"}
+        elif _key(r) in done:
+            continue
+        out[_key(r)] = r
+    return list(out.values()) + new
 
 
 def render(payload: dict[str, Any]) -> str:
@@ -181,8 +201,9 @@ def render(payload: dict[str, Any]) -> str:
             if not mine:
                 continue
             mean = {k: statistics.mean(r["metrics"][k] for r in mine) for k in ("ndcg@10", "recall@10", "ndcg@50")}
-            deltas = [r["metrics"]["ndcg@10"] - base[r["seed"]] for r in mine if r["seed"] in base]
-            change = "-" if variant == "shipped" else ", ".join(f"{d:+.4f}" for d in deltas)
+            paired = [(r["metrics"]["ndcg@10"], r.get("shipped_ndcg@10", base.get(r["seed"]))) for r in mine]
+            deltas = [value - shipped for value, shipped in paired if shipped is not None]
+            change = "-" if variant.startswith("shipped") else ", ".join(f"{d:+.4f}" for d in deltas)
             trees = "/".join(str(r["trees"]) for r in mine)
             lines.append(
                 f"| {variant} | {len(mine)} | {mean['ndcg@10']:.4f} | {mean['recall@10']:.4f} | "
@@ -230,9 +251,7 @@ def main() -> None:
             rows = run(name, seed, args.add, args.drop, args.ranker, args.cache_dir, args.set, args.targets)
             rows = [r | {"command": command, "commit": commit, "cpu": machine()["cpu"]} for r in rows]
             old = json.loads(RESULTS.read_text())["results"] if RESULTS.exists() else []
-            done = {_key(r) for r in rows}
-            kept = [r for r in old if _key(r) not in done]
-            payload = {"machine": machine(), "results": kept + rows}
+            payload = {"machine": machine(), "results": merge_rows(old, rows)}
             RESULTS.parent.mkdir(exist_ok=True)
             RESULTS.write_text(json.dumps(payload, indent=2))
             write_block("Feature groups, paired", START, END, render(payload))

@@ -261,3 +261,29 @@ def test_feature_group_table_keeps_validation_rows_apart_from_test_rows() -> Non
     test_part, valid_part = text.split("### ml-100k, validation targets")
     assert "### ml-100k\n" in test_part and "| ranker a=1 | 1 | 0.1500 |" in test_part and "+0.0100" in test_part
     assert "| ranker a=1 | 1 | 0.0900 |" in valid_part and "-0.0100" in valid_part and "0.15" not in valid_part
+
+
+def test_feature_group_rows_keep_the_baseline_they_were_paired_with() -> None:
+    """A later run's shipped rows replace none of the earlier pairing: the earlier shipped rows (every seed)
+    stay as ``shipped at <commit>`` and each variant's change is against its own run's shipped model."""
+    from feature_groups import merge_rows, render
+
+    def row(seed: int, variant: str, ndcg: float, commit: str, shipped: float | None) -> dict[str, object]:
+        metrics = {"ndcg@10": ndcg, "recall@10": 0.2, "ndcg@50": 0.3}
+        out = {"dataset": "d", "seed": seed, "variant": variant, "metrics": metrics, "trees": 40, "cpu": "cpu"}
+        out |= {"command": "c", "commit": commit, "targets": "test"}
+        return out if shipped is None else out | {"shipped_ndcg@10": shipped}
+
+    old = [row(0, "shipped", 0.10, "a", 0.10), row(1, "shipped", 0.12, "a-dirty", 0.12)]
+    old += [row(0, "x", 0.11, "a", None), row(0, "y", 0.13, "a", 0.10)]  # x: a row from before shipped_ndcg@10
+    new = [row(0, "shipped", 0.20, "b", 0.20), row(0, "y", 0.19, "b", 0.20)]
+    merged = merge_rows(old, new)
+    assert sorted((r["variant"], r["seed"]) for r in merged) == [
+        ("shipped", 0), ("shipped at a", 0), ("shipped at a", 1), ("x", 0), ("y", 0)
+    ]  # fmt: skip
+    text = render({"machine": {"cpu": "cpu", "cores": 2}, "results": merged})
+    assert "| shipped | 1 | 0.2000 |" in text and "| shipped at a | 2 | 0.1100 |" in text
+    assert "| y | 1 | 0.1900 | 0.2000 | 0.3000 | -0.0100 |" in text
+    assert "| x | 1 | 0.1100 | 0.2000 | 0.3000 | -0.0900 |" in text  # no stored baseline: today's shipped
+    again = merge_rows(merged, [row(0, "shipped", 0.21, "b", 0.21)])  # the same commit re-run: replaced
+    assert sorted(r["variant"] for r in again) == ["shipped", "shipped at a", "shipped at a", "x", "y"]
