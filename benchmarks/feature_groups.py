@@ -127,7 +127,7 @@ def run(
     model = ours(PROFILES["full"], seed, cache_dir).fit(split.train, dataset.items, valid=extra)
     fit_seconds = time.perf_counter() - started
     logger.info("%s seed %d: fitted in %.0f s", name, seed, fit_seconds)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for variant, (groups, settings, stages) in variants(model.config.features.groups, add, drop, ranker, stage).items():
         started = time.perf_counter()
         config = dataclasses.replace(model.config.ranker, **settings)
