@@ -716,11 +716,15 @@ class Recommender:
         histories = self._histories(users, history)
         queries = self._stored_queries(users, history)
         frame, _ = self._candidates(histories, self.features_, exclude_seen=True, queries=queries)  # type: ignore[arg-type]
+        return self._with_ids(frame, users).select(USER_ID, ITEM_ID, RETRIEVAL_SCORE, *self._source_lengths())
+
+    def _with_ids(self, frame: pl.DataFrame, users: pl.Series) -> pl.DataFrame:
+        """``frame`` (rows keyed by ``query``, the position in ``users``, and ``item_idx``) with ``user_id`` and
+        ``item_id`` joined on, row order kept."""
         owners = pl.DataFrame({USER_ID: users}).with_row_index(QUERY)
         item_ids = self.index_.select(ITEM_IDX, ITEM_ID)  # type: ignore[union-attr]
         frame = frame.join(owners, on=QUERY, how="left", maintain_order="left")
-        frame = frame.join(item_ids, on=ITEM_IDX, how="left", maintain_order="left")
-        return frame.select(USER_ID, ITEM_ID, RETRIEVAL_SCORE, *self._source_lengths())
+        return frame.join(item_ids, on=ITEM_IDX, how="left", maintain_order="left")
 
     def recommend(
         self,
@@ -795,10 +799,7 @@ class Recommender:
             frame = source_frame(idx, RANK).with_columns(
                 pl.Series(SCORE, score.ravel()[idx.ravel() >= 0], dtype=pl.Float32).fill_nan(None)
             )
-            owners = pl.DataFrame({USER_ID: chunk}).with_row_index(QUERY)
-            item_ids = self.index_.select(ITEM_IDX, ITEM_ID)  # type: ignore[union-attr]
-            frame = frame.join(owners, on=QUERY, how="left", maintain_order="left")
-            parts.append(frame.join(item_ids, on=ITEM_IDX, how="left", maintain_order="left"))
+            parts.append(self._with_ids(frame, chunk))
         if not parts:
             item_id = self.index_.schema[ITEM_ID]  # type: ignore[union-attr]
             return pl.DataFrame(schema={USER_ID: users.dtype, ITEM_ID: item_id, SCORE: pl.Float32, RANK: pl.UInt32})
