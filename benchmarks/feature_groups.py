@@ -136,7 +136,7 @@ def run(
         ranker_seconds = time.perf_counter() - started
         recs = twin.recommend(users, k=max(KS), history=history)
         metrics = _metrics(recs, truth, dataset.items.height)
-        trees = twin.ranker_.booster_.num_trees()  # type: ignore[union-attr]
+        trees = twin.ranker_.n_trees  # type: ignore[union-attr]  # over every member of an ensemble
         logger.info("%s seed %d %s: NDCG@10 %.4f (%d trees)", name, seed, variant, metrics["ndcg@10"], trees)
         baseline = rows[0]["metrics"]["ndcg@10"] if rows else metrics["ndcg@10"]  # "shipped" comes first
         rows.append(

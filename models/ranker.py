@@ -16,7 +16,7 @@ import polars as pl
 
 from recsys.errors import ConfigError, DataError, SchemaError, check_is_fitted
 
-__all__ = ["LambdaRanker", "RankerConfig", "ndcg_at", "query_ndcg"]
+__all__ = ["LambdaRanker", "RankerConfig", "RankerEnsemble", "ndcg_at", "query_ndcg", "ranker_from_texts"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +139,11 @@ def ndcg_at(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int) 
     return float(query_ndcg(scores, labels, groups, k).mean()) if len(groups) else float("nan")
 
 
+def _ndcg(score: Callable[[pl.DataFrame], np.ndarray], frame: pl.DataFrame, query: str, label: str, at: int) -> float:
+    frame = frame.sort(query, maintain_order=True)
+    return ndcg_at(score(frame), frame[label].cast(pl.Int32).to_numpy(), _groups(frame[query]), at)
+
+
 def _matrix(frame: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
     missing = [f for f in features if f not in frame.columns]
     if missing:
@@ -219,9 +224,19 @@ class LambdaRanker:
     def ndcg(self, frame: pl.DataFrame, query: str = "query", label: str = "label", at: int | None = None) -> float:
         """Mean NDCG@``at`` (default ``config.eval_at``) of this ranker's order of ``frame``'s queries (see
         :func:`ndcg_at`); the validation metric of early stopping."""
-        frame = frame.sort(query, maintain_order=True)
-        labels = frame[label].cast(pl.Int32).to_numpy()
-        return ndcg_at(self.score(frame), labels, _groups(frame[query]), at or self.config.eval_at)
+        return _ndcg(self.score, frame, query, label, at or self.config.eval_at)
+
+    @property
+    def boosters(self) -> list[Any]:
+        """The LightGBM boosters whose scores this ranker returns: its one booster."""
+        check_is_fitted(self)
+        return [self.booster_]
+
+    @property
+    def n_trees(self) -> int:
+        """Trees that :meth:`score` evaluates (the best iteration's, after early stopping)."""
+        check_is_fitted(self)
+        return int(self.booster_.best_iteration or self.booster_.num_trees())
 
     def contributions(self, frame: pl.DataFrame) -> np.ndarray:
         """float64 array ``(frame.height, n_features + 1)``: LightGBM ``pred_contrib`` (last column: bias)."""
@@ -233,6 +248,10 @@ class LambdaRanker:
         check_is_fitted(self)
         return self.booster_.model_to_string()
 
+    def to_texts(self) -> list[str]:
+        """:meth:`to_text` as a list, like :meth:`RankerEnsemble.to_texts` (see :func:`ranker_from_texts`)."""
+        return [self.to_text()]
+
     @classmethod
     def from_text(cls, text: str, config: RankerConfig | None = None) -> LambdaRanker:
         """Load a ranker from :meth:`to_text` output."""
@@ -242,3 +261,62 @@ class LambdaRanker:
         self.booster_ = lgb.Booster(model_str=text)
         self.feature_names_ = self.booster_.feature_name()
         return self
+
+
+class RankerEnsemble:
+    """The mean of several fitted :class:`LambdaRanker` over the same features: the rankers of
+    cross-validation folds, each trained on the other folds and early-stopped on its own (bagging, where one
+    refit on every query would take a single tree count for all).
+
+    It scores, explains and reports importance like one ranker: scores and ``pred_contrib`` contributions are the
+    members' means (SHAP values are additive, so the contributions still sum to the score); importance sums the
+    members'. It saves as one LightGBM text model per member.
+    """
+
+    def __init__(self, members: Sequence[LambdaRanker]) -> None:
+        if not members:
+            raise ConfigError("RankerEnsemble needs at least one fitted ranker.")
+        names = [m.feature_names_ for m in members]
+        if any(n != names[0] for n in names):
+            raise SchemaError(f"the ensemble's rankers have different features: {names}.")
+        self.members_ = list(members)
+        self.feature_names_: list[str] | None = names[0]
+        self.config = members[0].config
+
+    @property
+    def boosters(self) -> list[Any]:
+        """The members' LightGBM boosters."""
+        return [b for m in self.members_ for b in m.boosters]
+
+    @property
+    def n_trees(self) -> int:
+        """Trees that :meth:`score` evaluates, over all members."""
+        return sum(m.n_trees for m in self.members_)
+
+    def score(self, frame: pl.DataFrame) -> np.ndarray:
+        """float64 array of shape ``(frame.height,)``: the members' mean score (higher is better)."""
+        return np.mean([m.score(frame) for m in self.members_], axis=0)
+
+    def contributions(self, frame: pl.DataFrame) -> np.ndarray:
+        """float64 array ``(frame.height, n_features + 1)``: the members' mean ``pred_contrib`` (last: bias)."""
+        return np.mean([m.contributions(frame) for m in self.members_], axis=0)
+
+    def ndcg(self, frame: pl.DataFrame, query: str = "query", label: str = "label", at: int | None = None) -> float:
+        """Mean NDCG@``at`` of the ensemble's order of ``frame``'s queries (see :meth:`LambdaRanker.ndcg`)."""
+        return _ndcg(self.score, frame, query, label, at or self.config.eval_at)
+
+    def to_texts(self) -> list[str]:
+        """Each member's LightGBM text model (the saved format; never pickle)."""
+        return [m.to_text() for m in self.members_]
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str], config: RankerConfig | None = None) -> RankerEnsemble:
+        """Load an ensemble from :meth:`to_texts` output."""
+        return cls([LambdaRanker.from_text(t, config) for t in texts])
+
+
+def ranker_from_texts(texts: Sequence[str], config: RankerConfig | None = None) -> LambdaRanker | RankerEnsemble:
+    """A :class:`LambdaRanker` from one LightGBM text model, a :class:`RankerEnsemble` from several."""
+    if len(texts) == 1:
+        return LambdaRanker.from_text(texts[0], config)
+    return RankerEnsemble.from_texts(texts, config)

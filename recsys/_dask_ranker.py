@@ -17,7 +17,15 @@ import polars as pl
 
 from recsys._dask_cluster import DaskConfig, connect, require_dask, worker_addresses
 from recsys.errors import DataError
-from recsys.models.ranker import LambdaRanker, RankerConfig, _groups, _matrix, ndcg_at
+from recsys.models.ranker import (
+    LambdaRanker,
+    RankerConfig,
+    RankerEnsemble,
+    _groups,
+    _matrix,
+    ndcg_at,
+    ranker_from_texts,
+)
 from recsys.pipeline import Recommender, RecommenderConfig
 
 __all__ = ["DaskRanker", "DaskRecommender", "ranker_frames"]
@@ -205,6 +213,6 @@ class DaskRecommender(Recommender):
 
     def _fit_ranker(
         self, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame, events: pl.DataFrame | None = None
-    ) -> LambdaRanker:
+    ) -> LambdaRanker | RankerEnsemble:
         ranker = super()._fit_ranker(past, history, labels, events)
-        return LambdaRanker.from_text(ranker.to_text(), self.config.ranker)  # a plain LambdaRanker, as saved
+        return ranker_from_texts(ranker.to_texts(), self.config.ranker)  # plain LambdaRankers, as saved

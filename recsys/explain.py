@@ -9,6 +9,9 @@ there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import polars as pl
 
@@ -122,11 +125,12 @@ def because_items(
     return recs.with_columns(out["because_ids"], out["because"].fill_null(""))
 
 
-def feature_importance(booster: object, groups: dict[str, list[str]]) -> pl.DataFrame:
-    """``feature, group, gain, gain_share, splits``: the trained ranker's importance, largest gain first."""
-    names = booster.feature_name()  # type: ignore[attr-defined]
-    gain = booster.feature_importance(importance_type="gain")  # type: ignore[attr-defined]
-    splits = booster.feature_importance(importance_type="split")  # type: ignore[attr-defined]
+def feature_importance(boosters: Sequence[Any], groups: dict[str, list[str]]) -> pl.DataFrame:
+    """``feature, group, gain, gain_share, splits``: the trained ranker's importance (summed over its LightGBM
+    ``boosters``, which share their features), largest gain first."""
+    names = boosters[0].feature_name()
+    gain = np.sum([b.feature_importance(importance_type="gain") for b in boosters], axis=0)
+    splits = np.sum([b.feature_importance(importance_type="split") for b in boosters], axis=0)
     group_of = {n: g for g, ns in groups.items() for n in ns}
     total = float(np.sum(gain)) or 1.0
     return pl.DataFrame(

@@ -38,7 +38,7 @@ from recsys.features.ranking import (
 )
 from recsys.models.baselines import _append_events
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig, MemoryStates
-from recsys.models.ranker import LambdaRanker, RankerConfig
+from recsys.models.ranker import LambdaRanker, RankerConfig, RankerEnsemble, ranker_from_texts
 from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
 from recsys.models.zero_shot import ZeroShotConfig, ZeroShotUserEncoder
 from recsys.retrieval import FaissIndex, IndexConfig
@@ -61,6 +61,7 @@ RANKING_SETTINGS = (
     "max_ranker_users",
     "valid_fraction",
     "ranker_folds",
+    "ranker_ensemble",
 )
 """The :class:`RecommenderConfig` fields that :meth:`Recommender.with_features` may change: the ranking stage
 reads them, the user encoder and the FAISS index do not (``n_cutoffs`` too where the encoder does not read it:
@@ -173,6 +174,11 @@ class RecommenderConfig:
         training queries, else the hold-out. Why: on small data a 10% hold-out is a few hundred queries and
         early-stops noisily (ml-100k: 47 trees); chosen on ml-100k's validation targets (test events removed),
         NDCG@10 0.1474 with the hold-out, 0.1510 with a 30% hold-out, 0.1527 with 5 folds (encoder alone 0.1385).
+    ranker_ensemble:
+        With ``ranker_folds`` (explicit, or automatic on small data): serve the mean score of the ``k`` fold
+        rankers, each early-stopped on its own fold (:class:`~recsys.models.ranker.RankerEnsemble`), instead of
+        one ranker refitted on every query with the mean best round. ``k`` fits instead of ``k + 1``, and the
+        model scores ``k`` boosters. No effect with the hold-out.
     chunk_users:
         Users scored per chunk in ``recommend`` (bounds memory).
     """
@@ -197,6 +203,7 @@ class RecommenderConfig:
     memory_crossfit: int = 2
     valid_fraction: float = 0.1
     ranker_folds: int | None = None
+    ranker_ensemble: bool = False
     chunk_users: int = 2048
     seed: int = 0
     show_progress: bool = True
@@ -359,7 +366,7 @@ class Recommender:
     popularity_: np.ndarray | None = None
     folds_: dict[int, Retrieval] | None = None  # cross-fitted encoders for ranker training ({} when off)
     features_: RankingFeatures | None = None
-    ranker_: LambdaRanker | None = None
+    ranker_: LambdaRanker | RankerEnsemble | None = None
     interactions_: pl.DataFrame | None = None
     states_: MemoryStates | None = None  # optional: None for zero-shot models (see REQUIRED_STATE)
 
@@ -494,7 +501,7 @@ class Recommender:
 
     def _fit_ranker(
         self, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame, events: pl.DataFrame | None = None
-    ) -> LambdaRanker:
+    ) -> LambdaRanker | RankerEnsemble:
         cfg = self.config
         frame, names, top = self._ranker_frame(past, history, labels, events)
         folds = cfg.ranker_folds
@@ -504,11 +511,14 @@ class Recommender:
             train, valid = self._split_valid(frame, top)
             return self._ranker(cfg.ranker).fit(train, valid, names)
         fold = pl.col("owner").hash(cfg.seed) % folds
-        rounds = []
+        rankers = []
         for f in range(folds):  # each fold's users early-stop a ranker trained on the others
             held_out = _next_only(frame.filter(fold == f), top)
-            ranker = self._ranker(cfg.ranker).fit(frame.filter(fold != f), held_out, names)
-            rounds.append(ranker.booster_.best_iteration or ranker.booster_.current_iteration())
+            rankers.append(self._ranker(cfg.ranker).fit(frame.filter(fold != f), held_out, names))
+        rounds = [r.n_trees for r in rankers]
+        if cfg.ranker_ensemble:
+            logger.info("ranker: the mean of %d fold rankers (best rounds %s)", len(rounds), rounds)
+            return RankerEnsemble(rankers)
         n_trees = max(1, round(float(np.mean(rounds))))
         logger.info("ranker: %d-fold best rounds %s; final ranker: every query, %d trees", len(rounds), rounds, n_trees)
         return self._ranker(dataclasses.replace(cfg.ranker, n_estimators=n_trees)).fit(frame, None, names)
@@ -840,7 +850,7 @@ class Recommender:
     def feature_importance(self) -> pl.DataFrame:
         """The trained ranker's feature importance: ``feature, group, gain, gain_share, splits, meaning``."""
         check_is_fitted(self, REQUIRED_STATE)
-        return feature_importance(self.ranker_.booster_, self.features_.groups_of())  # type: ignore[union-attr]
+        return feature_importance(self.ranker_.boosters, self.features_.groups_of())  # type: ignore[union-attr]
 
     def score(
         self,
@@ -1028,6 +1038,8 @@ class Recommender:
         memory-encoder model (safetensors); see :mod:`recsys._persist`."""
         check_is_fitted(self, REQUIRED_STATE)
         features = self.features_
+        rankers = self.ranker_.to_texts()  # type: ignore[union-attr]  # one LightGBM text model per member
+        ranker_files = ["ranker.txt"] if len(rankers) == 1 else [f"ranker-{i}.txt" for i in range(len(rankers))]
         arrays = {
             "item_vectors": {"vectors": self.item_vectors_, "text": self.text_vectors_, "popularity": self.popularity_},
             **(
@@ -1042,11 +1054,12 @@ class Recommender:
             config=dataclasses.asdict(self.config),
             frames={"items": self.items_, "interactions": self.interactions_},  # type: ignore[dict-item]
             arrays=arrays,  # type: ignore[arg-type]
-            texts={"ranker.txt": self.ranker_.to_text()},  # type: ignore[union-attr]
+            texts=dict(zip(ranker_files, rankers, strict=True)),
             writers={"index.faiss": self.vector_index_.save},  # type: ignore[union-attr]
             savers=[self.states_.save] if self.states_ is not None else [],
             extra={
                 "feature_names": self.ranker_.feature_names_,  # type: ignore[union-attr]
+                "ranker_files": ranker_files,
                 "feature_blocks": list(features.blocks_),  # type: ignore[union-attr, arg-type]
             },
         )
@@ -1078,7 +1091,11 @@ class Recommender:
         if config.user_encoder == "memory":
             net = config.memory.net
             self.states_ = load_states(folder, self.interactions_, self.index_.height, net.dim, net.n_memory)
-        self.ranker_ = LambdaRanker.from_text((folder / "ranker.txt").read_text(), config.ranker)
+        files = manifest.get("ranker_files", ["ranker.txt"])  # one LightGBM text model per ensemble member
+        unchecked = [f for f in files if f not in manifest.get("files", {})]
+        if unchecked or not files:
+            raise ModelFormatError(f"the manifest's ranker files {files} are not among its checksummed files.")
+        self.ranker_ = ranker_from_texts([(folder / f).read_text() for f in files], config.ranker)
         arrays = load_arrays(folder / "features.safetensors")
         blocks = list(manifest.get("feature_blocks", []))
         self.features_ = RankingFeatures.from_state(config.features, blocks, arrays, self._optional_sources())

@@ -237,6 +237,32 @@ def test_ranker_folds_train_the_final_ranker_with_the_mean_best_round(
         RecommenderConfig(ranker_folds=1)
 
 
+def test_ranker_ensemble_serves_the_mean_of_the_fold_rankers(fitted: Recommender, tmp_path):
+    ensemble = fitted.with_features(ranker_folds=3, ranker_ensemble=True)
+    members = ensemble.ranker_.members_  # type: ignore[union-attr]
+    assert len(members) == 3 and ensemble.ranker_.n_trees == sum(m.n_trees for m in members)  # type: ignore[union-attr]
+    frame = fitted.training_frame(fitted.interactions_)  # type: ignore[arg-type]
+    by_hand = (members[0].score(frame) + members[1].score(frame) + members[2].score(frame)) / 3
+    np.testing.assert_allclose(ensemble.ranker_.score(frame), by_hand, rtol=1e-12)  # type: ignore[union-attr]
+    assert len({tuple(m.score(frame[:50])) for m in members}) == 3  # three different rankers, not one copied
+    contributions = ensemble.ranker_.contributions(frame)  # type: ignore[union-attr]
+    np.testing.assert_allclose(contributions.sum(axis=1), by_hand, rtol=1e-6, atol=1e-9)  # still sums to the score
+    importance = ensemble.feature_importance()
+    assert importance["splits"].sum() == sum(b.feature_importance("split").sum() for b in ensemble.ranker_.boosters)  # type: ignore[union-attr]
+    path = ensemble.save(tmp_path / "ensemble")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["ranker_files"] == ["ranker-0.txt", "ranker-1.txt", "ranker-2.txt"]
+    assert not (path / "ranker.txt").exists()
+    loaded = Recommender.load(path)
+    assert loaded.recommend(None, k=3, explain=True).equals(ensemble.recommend(None, k=3, explain=True))
+    manifest["ranker_files"] = ["ranker-0.txt", "../elsewhere.txt"]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFormatError, match="ranker files"):
+        Recommender.load(path)
+    single = fitted.with_features(ranker_folds=0, ranker_ensemble=True)  # the hold-out: one ranker, as before
+    assert single.ranker_.booster_ is not None and len(single.ranker_.to_texts()) == 1  # type: ignore[union-attr]
+
+
 def test_training_queries_of_a_user_sample_keep_every_past_event():
     events = pl.DataFrame(
         {"user_id": [1] * 4 + [2] * 4 + [3] * 4, "item_id": list(range(12)), "timestamp": list(range(12))}
