@@ -58,6 +58,7 @@ RANKING_SETTINGS = (
     "n_ease_candidates",
     "cutoff_statistics",
     "label_window",
+    "train_with_seen",
     "max_ranker_users",
     "valid_fraction",
     "ranker_folds",
@@ -150,6 +151,13 @@ class RecommenderConfig:
         following ``label_window - 1`` events (label 1), so the ranker learns what a user takes up soon, not
         only next. Early stopping still scores the next item alone. 1: the next item only (label 1). On ml-100k's
         validation targets with 5 folds: NDCG@10 0.1435 with 3 against 0.1527 with 1.
+    train_with_seen:
+        The ranker's training candidates include the user's history items, as ``recommend(...,
+        exclude_seen=False)`` proposes them (label 0 unless the label event re-consumes one), so it learns what a
+        seen item is worth (``times_consumed``, the EASE score of a seen item...). Off (the default), training
+        candidates exclude history items, as ``recommend`` serves by default; a model meant to serve with
+        ``exclude_seen=False`` (RecBole's protocol) should turn it on: with it off, seen items are outside
+        what the ranker was trained on.
     max_ranker_users:
         The ranker trains on the cut-offs of at most this many users (a seeded sample; None: every user). Its
         training frame has about ``users x n_cutoffs x candidates`` rows (10,000 users: ~16M rows at the
@@ -198,6 +206,7 @@ class RecommenderConfig:
     n_cutoffs: int = 5
     cutoff_statistics: Literal["shared", "per_cutoff"] = "per_cutoff"
     label_window: int = 1
+    train_with_seen: bool = False
     max_ranker_users: int | None = 10_000
     memory_holdout: int | None = None
     memory_crossfit: int = 2
@@ -602,7 +611,8 @@ class Recommender:
         for (fold,), group in queries.group_by("_fold", maintain_order=True):
             retrieval = self.folds_.get(int(fold)) if self.folds_ else None  # type: ignore[call-overload]
             mine = features.with_learned_vectors(retrieval.item_vectors) if retrieval else features
-            part, _ = self._candidate_features(history, group[USER_ID], mine, True, 0, popularity, retrieval)
+            exclude_seen = not self.config.train_with_seen
+            part, _ = self._candidate_features(history, group[USER_ID], mine, exclude_seen, 0, popularity, retrieval)
             parts.append(part.with_columns(pl.col(QUERY) + offset))
             offset += group.height
         return pl.concat(parts), features.feature_names

@@ -121,6 +121,24 @@ def test_the_encoder_alone_row_is_no_peer_but_is_compared_with_ours() -> None:
     assert alone.startswith("| d: NDCG@10 >= 1.10x our encoder alone |") and alone.endswith("| 1.05x | no |")
 
 
+def test_the_row_trained_with_seen_items_is_no_peer_and_is_named_in_the_unmasked_verdict() -> None:
+    from quality import render
+
+    def row(model: str, protocol: str, ndcg: float) -> dict:
+        metrics = dict.fromkeys(METRICS, 0.0) | {"ndcg@10": ndcg}
+        out = {"dataset": "d", "model": model, "seed": 0, "protocol": protocol, "metrics": metrics, "cpu": "A"}
+        return out | {"fit_seconds": 1.0, "predict_seconds": 2.0, "profile": "full", "command": "q", "commit": "c"}
+
+    rows = [row("ours (pipeline-memory)", p, 0.05) for p in ("masked", "unmasked")]
+    rows += [row("p", p, 0.06) for p in ("masked", "unmasked")]
+    rows += [row("ours (ranker trained with seen items)", "unmasked", 0.09)]  # never a peer, though the best
+    text = render({"rows": rows, "machine": {"cpu": "A", "cores": 2, "torch_threads": 2}}, "full")
+    masked, unmasked = text.split("### d, history items NOT excluded")
+    assert "seen items" not in masked
+    verdict = "best peer (p) 0.0600: -16.7% NDCG@10. With the ranker trained with seen items 0.0900: +50.0%"
+    assert verdict in unmasked
+
+
 def test_recbole_cli_rows_keep_their_command_and_name_a_capped_run(tmp_path) -> None:
     from quality import recbole_cli_rows
 

@@ -263,6 +263,27 @@ def test_ranker_ensemble_serves_the_mean_of_the_fold_rankers(fitted: Recommender
     assert single.ranker_.booster_ is not None and len(single.ranker_.to_texts()) == 1  # type: ignore[union-attr]
 
 
+def test_train_with_seen_puts_history_items_among_the_training_candidates(fitted: Recommender):
+    events = fitted.interactions_
+    position = events.select(  # type: ignore[union-attr]
+        pl.col("user_id").alias("owner"), "item_id", pos=pl.int_range(pl.len()).over("user_id")
+    )
+
+    def seen_rows(model: Recommender) -> pl.DataFrame:
+        """Training rows whose candidate the query's owner consumed before the label event."""
+        frame = model.training_frame(events)  # type: ignore[arg-type]
+        label_at = frame.filter(pl.col("label") == 1).join(position, on=["owner", "item_id"])
+        rows = frame.join(label_at.select("query", label_at="pos"), on="query")
+        return rows.join(position, on=["owner", "item_id"]).filter(pl.col("pos") < pl.col("label_at"))
+
+    assert seen_rows(fitted).height == 0  # the default: history items are never training candidates
+    with_seen = fitted.with_features(train_with_seen=True)
+    seen = seen_rows(with_seen)
+    assert seen.height > 0 and (seen["label"] == 0).all()  # nobody re-reads an item here
+    recs = with_seen.recommend([0, 12], k=6, exclude_seen=False)
+    assert recs.height == 12
+
+
 def test_training_queries_of_a_user_sample_keep_every_past_event():
     events = pl.DataFrame(
         {"user_id": [1] * 4 + [2] * 4 + [3] * 4, "item_id": list(range(12)), "timestamp": list(range(12))}
