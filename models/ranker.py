@@ -236,7 +236,8 @@ class LambdaRanker:
     def n_trees(self) -> int:
         """Trees that :meth:`score` evaluates (the best iteration's, after early stopping)."""
         check_is_fitted(self)
-        return int(self.booster_.best_iteration or self.booster_.num_trees())
+        best = int(self.booster_.best_iteration)  # 0 without early stopping, -1 when loaded from text
+        return best if best > 0 else int(self.booster_.num_trees())
 
     def contributions(self, frame: pl.DataFrame) -> np.ndarray:
         """float64 array ``(frame.height, n_features + 1)``: LightGBM ``pred_contrib`` (last column: bias)."""

@@ -37,7 +37,7 @@ from recsys.distributed import (
     require_dask,
 )
 from recsys.errors import ConfigError
-from recsys.models.ranker import LambdaRanker, RankerConfig, ndcg_at
+from recsys.models.ranker import LambdaRanker, RankerConfig, RankerEnsemble, ndcg_at
 from recsys.models.text_encoder import TextEncoderConfig
 from recsys.pipeline import Recommender, RecommenderConfig
 
@@ -386,16 +386,23 @@ def test_dask_recommender_fits_a_plain_saved_model(
     assert loaded.recommend([0, 1], k=K).equals(fitted.recommend([0, 1], k=K))
 
 
+@pytest.mark.parametrize("ensemble", [False, True])
 def test_dask_recommender_cross_validates_the_tree_count(
-    items: pl.DataFrame, on_cluster: DaskConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    items: pl.DataFrame, on_cluster: DaskConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture, ensemble: bool
 ):
-    config = dataclasses.replace(small_config(tmp_path), ranker_folds=2)
+    config = dataclasses.replace(small_config(tmp_path), ranker_folds=2, ranker_ensemble=ensemble)
     with caplog.at_level("INFO", logger="recsys.pipeline"):
         fitted = DaskRecommender(config, on_cluster).fit(topic_events(items, N_USERS), items)
     (line,) = [r.getMessage() for r in caplog.records if "best rounds" in r.getMessage()]
     rounds = [int(x) for x in line.split("[")[1].split("]")[0].split(",")]
-    assert len(rounds) == 2 and type(fitted.ranker_) is LambdaRanker
-    assert fitted.ranker_.booster_.num_trees() == max(1, round(sum(rounds) / 2))  # type: ignore[union-attr]
+    assert len(rounds) == 2
+    if ensemble:  # the fold rankers themselves, as plain LambdaRankers
+        assert type(fitted.ranker_) is RankerEnsemble
+        assert [type(m) for m in fitted.ranker_.members_] == [LambdaRanker, LambdaRanker]
+        assert [m.n_trees for m in fitted.ranker_.members_] == rounds
+    else:  # one ranker on every query with the mean best round
+        assert type(fitted.ranker_) is LambdaRanker
+        assert fitted.ranker_.booster_.num_trees() == max(1, round(sum(rounds) / 2))
 
 
 # ------------------------------------------------------------------------------------------ command line
