@@ -193,7 +193,8 @@ def render(payload: dict[str, Any]) -> str:
         lines += [
             f"### {title}",
             "",
-            "| variant | seeds | NDCG@10 | Recall@10 | NDCG@50 | change in NDCG@10 (paired, per seed) | trees |",
+            "| variant | seeds | NDCG@10 | Recall@10 | NDCG@50 | change in NDCG@10 (paired, per seed) "
+            "| trees (an ensemble: all members') |",
             "|---|---:|---:|---:|---:|---|---:|",
         ]
         for variant in dict.fromkeys(["shipped", *(r["variant"] for r in rows)]):

@@ -197,9 +197,10 @@ class DaskRecommender(Recommender):
     """A :class:`~recsys.pipeline.Recommender` whose ranker trains on a Dask cluster (:class:`DaskRanker`).
 
     Everything else (text encoding, the user encoder, the training frame's candidates and features) runs on the
-    client as in ``Recommender.fit``; the fitted model holds a plain ``LambdaRanker`` and saves and loads exactly
-    like any other (``Recommender.load``). Every ranker fit (the ``valid_fraction`` hold-out, or each fold and
-    the final ranker of ``ranker_folds``) trains on the cluster.
+    client as in ``Recommender.fit``; the fitted model holds plain ``LambdaRanker``s (one, or the fold rankers of a
+    ``RankerEnsemble``) and saves and loads exactly like any other (``Recommender.load``). Every ranker fit (the
+    ``valid_fraction`` hold-out, or each fold and, without ``ranker_ensemble``, the final ranker of
+    ``ranker_folds``) trains on the cluster.
     """
 
     def __init__(self, config: RecommenderConfig | None = None, dask: DaskConfig | None = None) -> None:
@@ -207,8 +208,8 @@ class DaskRecommender(Recommender):
         self.dask = dask or DaskConfig()
 
     def _ranker(self, config: RankerConfig) -> LambdaRanker:
-        """Every ranker fit of ``Recommender._fit_ranker`` (the hold-out, or each cross-validation fold and the
-        final ranker of ``ranker_folds``) trains on the cluster."""
+        """Every ranker fit of ``Recommender._fit_ranker`` (the hold-out, or each cross-validation fold and, without
+        ``ranker_ensemble``, the final ranker of ``ranker_folds``) trains on the cluster."""
         return DaskRanker(config, self.dask)
 
     def _fit_ranker(

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from recsys.data import Histories
+from recsys.errors import ConfigError
 from recsys.features.base import QUERY
 from recsys.schema import ITEM_ID, ITEM_IDX, TEXT
 
@@ -125,9 +126,12 @@ def because_items(
     return recs.with_columns(out["because_ids"], out["because"].fill_null(""))
 
 
-def feature_importance(boosters: Sequence[Any], groups: dict[str, list[str]]) -> pl.DataFrame:
-    """``feature, group, gain, gain_share, splits``: the trained ranker's importance (summed over its LightGBM
-    ``boosters``, which share their features), largest gain first."""
+def feature_importance(boosters: Any, groups: dict[str, list[str]]) -> pl.DataFrame:
+    """``feature, group, gain, gain_share, splits``: the trained ranker's importance (a LightGBM booster, or a
+    sequence of boosters over the same features, whose importances are summed), largest gain first."""
+    boosters = list(boosters) if isinstance(boosters, Sequence) else [boosters]
+    if not boosters:
+        raise ConfigError("feature_importance needs at least one booster.")
     names = boosters[0].feature_name()
     gain = np.sum([b.feature_importance(importance_type="gain") for b in boosters], axis=0)
     splits = np.sum([b.feature_importance(importance_type="split") for b in boosters], axis=0)

@@ -14,6 +14,7 @@ from recsys.data import Dataset
 from recsys.datasets import load_dataset
 from recsys.errors import ConfigError, DataError, ModelFormatError, NotFittedError
 from recsys.evaluation import EvalConfig, evaluate_many
+from recsys.explain import feature_importance
 from recsys.features.ranking import GROUPS, FeatureConfig, RankingFeatures
 from recsys.models.baselines import PopularityRecommender
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
@@ -117,11 +118,22 @@ def test_save_load_round_trip_and_tampering(fitted: Recommender, tmp_path):
     with pytest.raises(ModelFormatError, match="unexpected"):
         Recommender.load(path)
     (path / "evil.pkl").unlink()
-    (path / "ranker.txt").write_text((path / "ranker.txt").read_text() + "\n")
+    manifest = json.loads((path / "manifest.json").read_text())
+    listed = {"config.json", "index.faiss", "item_vectors.safetensors", *manifest["ranker_files"]}
+    assert manifest["ranker_files"] and set(manifest["files"]) >= listed
+    ranker = path / manifest["ranker_files"][0]
+    ranker.write_text(ranker.read_text() + "\n")
     with pytest.raises(ModelFormatError, match="sha256"):
         Recommender.load(path)
+
+
+def test_a_single_ranker_saves_as_ranker_txt_and_older_manifests_load(fitted: Recommender, tmp_path):
+    single = fitted.with_features(ranker_ensemble=False)
+    path = single.save(tmp_path / "single")
     manifest = json.loads((path / "manifest.json").read_text())
-    assert set(manifest["files"]) >= {"config.json", "index.faiss", "ranker.txt", "item_vectors.safetensors"}
+    assert manifest.pop("ranker_files") == ["ranker.txt"]
+    (path / "manifest.json").write_text(json.dumps(manifest))  # as written before ensembles: no ranker_files
+    assert Recommender.load(path).recommend(None, k=3).equals(single.recommend(None, k=3))
 
 
 def test_training_queries_never_see_the_label():
@@ -248,6 +260,7 @@ def test_ranker_ensemble_serves_the_mean_of_the_fold_rankers(fitted: Recommender
     contributions = ensemble.ranker_.contributions(frame)  # type: ignore[union-attr]
     np.testing.assert_allclose(contributions.sum(axis=1), by_hand, rtol=1e-6, atol=1e-9)  # still sums to the score
     importance = ensemble.feature_importance()
+    assert feature_importance(members[0].booster_, {}).height == len(members[0].feature_names_)  # one booster too
     assert importance["splits"].sum() == sum(b.feature_importance("split").sum() for b in ensemble.ranker_.boosters)  # type: ignore[union-attr]
     path = ensemble.save(tmp_path / "ensemble")
     manifest = json.loads((path / "manifest.json").read_text())
@@ -256,10 +269,10 @@ def test_ranker_ensemble_serves_the_mean_of_the_fold_rankers(fitted: Recommender
     loaded = Recommender.load(path)
     assert loaded.recommend(None, k=3, explain=True).equals(ensemble.recommend(None, k=3, explain=True))
     assert [m.n_trees for m in loaded.ranker_.members_] == [m.n_trees for m in members]  # type: ignore[union-attr]
-    manifest["ranker_files"] = ["ranker-0.txt", "../elsewhere.txt"]
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelFormatError, match="ranker files"):
-        Recommender.load(path)
+    for files in (["ranker-0.txt", "../elsewhere.txt"], ["ranker-0.txt", "items.parquet"], []):
+        (path / "manifest.json").write_text(json.dumps(manifest | {"ranker_files": files}))
+        with pytest.raises(ModelFormatError, match="ranker files"):
+            Recommender.load(path)
     single = fitted.with_features(ranker_folds=0, ranker_ensemble=True)  # the hold-out: one ranker, as before
     assert single.ranker_.booster_ is not None and len(single.ranker_.to_texts()) == 1  # type: ignore[union-attr]
 
@@ -658,6 +671,9 @@ def test_crossfitted_memory_encoders_score_unseen_users(topic_data, cache_dir: s
     assert recs.height == 36 * 3
     loaded = Recommender.load(model.save(tmp_path / "crossfit"))
     assert loaded.recommend(None, k=3).equals(recs) and loaded.folds_ == {}
+    with pytest.raises(ConfigError, match="fold encoders"):  # its ranker would train on in-sample scores
+        loaded.with_features(n_candidates=5)
+    assert model.with_features(n_candidates=5).ranker_ is not None
     with pytest.raises(ConfigError, match="memory_crossfit"):
         RecommenderConfig(memory_crossfit=1)
 

@@ -148,7 +148,7 @@ def test_statistics_are_refitted_and_weights_kept(memory_model: Recommender, upd
     state, expected = updated.features_.state(), refit.state()
     assert state.keys() == expected.keys()
     assert all(np.array_equal(state[k], expected[k]) for k in state)
-    assert updated.ranker_.to_text() == memory_model.ranker_.to_text(), "the ranker is not retrained"
+    assert updated.ranker_.to_texts() == memory_model.ranker_.to_texts(), "the ranker is not retrained"
     old, new = memory_model.user_encoder_.to_arrays(), updated.user_encoder_.to_arrays()
     for name, value in old.items():
         if name not in ("text", "net.items.residual.weight"):
