@@ -218,8 +218,11 @@ class LambdaRanker:
             raise SchemaError(f"the booster's features {names} differ from the ranker's {self.feature_names_}.")
         if frame.height == 0:
             return np.zeros(0)
-        best = self.booster_.best_iteration or None
-        return self.booster_.predict(_matrix(frame, names), num_iteration=best)
+        return self._predict(_matrix(frame, names))
+
+    def _predict(self, matrix: np.ndarray, **kwargs: Any) -> np.ndarray:
+        """The booster's output on a feature matrix ``(n_rows, n_features)`` in ``feature_names_`` order."""
+        return self.booster_.predict(matrix, num_iteration=self.booster_.best_iteration or None, **kwargs)
 
     def ndcg(self, frame: pl.DataFrame, query: str = "query", label: str = "label", at: int | None = None) -> float:
         """Mean NDCG@``at`` (default ``config.eval_at``) of this ranker's order of ``frame``'s queries (see
@@ -242,7 +245,7 @@ class LambdaRanker:
     def contributions(self, frame: pl.DataFrame) -> np.ndarray:
         """float64 array ``(frame.height, n_features + 1)``: LightGBM ``pred_contrib`` (last column: bias)."""
         check_is_fitted(self)
-        return self.booster_.predict(_matrix(frame, self.feature_names_ or []), pred_contrib=True)
+        return self._predict(_matrix(frame, self.feature_names_ or []), pred_contrib=True)
 
     def to_text(self) -> str:
         """LightGBM's text model (the saved format; never pickle)."""
@@ -277,8 +280,8 @@ class RankerEnsemble:
     def __init__(self, members: Sequence[LambdaRanker]) -> None:
         if not members:
             raise ConfigError("RankerEnsemble needs at least one fitted ranker.")
-        names = [m.feature_names_ for m in members]
-        if any(n != names[0] for n in names):
+        names = [m.feature_names_ for m in members] + [m.booster_.feature_name() for m in members]
+        if any(n != names[0] for n in names):  # checked once here, not at every score
             raise SchemaError(f"the ensemble's rankers have different features: {names}.")
         self.members_ = list(members)
         self.feature_names_: list[str] | None = names[0]
@@ -296,11 +299,15 @@ class RankerEnsemble:
 
     def score(self, frame: pl.DataFrame) -> np.ndarray:
         """float64 array of shape ``(frame.height,)``: the members' mean score (higher is better)."""
-        return np.mean([m.score(frame) for m in self.members_], axis=0)
+        if frame.height == 0:
+            return np.zeros(0)
+        matrix = _matrix(frame, self.feature_names_ or [])  # built once for every member
+        return np.mean([m._predict(matrix) for m in self.members_], axis=0)
 
     def contributions(self, frame: pl.DataFrame) -> np.ndarray:
         """float64 array ``(frame.height, n_features + 1)``: the members' mean ``pred_contrib`` (last: bias)."""
-        return np.mean([m.contributions(frame) for m in self.members_], axis=0)
+        matrix = _matrix(frame, self.feature_names_ or [])
+        return np.mean([m._predict(matrix, pred_contrib=True) for m in self.members_], axis=0)
 
     def ndcg(self, frame: pl.DataFrame, query: str = "query", label: str = "label", at: int | None = None) -> float:
         """Mean NDCG@``at`` of the ensemble's order of ``frame``'s queries (see :meth:`LambdaRanker.ndcg`)."""
