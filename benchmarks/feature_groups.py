@@ -182,13 +182,59 @@ def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dic
     return list(out.values()) + new
 
 
+def _run_of(row: dict[str, Any]) -> str:
+    """The commit of the run that measured ``row`` (``-dirty`` dropped), as in ``shipped at <commit>``."""
+    return str(row["commit"]).removesuffix("-dirty")
+
+
+def _blocks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``rows`` (one dataset and targets) grouped by the run's shipped model each variant was paired with: today's
+    shipped row and its variants first, then each earlier ``shipped at <commit>`` row with its own. A variant whose
+    run's shipped row is gone (replaced before ``shipped at`` rows were kept) gets a synthetic header row
+    (:func:`_line`) carrying the baseline stored with its pairs, so it never reads as paired with today's row."""
+    heads: dict[str, str] = {}  # run commit -> its shipped row's variant name
+    for r in rows:
+        if r["variant"] == "shipped" or r["variant"].startswith("shipped at "):
+            heads.setdefault(_run_of(r), r["variant"])
+    today = next((c for c, v in heads.items() if v == "shipped"), None)
+    order = dict.fromkeys([*([today] if today else []), *(_run_of(r) for r in rows)])
+    out = []
+    for commit in order:
+        mine = [r for r in rows if _run_of(r) == commit]
+        head = heads.get(commit)
+        shipped = [r for r in mine if r["variant"] == head] if head else [_orphan_head(commit, mine)]
+        out.append(shipped + [r for r in mine if r["variant"] != head])
+    return out
+
+
+def _orphan_head(commit: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A header row for variants whose run's shipped row was replaced: the NDCG@10 they were paired with."""
+    return {"variant": f"shipped at {commit} (row since replaced)", "orphan": True, "rows": rows}
+
+
+def _line(variant: str, mine: list[dict[str, Any]], base: dict[int, float]) -> str:
+    """One table row: the mean over ``mine`` (one row per seed), and the paired change per seed."""
+    if mine[0].get("orphan"):
+        paired = {r["seed"]: r["shipped_ndcg@10"] for r in mine[0]["rows"] if r.get("shipped_ndcg@10") is not None}
+        ndcg = f"{statistics.mean(paired.values()):.4f}" if paired else "-"
+        return f"| {variant} | {len(paired) or '-'} | {ndcg} | - | - | - | - |"
+    mean = {k: statistics.mean(r["metrics"][k] for r in mine) for k in ("ndcg@10", "recall@10", "ndcg@50")}
+    pairs = [(r["metrics"]["ndcg@10"], r.get("shipped_ndcg@10", base.get(r["seed"]))) for r in mine]
+    deltas = [value - shipped for value, shipped in pairs if shipped is not None]
+    change = "-" if variant.startswith("shipped") else ", ".join(f"{d:+.4f}" for d in deltas)
+    trees = "/".join(str(r["trees"]) for r in mine)
+    return (
+        f"| {variant} | {len(mine)} | {mean['ndcg@10']:.4f} | {mean['recall@10']:.4f} | "
+        f"{mean['ndcg@50']:.4f} | {change} | {trees} |"
+    )
+
+
 def render(payload: dict[str, Any]) -> str:
     m = payload["machine"]
     cpus = sorted({r.get("cpu", m["cpu"]) for r in payload["results"]})
     lines = [START, "", f"Machines: {', '.join(cpus)}, {m['cores']} cores. Commands and commits: under each table.", ""]
     for name, targets in dict.fromkeys(_key(r)[:2] for r in payload["results"]):
         rows = [r for r in payload["results"] if _key(r)[:2] == (name, targets)]
-        base = {r["seed"]: r["metrics"]["ndcg@10"] for r in rows if r["variant"] == "shipped"}
         title = name if targets == "test" else f"{name}, validation targets (fitted without the test events)"
         lines += [
             f"### {title}",
@@ -197,19 +243,11 @@ def render(payload: dict[str, Any]) -> str:
             "| trees (an ensemble: all members') |",
             "|---|---:|---:|---:|---:|---|---:|",
         ]
-        for variant in dict.fromkeys(["shipped", *(r["variant"] for r in rows)]):
-            mine = [r for r in rows if r["variant"] == variant]
-            if not mine:
-                continue
-            mean = {k: statistics.mean(r["metrics"][k] for r in mine) for k in ("ndcg@10", "recall@10", "ndcg@50")}
-            paired = [(r["metrics"]["ndcg@10"], r.get("shipped_ndcg@10", base.get(r["seed"]))) for r in mine]
-            deltas = [value - shipped for value, shipped in paired if shipped is not None]
-            change = "-" if variant.startswith("shipped") else ", ".join(f"{d:+.4f}" for d in deltas)
-            trees = "/".join(str(r["trees"]) for r in mine)
-            lines.append(
-                f"| {variant} | {len(mine)} | {mean['ndcg@10']:.4f} | {mean['recall@10']:.4f} | "
-                f"{mean['ndcg@50']:.4f} | {change} | {trees} |"
-            )
+        for block in _blocks(rows):
+            head = block[0]["variant"]  # the block's shipped row: each variant's fallback baseline, per seed
+            base = {r["seed"]: r["metrics"]["ndcg@10"] for r in block if r["variant"] == head and "metrics" in r}
+            for variant in dict.fromkeys(r["variant"] for r in block):
+                lines.append(_line(variant, [r for r in block if r["variant"] == variant], base))
         runs = sorted({(r["command"], r["commit"], r.get("cpu", m["cpu"])) for r in rows})
         lines += ["", "; ".join(f"`{c}` at `{k}` ({cpu})" for c, k, cpu in runs), ""]
     lines.append(END)

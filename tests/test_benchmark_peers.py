@@ -302,6 +302,30 @@ def test_feature_group_rows_keep_the_baseline_they_were_paired_with() -> None:
     text = render({"machine": {"cpu": "cpu", "cores": 2}, "results": merged})
     assert "| shipped | 1 | 0.2000 |" in text and "| shipped at a | 2 | 0.1100 |" in text
     assert "| y | 1 | 0.1900 | 0.2000 | 0.3000 | -0.0100 |" in text
-    assert "| x | 1 | 0.1100 | 0.2000 | 0.3000 | -0.0900 |" in text  # no stored baseline: today's shipped
+    assert "| x | 1 | 0.1100 | 0.2000 | 0.3000 | +0.0100 |" in text  # no stored baseline: its run's shipped row
+    assert text.index("| shipped |") < text.index("| y | 1 | 0.1900") < text.index("| shipped at a |")
+    assert text.index("| shipped at a |") < text.index("| x |")  # each variant under the row it was paired with
     again = merge_rows(merged, [row(0, "shipped", 0.21, "b", 0.21)])  # the same commit re-run: replaced
     assert sorted(r["variant"] for r in again) == ["shipped", "shipped at a", "shipped at a", "x", "y"]
+
+
+def test_feature_group_table_heads_variants_whose_shipped_row_is_gone() -> None:
+    """Rows of a run whose shipped row was replaced before ``shipped at`` rows were kept print under a header that
+    carries the baseline stored with their pairs, not under today's shipped row."""
+    from feature_groups import render
+
+    def row(seed: int, variant: str, ndcg: float, commit: str, shipped: float) -> dict[str, object]:
+        metrics = {"ndcg@10": ndcg, "recall@10": 0.2, "ndcg@50": 0.3}
+        out = {"dataset": "d", "seed": seed, "variant": variant, "metrics": metrics, "trees": 40, "cpu": "cpu"}
+        return out | {"command": "c", "commit": commit, "targets": "test", "shipped_ndcg@10": shipped}
+
+    rows = [row(0, "old", 0.13, "o-dirty", 0.12), row(1, "old", 0.15, "o", 0.14)]  # its shipped rows are gone
+    rows += [row(0, "shipped", 0.20, "n", 0.20), row(0, "new", 0.22, "n", 0.20)]
+    text = render({"machine": {"cpu": "cpu", "cores": 2}, "results": rows})
+    lines = [line for line in text.splitlines() if line.startswith("| ") and "variant" not in line]
+    assert lines == [
+        "| shipped | 1 | 0.2000 | 0.2000 | 0.3000 | - | 40 |",
+        "| new | 1 | 0.2200 | 0.2000 | 0.3000 | +0.0200 | 40 |",
+        "| shipped at o (row since replaced) | 2 | 0.1300 | - | - | - | - |",
+        "| old | 2 | 0.1400 | 0.2000 | 0.3000 | +0.0100, +0.0100 | 40/40 |",
+    ]
