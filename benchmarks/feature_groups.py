@@ -194,7 +194,9 @@ def _blocks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     (:func:`_line`) carrying the baseline stored with its pairs, so it never reads as paired with today's row."""
     heads: dict[str, str] = {}  # run commit -> its shipped row's variant name
     for r in rows:
-        if r["variant"] == "shipped" or r["variant"].startswith("shipped at "):
+        if r["variant"] == "shipped":  # today's row heads its run even beside a same-commit ``shipped at`` row
+            heads[_run_of(r)] = "shipped"
+        elif r["variant"].startswith("shipped at "):
             heads.setdefault(_run_of(r), r["variant"])
     today = next((c for c, v in heads.items() if v == "shipped"), None)
     order = dict.fromkeys([*([today] if today else []), *(_run_of(r) for r in rows)])
