@@ -14,6 +14,7 @@ own rows); table: ``README.md`` (between the ``feature-groups`` markers).
     python benchmarks/feature_groups.py --add --ranker n_estimators=1000   # a ranker setting instead
     python benchmarks/feature_groups.py --add --set n_cooccurrence_candidates=100   # a ranking-stage setting
     python benchmarks/feature_groups.py --add --ranker truncation_level=100 --targets valid   # choose on valid
+    python benchmarks/feature_groups.py --add --set memory_crossfit=5   # other fold encoders, same serving one
 """
 
 from __future__ import annotations
@@ -59,13 +60,19 @@ def _value(text: str) -> Any:
 
 
 def variants(
-    shipped: tuple[str, ...], add: list[str], drop: list[str], ranker: list[str], stage: list[str] | None = None
+    shipped: tuple[str, ...],
+    add: list[str],
+    drop: list[str],
+    ranker: list[str],
+    stage: list[str] | None = None,
+    combined: bool = True,
 ) -> dict[str, Variant]:
     """Variant name -> :data:`Variant`: the shipped set, then each added group alone, each removed group alone,
     all additions together when there are several, each ``key=value`` ranker setting alone (shipped groups),
     each ``key=value`` ranking-stage setting alone (``stage``; a candidate quota whose feature group is not
     shipped gets that group too, :data:`recsys.pipeline.SOURCE_GROUPS`), and with settings and more than one change,
-    everything together (unless a key is given twice: ``n_cutoffs=3 n_cutoffs=8`` are two values to compare)."""
+    everything together (unless ``combined`` is off or a key is given twice: ``n_cutoffs=3 n_cutoffs=8`` are two
+    values to compare)."""
     out: dict[str, Variant] = {"shipped": (shipped, {}, {})}
     for group in add:
         out[f"+ {group}"] = ((*shipped, group), {}, {})
@@ -89,7 +96,7 @@ def variants(
         else:
             out[f"set {key}={value}"] = (shipped, {}, {key: stages[key]})
     distinct = len(settings) == len(ranker) and len(stages) == len(stage or [])  # two values of a key: no mix
-    if (ranker or stage) and distinct and len(add) + len(ranker) + len(stage or []) > 1:  # everything together
+    if combined and (ranker or stage) and distinct and len(add) + len(ranker) + len(stage or []) > 1:  # together
         parts = ["+ " + " + ".join(add)] if add else []
         parts += [*(f"ranker {s}" for s in ranker), *(f"set {s}" for s in stage or [])]
         groups = (*shipped, *add)
@@ -109,6 +116,7 @@ def run(
     cache_dir: str | None,
     stage: list[str] | None = None,
     targets: str = "test",
+    combined: bool = True,
 ) -> list[dict[str, Any]]:
     """Fit the shipped pipeline once, retrain its ranker per variant, score each on the ``targets`` events.
 
@@ -128,7 +136,8 @@ def run(
     fit_seconds = time.perf_counter() - started
     logger.info("%s seed %d: fitted in %.0f s", name, seed, fit_seconds)
     rows: list[dict[str, Any]] = []
-    for variant, (groups, settings, stages) in variants(model.config.features.groups, add, drop, ranker, stage).items():
+    tried = variants(model.config.features.groups, add, drop, ranker, stage, combined)
+    for variant, (groups, settings, stages) in tried.items():
         started = time.perf_counter()
         config = dataclasses.replace(model.config.ranker, **settings)
         features = dataclasses.replace(model.config.features, groups=groups)
@@ -271,7 +280,7 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="ranking-stage RecommenderConfig settings to try, one by one (recsys.pipeline.ranking_settings: "
-        "RANKING_SETTINGS, and n_cutoffs with a cross-fitted encoder)",
+        "RANKING_SETTINGS, and n_cutoffs and memory_crossfit with a cross-fitted encoder)",
     )
     parser.add_argument(
         "--targets",
@@ -279,6 +288,11 @@ def main() -> None:
         default="test",
         help="test: fit on train + valid, score the test events; valid: fit on train, score the validation events "
         "(choose settings here, then confirm on test)",
+    )
+    parser.add_argument(
+        "--no-combined",
+        action="store_true",
+        help="skip the variant with every change together (each change alone only)",
     )
     parser.add_argument("--cache-dir", default=None, help="text embedding cache (default: the library's)")
     args = parser.parse_args()
@@ -289,7 +303,8 @@ def main() -> None:
     commit = _git_commit(str(HERE.parent))
     for name in args.datasets:
         for seed in args.seeds:
-            rows = run(name, seed, args.add, args.drop, args.ranker, args.cache_dir, args.set, args.targets)
+            combined = not args.no_combined
+            rows = run(name, seed, args.add, args.drop, args.ranker, args.cache_dir, args.set, args.targets, combined)
             rows = [r | {"command": command, "commit": commit, "cpu": machine()["cpu"]} for r in rows]
             old = json.loads(RESULTS.read_text())["results"] if RESULTS.exists() else []
             payload = {"machine": machine(), "results": merge_rows(old, rows)}

@@ -49,6 +49,13 @@ class RankerConfig:
     truncation_level:
         LambdaRank's ``lambdarank_truncation_level``: only pairs with an item in the top this many positions of a
         query's current ranking get gradients (LightGBM's default 30).
+    base_feature:
+        A feature column whose value, times ``base_weight``, is every row's starting score (LightGBM's
+        ``init_score``), so the trees learn corrections to it rather than its order from scratch; scores, early
+        stopping and ``pred_contrib`` include it (in that feature's contribution). None: start from zero.
+    base_weight:
+        The starting score's scale. For a cosine interest score, the encoder's inverse softmax temperature (10
+        for the memory encoder's 0.1) makes it the encoder's own logit.
     n_threads:
         LightGBM threads (fixed for determinism).
     seed:
@@ -64,6 +71,8 @@ class RankerConfig:
     objective: str = "lambdarank"
     feature_fraction: float = 1.0
     truncation_level: int = 30
+    base_feature: str | None = None
+    base_weight: float = 10.0
     n_threads: int = 2
     seed: int = 0
 
@@ -76,6 +85,8 @@ class RankerConfig:
             raise ConfigError(f"RankerConfig.feature_fraction={self.feature_fraction} must be in (0, 1].")
         if self.truncation_level < 1:
             raise ConfigError(f"RankerConfig.truncation_level={self.truncation_level} must be >= 1.")
+        if not self.base_weight > 0:
+            raise ConfigError(f"RankerConfig.base_weight={self.base_weight} must be > 0.")
         if self.objective not in ("lambdarank", "rank_xendcg"):
             raise ConfigError(f"RankerConfig.objective={self.objective!r}; use 'lambdarank' or 'rank_xendcg'.")
 
@@ -147,6 +158,18 @@ def _ndcg(score: Callable[[pl.DataFrame], np.ndarray], frame: pl.DataFrame, quer
     return ndcg_at(score(frame), frame[label].cast(pl.Int32).to_numpy(), _groups(frame[query]), at)
 
 
+def _base_column(config: RankerConfig, features: Sequence[str]) -> int | None:
+    """The position of ``config.base_feature`` among ``features`` (None without one)."""
+    if config.base_feature is None:
+        return None
+    if config.base_feature not in features:
+        raise ConfigError(
+            f"RankerConfig.base_feature={config.base_feature!r} is not among the ranker's features {list(features)}; "
+            "name one of them or set it to None."
+        )
+    return list(features).index(config.base_feature)
+
+
 def _matrix(frame: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
     missing = [f for f in features if f not in frame.columns]
     if missing:
@@ -171,10 +194,13 @@ class LambdaRanker:
         import lightgbm as lgb
 
         frame = frame.sort(query, maintain_order=True)
+        matrix = _matrix(frame, features)
+        base = _base_column(self.config, features)
         return lgb.Dataset(
-            _matrix(frame, features),
+            matrix,
             label=frame[label].cast(pl.Int32).to_numpy(),
             group=_groups(frame[query]),
+            init_score=None if base is None else self.config.base_weight * matrix[:, base].astype(np.float64),
             feature_name=list(features),
             free_raw_data=False,
         )
@@ -224,8 +250,17 @@ class LambdaRanker:
         return self._predict(_matrix(frame, names))
 
     def _predict(self, matrix: np.ndarray, **kwargs: Any) -> np.ndarray:
-        """The booster's output on a feature matrix ``(n_rows, n_features)`` in ``feature_names_`` order."""
-        return self.booster_.predict(matrix, num_iteration=self.booster_.best_iteration or None, **kwargs)
+        """The booster's output on a feature matrix ``(n_rows, n_features)`` in ``feature_names_`` order, plus the
+        starting score (``config.base_feature``; with ``pred_contrib``, in that feature's column)."""
+        out = self.booster_.predict(matrix, num_iteration=self.booster_.best_iteration or None, **kwargs)
+        base = _base_column(self.config, self.feature_names_ or [])
+        if base is None:
+            return out
+        start = self.config.base_weight * matrix[:, base].astype(np.float64)  # (n_rows,)
+        if kwargs.get("pred_contrib"):
+            out[:, base] += start
+            return out
+        return out + start
 
     def ndcg(self, frame: pl.DataFrame, query: str = "query", label: str = "label", at: int | None = None) -> float:
         """Mean NDCG@``at`` (default ``config.eval_at``) of this ranker's order of ``frame``'s queries (see

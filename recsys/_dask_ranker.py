@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from recsys._dask_cluster import DaskConfig, connect, require_dask, worker_addresses
-from recsys.errors import DataError
+from recsys.errors import ConfigError, DataError
 from recsys.models.ranker import (
     LambdaRanker,
     RankerConfig,
@@ -139,6 +139,11 @@ class DaskRanker(LambdaRanker):
         import lightgbm as lgb
 
         require_dask()
+        if self.config.base_feature is not None:
+            raise ConfigError(
+                f"DaskRanker does not start from a base score (RankerConfig.base_feature="
+                f"{self.config.base_feature!r}); set base_feature=None or train with LambdaRanker."
+            )
         if train.height == 0:
             raise DataError("the ranker's training frame is empty; it needs at least one query with candidates.")
         stop = None

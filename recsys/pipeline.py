@@ -72,12 +72,17 @@ reads them, the user encoder and the FAISS index do not (``n_cutoffs`` too where
 
 def ranking_settings(config: RecommenderConfig) -> tuple[str, ...]:
     """The settings :meth:`Recommender.with_features` may change for a pipeline of ``config``:
-    :data:`RANKING_SETTINGS`, and ``n_cutoffs`` unless the memory encoder holds out the last ``n_cutoffs`` events
-    (``memory_crossfit=0`` with ``memory_holdout=None``); cross-fitted and zero-shot encoders do not read it."""
-    encoder_reads_cutoffs = (
-        config.user_encoder == "memory" and not config.memory_crossfit and config.memory_holdout is None
+    :data:`RANKING_SETTINGS`; ``n_cutoffs`` unless the memory encoder holds out the last ``n_cutoffs`` events
+    (``memory_crossfit=0`` with ``memory_holdout=None``), as cross-fitted and zero-shot encoders do not read it;
+    and ``memory_crossfit`` of a cross-fitted memory encoder (another number of folds, at least 2, refits the fold
+    encoders that score the ranker's training queries; the serving encoder, trained on every event, stays)."""
+    crossfit = config.user_encoder == "memory" and bool(config.memory_crossfit)
+    encoder_reads_cutoffs = config.user_encoder == "memory" and not crossfit and config.memory_holdout is None
+    return (
+        *RANKING_SETTINGS,
+        *(() if encoder_reads_cutoffs else ("n_cutoffs",)),
+        *(("memory_crossfit",) if crossfit else ()),
     )
-    return RANKING_SETTINGS if encoder_reads_cutoffs else (*RANKING_SETTINGS, "n_cutoffs")
 
 
 RANKER_FILE = re.compile(r"ranker(-\d+)?\.txt")
@@ -464,7 +469,8 @@ class Recommender:
         with its ranker retrained on ``features`` and ``ranker`` settings (each: this one's when None) and the
         ranking-stage settings in ``ranking`` (:func:`ranking_settings`, for example
         ``n_cooccurrence_candidates=100``). For feature ablations, ranker settings and candidate quotas compared
-        without retraining the encoder.
+        without retraining the encoder. Another ``memory_crossfit`` (at least 2) trains new fold encoders for the
+        ranker's training queries; the serving encoder stays.
 
         Raises
         ------
@@ -487,10 +493,17 @@ class Recommender:
                 f"with_features cannot change {other}: the encoder or the index depends on them. It changes "
                 f"{list(allowed)}; fit a new Recommender for the others."
             )
+        if ranking.get("memory_crossfit", self.config.memory_crossfit) == 0:
+            raise ConfigError(
+                "with_features cannot turn cross-fitting off (memory_crossfit=0): the encoder would then hold out "
+                "the last events; fit a new Recommender for that."
+            )
         twin = copy.copy(self)
         twin.config = dataclasses.replace(
             self.config, features=features or self.config.features, ranker=ranker or self.config.ranker, **ranking
         )
+        if twin.config.memory_crossfit != self.config.memory_crossfit:  # new folds: their own encoders
+            twin.folds_ = twin._crossfit_memory(self.interactions_, self.text_vectors_)  # type: ignore[arg-type]
         twin._fit_ranking(self.interactions_)  # type: ignore[arg-type]
         return twin
 

@@ -676,6 +676,13 @@ def test_crossfitted_memory_encoders_score_unseen_users(topic_data, cache_dir: s
     assert model.with_features(n_candidates=5).ranker_ is not None
     with pytest.raises(ConfigError, match="memory_crossfit"):
         RecommenderConfig(memory_crossfit=1)
+    three = model.with_features(memory_crossfit=3)  # new fold encoders; the serving encoder stays
+    assert sorted(three.folds_) == [0, 1, 2] and sorted(model.folds_) == [0, 1]
+    assert three.user_encoder_ is model.user_encoder_
+    assert all(r.encoder is not s.encoder for r in three.folds_.values() for s in model.folds_.values())
+    assert set(three.training_frame(interactions)["owner"].to_list()) == set(interactions["user_id"].to_list())
+    with pytest.raises(ConfigError, match="cross-fitting off"):
+        model.with_features(memory_crossfit=0)
 
 
 def test_ranker_features_never_see_the_label_event(fitted: Recommender, topic_data):

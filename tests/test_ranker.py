@@ -188,3 +188,23 @@ def test_feature_fraction_is_seeded_and_samples_features(data: dict[str, pl.Data
     np.testing.assert_array_equal(one.score(data["test"]), two.score(data["test"]))
     assert not np.array_equal(one.score(data["test"]), full.score(data["test"]))
     assert "feature_fraction: 0.5" in one.to_text()
+
+
+def test_base_feature_is_the_starting_score_of_fit_and_score(data: dict[str, pl.DataFrame]) -> None:
+    """With ``base_feature="a"`` every score is the trees' output plus ``base_weight * a`` (and ``a``'s
+    contribution carries it)."""
+    config = RankerConfig(**{**FAST.__dict__, "base_feature": "a", "base_weight": 5.0})
+    based = LambdaRanker(config).fit(data["train"], data["valid"], FEATURES)
+    test = data["test"]
+    matrix = test.select(FEATURES).cast(pl.Float32).to_numpy()
+    trees = based.booster_.predict(matrix, num_iteration=based.booster_.best_iteration or None)
+    np.testing.assert_allclose(based.score(test) - trees, 5.0 * matrix[:, 0], rtol=1e-6)
+    contrib = based.contributions(test)
+    np.testing.assert_allclose(contrib.sum(axis=1), based.score(test), rtol=1e-6, atol=1e-9)
+    assert top1_accuracy(test, based.score(test)) > 0.95  # starting from a's (right) order, it keeps it
+    loaded = LambdaRanker.from_text(based.to_text(), config)  # the saved config carries the base (as a model's)
+    np.testing.assert_array_equal(loaded.score(test), based.score(test))
+    with pytest.raises(ConfigError, match="base_feature"):
+        LambdaRanker(RankerConfig(**{**FAST.__dict__, "base_feature": "c"})).fit(data["train"], None, FEATURES)
+    with pytest.raises(ConfigError, match="base_weight"):
+        RankerConfig(base_weight=0.0)
