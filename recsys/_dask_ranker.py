@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from recsys._dask_cluster import DaskConfig, connect, require_dask, worker_addresses
-from recsys.errors import ConfigError, DataError
+from recsys.errors import DataError
 from recsys.models.ranker import (
     LambdaRanker,
     RankerConfig,
     RankerEnsemble,
+    _base_column,
     _groups,
     _matrix,
     ndcg_at,
@@ -50,9 +51,18 @@ class ValidationStop:
     order = 30  # after LightGBM's own callbacks
     before_iteration = False
 
-    def __init__(self, matrix: np.ndarray, labels: np.ndarray, groups: np.ndarray, rounds: int, at: int) -> None:
+    def __init__(
+        self,
+        matrix: np.ndarray,
+        labels: np.ndarray,
+        groups: np.ndarray,
+        rounds: int,
+        at: int,
+        start: np.ndarray | None = None,
+    ) -> None:
         self.matrix, self.labels, self.groups, self.rounds, self.at = matrix, labels, groups, rounds, at
-        self.scores = np.zeros(len(labels))
+        self.start = np.zeros(len(labels)) if start is None else start  # (rows,) the starting score (init_score)
+        self.scores = self.start.copy()
         self.best_iteration, self.best_score = -1, -np.inf
         self.history: list[float] = []
 
@@ -60,7 +70,7 @@ class ValidationStop:
         import lightgbm as lgb
 
         if env.iteration == env.begin_iteration:  # a fresh training run
-            self.scores[:] = 0.0
+            self.scores[:] = self.start
             self.best_iteration, self.best_score, self.history = -1, -np.inf, []
         self.scores += env.model.predict(self.matrix, start_iteration=env.iteration, num_iteration=1, raw_score=True)
         value = ndcg_at(self.scores, self.labels, self.groups, self.at)
@@ -73,34 +83,43 @@ class ValidationStop:
 
 
 def _partitions(
-    frame: pl.DataFrame, query: str, label: str, features: Sequence[str], n: int, seed: int
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    frame: pl.DataFrame,
+    query: str,
+    label: str,
+    features: Sequence[str],
+    n: int,
+    seed: int,
+    start: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list[tuple[np.ndarray, ...]]:
     """``(matrix float32 (rows, features), labels int32 (rows,), group sizes (queries,))`` per non-empty
-    partition; a query's rows all go to partition ``hash(query, seed) % n``, sorted by query as LightGBM needs."""
+    partition, plus ``start(matrix)`` (float64 (rows,), LightGBM's ``init_score``) when given; a query's rows all go
+    to partition ``hash(query, seed) % n``, sorted by query as LightGBM needs."""
     parts = frame.with_columns((pl.col(query).hash(seed) % n).alias(_PART)).partition_by(
         _PART, maintain_order=True, include_key=False
     )
     out = []
     for part in parts:
         part = part.sort(query, maintain_order=True)
-        out.append((_matrix(part, features), part[label].cast(pl.Int32).to_numpy(), _groups(part[query])))
+        matrix = _matrix(part, features)
+        arrays: tuple[np.ndarray, ...] = (matrix, part[label].cast(pl.Int32).to_numpy(), _groups(part[query]))
+        out.append(arrays if start is None else (*arrays, start(matrix)))
     return out
 
 
-def _dask_arrays(client: Any, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[Any, Any, Any]:
-    """Dask arrays of the matrix, labels and groups, chunk ``j`` = partition ``j``, scattered to worker
-    ``j % n_workers`` (so the partitions, and LightGBM's data-parallel work, are spread over the workers)."""
+def _dask_arrays(client: Any, parts: list[tuple[np.ndarray, ...]]) -> tuple[Any, ...]:
+    """Dask arrays of each part's arrays (the matrix, labels, groups and any starting scores), chunk ``j`` =
+    partition ``j``, scattered to worker ``j % n_workers`` (so the partitions, and LightGBM's data-parallel work,
+    are spread over the workers)."""
     import dask
     import dask.array as da
 
     workers = worker_addresses(client)
-    columns: list[list[Any]] = [[], [], []]
+    columns: list[list[Any]] = [[] for _ in parts[0]]
     for j, arrays in enumerate(parts):
         futures = client.scatter(list(arrays), workers=[workers[j % len(workers)]])
         for column, future, array in zip(columns, futures, arrays, strict=True):
             column.append(da.from_delayed(dask.delayed(future), shape=array.shape, dtype=array.dtype))
-    matrix, labels, groups = (da.concatenate(column) for column in columns)
-    return matrix, labels, groups
+    return tuple(da.concatenate(column) for column in columns)
 
 
 class DaskRanker(LambdaRanker):
@@ -139,11 +158,6 @@ class DaskRanker(LambdaRanker):
         import lightgbm as lgb
 
         require_dask()
-        if self.config.base_feature is not None:
-            raise ConfigError(
-                f"DaskRanker does not start from a base score (RankerConfig.base_feature="
-                f"{self.config.base_feature!r}); set base_feature=None or train with LambdaRanker."
-            )
         if train.height == 0:
             raise DataError("the ranker's training frame is empty; it needs at least one query with candidates.")
         stop = None
@@ -151,10 +165,11 @@ class DaskRanker(LambdaRanker):
             valid = valid.sort(query, maintain_order=True)
             labels, groups = valid[label].cast(pl.Int32).to_numpy(), _groups(valid[query])
             rounds, at = self.config.early_stopping_rounds, self.config.eval_at
-            stop = ValidationStop(_matrix(valid, features), labels, groups, rounds, at)
+            matrix, begin = _matrix(valid, features), self._start(features)
+            stop = ValidationStop(matrix, labels, groups, rounds, at, None if begin is None else begin(matrix))
         with connect(self.dask) as client:
             n = self.dask.partitions or len(worker_addresses(client))
-            parts = _partitions(train, query, label, features, n, self.dask.hash_seed)
+            parts = _partitions(train, query, label, features, n, self.dask.hash_seed, self._start(features))
             booster = self._train(client, parts, features, stop)
         best = booster.best_iteration if stop is not None else booster.current_iteration()
         logger.info("dask ranker: %d partition(s), best iteration %d", len(parts), best)
@@ -162,10 +177,18 @@ class DaskRanker(LambdaRanker):
         self.feature_names_ = list(features)
         return self
 
+    def _start(self, features: Sequence[str]) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The starting score of a feature matrix (``config.base_feature``), or None without one."""
+        base = _base_column(self.config, features)
+        if base is None:
+            return None
+        weight = self.config.base_weight
+        return lambda matrix: weight * matrix[:, base].astype(np.float64)
+
     def _train(
         self,
         client: Any,
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+        parts: list[tuple[np.ndarray, ...]],
         features: Sequence[str],
         stop: ValidationStop | None,
     ) -> Any:
@@ -175,12 +198,19 @@ class DaskRanker(LambdaRanker):
         params = {k: v for k, v in self.config.lgb_params().items() if k not in ("num_threads", "metric", "eval_at")}
         params["n_estimators"] = self.config.n_estimators
         model = DaskLGBMRanker(client=client, **params)
-        matrix, labels, groups = _dask_arrays(client, parts)
+        matrix, labels, groups, *start = _dask_arrays(client, parts)
         with warnings.catch_warnings(), client.as_current():  # LightGBM waits on futures with the default client
             warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
             # the callback carries the validation set to every worker inside the task: sent once per worker anyway
             warnings.filterwarnings("ignore", message="Sending large graph")
-            model.fit(matrix, labels, group=groups, feature_name=list(features), callbacks=[stop] if stop else None)
+            model.fit(
+                matrix,
+                labels,
+                group=groups,
+                init_score=start[0] if start else None,
+                feature_name=list(features),
+                callbacks=[stop] if stop else None,
+            )
         return model.to_local().booster_
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -332,3 +333,26 @@ def test_feature_group_table_heads_variants_whose_shipped_row_is_gone() -> None:
         "| shipped at o (row since replaced) | 2 | 0.1300 | - | - | - | - |",
         "| old | 2 | 0.1400 | 0.2000 | 0.3000 | +0.0100, +0.0100 | 40/40 |",
     ]
+
+
+def test_benchmark_outputs_do_not_make_a_checkout_dirty(tmp_path: Path) -> None:
+    """A run's commit stays clean when only benchmark outputs changed (a second run after a first one), and
+    turns ``-dirty`` when code changed."""
+    from recsys.evaluation._harness import _git_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    files = {"code.py": "x = 1\n", "benchmarks/README.md": "table\n", "benchmarks/results/r.json": "{}\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    clean = _git_commit.__wrapped__(str(tmp_path))
+    (tmp_path / "benchmarks" / "README.md").write_text("new table\n")
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text('{"a": 1}\n')
+    assert _git_commit.__wrapped__(str(tmp_path / "benchmarks")) == clean and not clean.endswith("-dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert _git_commit.__wrapped__(str(tmp_path)) == f"{clean}-dirty"

@@ -334,15 +334,17 @@ def test_ndcg_at_equals_lightgbms_validation_metric(ranker_data: tuple[pl.DataFr
     assert local.ndcg(valid) == pytest.approx(local.booster_.best_score["valid_0"]["ndcg@10"], abs=1e-12)
 
 
+@pytest.mark.parametrize("base", [None, "a"])
 def test_dask_ranker_on_one_partition_is_the_single_process_ranker(
-    ranker_data: tuple[pl.DataFrame, pl.DataFrame], on_cluster: DaskConfig
+    ranker_data: tuple[pl.DataFrame, pl.DataFrame], on_cluster: DaskConfig, base: str | None
 ):
     """One partition trains on one worker: the same trees and the same early-stopping round as ``LambdaRanker``
-    (so ValidationStop follows ``lightgbm.early_stopping``)."""
+    (so ValidationStop follows ``lightgbm.early_stopping``), also when both start from a feature's score."""
     train, valid = ranker_data
-    local = LambdaRanker(RANKER).fit(train, valid, ["a", "b", "c"])
+    config = dataclasses.replace(RANKER, base_feature=base, base_weight=3.0)
+    local = LambdaRanker(config).fit(train, valid, ["a", "b", "c"])
     one = DaskConfig(scheduler=on_cluster.scheduler, partitions=1, show_progress=False)
-    remote = DaskRanker(RANKER, one).fit(train, valid, ["a", "b", "c"])
+    remote = DaskRanker(config, one).fit(train, valid, ["a", "b", "c"])
     assert remote.booster_.num_trees() == local.booster_.best_iteration < RANKER.n_estimators  # it stopped early
     np.testing.assert_array_equal(remote.score(valid), local.score(valid))
 

@@ -463,6 +463,19 @@ def test_collaborative_known_answer() -> None:
     np.testing.assert_allclose(got, [2 / 3, 2 / 3, 2 / 3, 2 / 3, 0, NAN, NAN, 0], atol=1e-6)
 
 
+def test_spd_inverse_equals_numpys_inverse_across_blocks() -> None:
+    """The Cholesky inverse (mirrored block by block, the last block partial) equals ``np.linalg.inv``, exactly
+    symmetric; a matrix that is not positive definite is a DataError, not a wrong answer."""
+    rng = np.random.default_rng(0)
+    a = rng.random((60, 50))
+    gram = a.T @ a + np.eye(50)
+    got = collaborative_module.spd_inverse(gram.copy(), block=16)
+    np.testing.assert_allclose(got, np.linalg.inv(gram), rtol=1e-9, atol=1e-12)
+    assert np.array_equal(got, got.T) and got.flags["C_CONTIGUOUS"]
+    with pytest.raises(DataError, match="positive definite"):
+        collaborative_module.spd_inverse(np.array([[1.0, 2.0], [2.0, 1.0]]))
+
+
 def test_collaborative_covers_the_most_frequent_items_and_keeps_the_largest_weights() -> None:
     events = timed([[(0, 1), (1, 2), (2, 3)], [(0, 1), (1, 2)], [(0, 1), (3, 2)]])
     block = Collaborative(CollaborativeConfig(l2=1.0, max_items=2)).fit(context(events))

@@ -184,12 +184,19 @@ def _git(args: list[str], cwd: str) -> str:
     return done.stdout.strip()
 
 
+BENCHMARK_OUTPUTS = ("benchmarks/results", "benchmarks/README.md")
+"""What the benchmarks write: changes there do not make a checkout ``-dirty`` (a second run in the same checkout
+runs the same code as the first, whose results it finds changed)."""
+
+
 @lru_cache(maxsize=8)
 def _git_commit(cwd: str) -> str:
-    """``git rev-parse --short HEAD`` in ``cwd``, with ``-dirty`` if tracked files changed; else "unknown"."""
+    """``git rev-parse --short HEAD`` in ``cwd``, with ``-dirty`` if tracked files other than
+    :data:`BENCHMARK_OUTPUTS` changed; else "unknown"."""
     try:
         head = _git(["rev-parse", "--short", "HEAD"], cwd)
-        dirty = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
+        outputs = [f":(top,exclude){path}" for path in BENCHMARK_OUTPUTS]
+        dirty = _git(["status", "--porcelain", "--untracked-files=no", "--", ":(top)", *outputs], cwd)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if not head:
