@@ -76,8 +76,8 @@ BASELINES = ("popularity", "transitions", "zero-shot-text", "ease")
 @dataclass(frozen=True)
 class Profile:
     """What a profile runs. ``fast`` is a smoke run of every row on one small dataset (6 encoder epochs,
-    no cross-fitting, one hold-out ranker instead of the fold-ranker ensemble, one RecBole epoch: about 8 minutes
-    on ml-100k, 2 cores, RecBole's epoch the largest part); ``full`` is the benchmark."""
+    no cross-fitting, one hold-out ranker instead of the fold-ranker ensemble, one RecBole epoch: about 12 minutes
+    on ml-100k on 2 Intel Xeon cores, RecBole's one epoch 6 of them, ours 4); ``full`` is the benchmark."""
 
     name: str
     datasets: tuple[str, ...]

@@ -1,6 +1,6 @@
 """One command for the benchmark suites: quality against peers, speed against references, scale.
 
-    python benchmarks/run.py --profile fast     # every suite, small: under 15 minutes on 2 cores
+    python benchmarks/run.py --profile fast     # every suite, small (target: under 15 minutes on 2 cores)
     python benchmarks/run.py --profile full     # the benchmark (hours: 4 datasets x 3 seeds, RecBole, 10^6)
     python benchmarks/run.py --profile full --suites quality --datasets ml-100k
 

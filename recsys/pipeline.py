@@ -493,7 +493,7 @@ class Recommender:
                 f"with_features cannot change {other}: the encoder or the index depends on them. It changes "
                 f"{list(allowed)}; fit a new Recommender for the others."
             )
-        if ranking.get("memory_crossfit", self.config.memory_crossfit) == 0:
+        if ranking.get("memory_crossfit") == 0:  # (a model fitted without cross-fitting cannot name it at all)
             raise ConfigError(
                 "with_features cannot turn cross-fitting off (memory_crossfit=0): the encoder would then hold out "
                 "the last events; fit a new Recommender for that."

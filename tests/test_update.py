@@ -88,6 +88,16 @@ def _tails(states: MemoryStates) -> list[list[int]]:
 
 
 # ------------------------------------------------------------------------------------------------ states
+def test_a_memory_model_fitted_without_cross_fitting_retrains_its_ranker(memory_model: Recommender):
+    """``with_features`` on ``memory_crossfit=0`` (the fast benchmark profile's setting) keeps the encoder and
+    retrains the ranker; it cannot start cross-fitting (the encoder would then be trained differently)."""
+    twin = memory_model.with_features(train_with_seen=True)
+    assert twin.user_encoder_ is memory_model.user_encoder_ and twin.config.train_with_seen
+    assert twin.recommend([0], k=3).height == 3
+    with pytest.raises(ConfigError, match="memory_crossfit"):
+        memory_model.with_features(memory_crossfit=2)
+
+
 def test_stored_states_are_the_encoded_histories(memory_model: Recommender, zero_shot: Recommender):
     """The query vector of a fitted user comes from its stored state: the same vector as encoding its history."""
     encoder = memory_model.user_encoder_
