@@ -172,6 +172,13 @@ def _base_column(config: RankerConfig, features: Sequence[str]) -> int | None:
     return list(features).index(config.base_feature)
 
 
+def start_scores(config: RankerConfig, matrix: np.ndarray, features: Sequence[str]) -> np.ndarray | None:
+    """float64 ``(n_rows,)``: every row's starting score (LightGBM's ``init_score``), ``base_weight`` times the
+    ``base_feature`` column of ``matrix`` ``(n_rows, len(features))``; None without a base feature."""
+    base = _base_column(config, features)
+    return None if base is None else config.base_weight * matrix[:, base].astype(np.float64)
+
+
 def _matrix(frame: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
     missing = [f for f in features if f not in frame.columns]
     if missing:
@@ -197,12 +204,11 @@ class LambdaRanker:
 
         frame = frame.sort(query, maintain_order=True)
         matrix = _matrix(frame, features)
-        base = _base_column(self.config, features)
         return lgb.Dataset(
             matrix,
             label=frame[label].cast(pl.Int32).to_numpy(),
             group=_groups(frame[query]),
-            init_score=None if base is None else self.config.base_weight * matrix[:, base].astype(np.float64),
+            init_score=start_scores(self.config, matrix, features),
             feature_name=list(features),
             free_raw_data=False,
         )
@@ -255,12 +261,12 @@ class LambdaRanker:
         """The booster's output on a feature matrix ``(n_rows, n_features)`` in ``feature_names_`` order, plus the
         starting score (``config.base_feature``; with ``pred_contrib``, in that feature's column)."""
         out = self.booster_.predict(matrix, num_iteration=self.booster_.best_iteration or None, **kwargs)
-        base = _base_column(self.config, self.feature_names_ or [])
-        if base is None:
+        features = self.feature_names_ or []
+        start = start_scores(self.config, matrix, features)  # (n_rows,) or None
+        if start is None:
             return out
-        start = self.config.base_weight * matrix[:, base].astype(np.float64)  # (n_rows,)
         if kwargs.get("pred_contrib"):
-            out[:, base] += start
+            out[:, features.index(str(self.config.base_feature))] += start
             return out
         return out + start
 

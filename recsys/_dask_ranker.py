@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,11 +21,11 @@ from recsys.models.ranker import (
     LambdaRanker,
     RankerConfig,
     RankerEnsemble,
-    _base_column,
     _groups,
     _matrix,
     ndcg_at,
     ranker_from_texts,
+    start_scores,
 )
 from recsys.pipeline import Recommender, RecommenderConfig
 
@@ -89,11 +89,12 @@ def _partitions(
     features: Sequence[str],
     n: int,
     seed: int,
-    start: Callable[[np.ndarray], np.ndarray] | None = None,
+    config: RankerConfig | None = None,
 ) -> list[tuple[np.ndarray, ...]]:
     """``(matrix float32 (rows, features), labels int32 (rows,), group sizes (queries,))`` per non-empty
-    partition, plus ``start(matrix)`` (float64 (rows,), LightGBM's ``init_score``) when given; a query's rows all go
-    to partition ``hash(query, seed) % n``, sorted by query as LightGBM needs."""
+    partition, plus the starting scores (float64 (rows,), LightGBM's ``init_score``) where ``config`` has a
+    ``base_feature``; a query's rows all go to partition ``hash(query, seed) % n``, sorted by query as LightGBM
+    needs."""
     parts = frame.with_columns((pl.col(query).hash(seed) % n).alias(_PART)).partition_by(
         _PART, maintain_order=True, include_key=False
     )
@@ -102,7 +103,8 @@ def _partitions(
         part = part.sort(query, maintain_order=True)
         matrix = _matrix(part, features)
         arrays: tuple[np.ndarray, ...] = (matrix, part[label].cast(pl.Int32).to_numpy(), _groups(part[query]))
-        out.append(arrays if start is None else (*arrays, start(matrix)))
+        start = None if config is None else start_scores(config, matrix, features)
+        out.append(arrays if start is None else (*arrays, start))
     return out
 
 
@@ -165,25 +167,17 @@ class DaskRanker(LambdaRanker):
             valid = valid.sort(query, maintain_order=True)
             labels, groups = valid[label].cast(pl.Int32).to_numpy(), _groups(valid[query])
             rounds, at = self.config.early_stopping_rounds, self.config.eval_at
-            matrix, begin = _matrix(valid, features), self._start(features)
-            stop = ValidationStop(matrix, labels, groups, rounds, at, None if begin is None else begin(matrix))
+            matrix = _matrix(valid, features)
+            stop = ValidationStop(matrix, labels, groups, rounds, at, start_scores(self.config, matrix, features))
         with connect(self.dask) as client:
             n = self.dask.partitions or len(worker_addresses(client))
-            parts = _partitions(train, query, label, features, n, self.dask.hash_seed, self._start(features))
+            parts = _partitions(train, query, label, features, n, self.dask.hash_seed, self.config)
             booster = self._train(client, parts, features, stop)
         best = booster.best_iteration if stop is not None else booster.current_iteration()
         logger.info("dask ranker: %d partition(s), best iteration %d", len(parts), best)
         self.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
         self.feature_names_ = list(features)
         return self
-
-    def _start(self, features: Sequence[str]) -> Callable[[np.ndarray], np.ndarray] | None:
-        """The starting score of a feature matrix (``config.base_feature``), or None without one."""
-        base = _base_column(self.config, features)
-        if base is None:
-            return None
-        weight = self.config.base_weight
-        return lambda matrix: weight * matrix[:, base].astype(np.float64)
 
     def _train(
         self,
