@@ -10,8 +10,8 @@
   search and speed-up over it, on synthetic clustered unit vectors (see :func:`clustered_vectors`).
 - **Ranker**: ``LambdaRanker`` fit + score from a polars frame against raw ``lightgbm.train`` + ``predict`` with the
   same parameters on the already extracted numpy arrays of the same frame (the ranker's real training frame on
-  ml-latest-small).
-- **Threads**: ``Recommender.recommend`` over every ml-latest-small user (zero-shot encoder, saved model loaded
+  the profile's dataset: ml-latest-small in ``full``, ml-100k in ``fast``).
+- **Threads**: ``Recommender.recommend`` over every user of that dataset (zero-shot encoder, saved model loaded
   in a child process) with 1 and 2 threads for torch, FAISS, LightGBM and polars.
 
 Every timing is the median of ``repeats`` runs after a warm-up; peers run in the same process, interleaved, so
@@ -20,10 +20,11 @@ the ratios hold on a busy machine. Raw results: ``results/speed.json``; table: `
 
     python benchmarks/speed.py [--profile fast|full] [--data-dir ../shared/data] [--only retrieval ...]
 
-``fast`` (about 4 minutes on 2 cores): 10^5 synthetic items only, small samples. ``full``: 10^5 and 10^6 items,
-larger samples (10^6 x 384 float32 is 1.5 GB; the HNSW build at 10^6 is skipped, see the notes in the JSON).
-The pipeline part fits on ml-latest-small with the default embedding cache: the first run also encodes its 9,742
-item texts. ``--only`` runs some parts and writes ``results/speed-PARTS-PROFILE.json`` (and its plot) instead.
+``fast`` (about 3 minutes on 2 Intel Xeon cores): 10^5 synthetic items only, a shorter sweep, small samples, the
+pipeline part on ml-100k. ``full``: 10^5 and 10^6 items, larger samples (10^6 x 384 float32 is 1.5 GB; the HNSW
+build at 10^6 is skipped, see the notes in the JSON), the pipeline part on ml-latest-small. The pipeline part fits
+with the default embedding cache: the first run also encodes the dataset's item texts (9,742 for ml-latest-small).
+``--only`` runs some parts and writes ``results/speed-PARTS-PROFILE.json`` (and its plot) instead.
 """
 
 from __future__ import annotations
@@ -60,14 +61,16 @@ PROFILES: dict[str, dict[str, Any]] = {
         "memory_repeats": 2,
         "retrieval_sizes": [100_000],
         "queries": [500],
-        "repeats": 5,
-        "nprobe": [1, 2, 4, 8, 16, 32, 64, 128],
+        "repeats": 3,
+        "nprobe": [1, 4, 16, 32, 64],
         "hnsw_items": 100_000,
-        "ef_search": [100, 128, 256, 512],
-        "ranker_rounds": 100,
+        "ef_search": [100, 256],
+        "pipeline_dataset": "ml-100k",
+        "ranker_rounds": 50,
         "ranker_queries": 500,
         "ranker_repeats": 3,
         "thread_repeats": 2,
+        "thread_rounds": 1,
         "cutoff_statistics": "shared",  # the model to time: one statistics fit for its ranker's cut-offs, not 5
     },
     "full": {
@@ -82,10 +85,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "nprobe": [1, 2, 4, 8, 16, 32, 64, 128, 256],
         "hnsw_items": 100_000,
         "ef_search": [100, 128, 256, 512],
+        "pipeline_dataset": "ml-latest-small",
         "ranker_rounds": 300,
         "ranker_queries": None,
         "ranker_repeats": 3,
         "thread_repeats": 3,
+        "thread_rounds": 2,
         "cutoff_statistics": "per_cutoff",
     },
 }
@@ -454,16 +459,17 @@ def threads(model_dir: str, repeats: int, rounds: int = 2) -> dict[str, Any]:
 
 
 def pipeline_parts(data_dir: str | None, work: Path, p: dict[str, Any]) -> dict[str, Any]:
-    """Fit the default zero-shot pipeline on ml-latest-small (ranker hold-out, not CV; the profile's
-    ``cutoff_statistics``), then the ranker (on its training frame, the first ``ranker_queries`` queries) and thread
-    measurements on it."""
+    """Fit the default zero-shot pipeline on the profile's ``pipeline_dataset`` (ranker hold-out, not CV; the
+    profile's ``cutoff_statistics``), then the ranker (on its training frame, the first ``ranker_queries``
+    queries) and thread measurements on it."""
     import polars as pl
 
     from recsys.datasets import load_dataset
     from recsys.models.text_encoder import TextEncoderConfig
     from recsys.pipeline import Recommender, RecommenderConfig
 
-    data = load_dataset("ml-latest-small", data_dir)
+    name = p["pipeline_dataset"]
+    data = load_dataset(name, data_dir)
     config = RecommenderConfig(
         text=TextEncoderConfig(show_progress=False),
         ranker_folds=0,
@@ -477,9 +483,9 @@ def pipeline_parts(data_dir: str | None, work: Path, p: dict[str, Any]) -> dict[
     if p["ranker_queries"] is not None:
         frame = frame.filter(pl.col("query") < p["ranker_queries"])
     features = list(model.ranker_.feature_names_)  # type: ignore[union-attr]
-    out: dict[str, Any] = {"dataset": "ml-latest-small", "fit_seconds": fit_seconds}
+    out: dict[str, Any] = {"dataset": name, "fit_seconds": fit_seconds}
     out["ranker"] = ranker(frame, features, p["ranker_rounds"], p["ranker_repeats"])
-    out["threads"] = threads(str(model.save(work / "model")), p["thread_repeats"])
+    out["threads"] = threads(str(model.save(work / "model")), p["thread_repeats"], p["thread_rounds"])
     return out
 
 
@@ -524,7 +530,7 @@ def run(profile: str = "fast", data_dir: str | None = None, parts: tuple[str, ..
             hint = next((r["hnsw"].get("build_seconds") for r in payload["retrieval"] if r["items"] == 100_000), None)
             payload["retrieval"].append(retrieval(n, n_queries, p["repeats"], p, hint))
     if "pipeline" in parts:
-        log.info("ranker and threads on ml-latest-small")
+        log.info("ranker and threads on %s", p["pipeline_dataset"])
         with tempfile.TemporaryDirectory(prefix="speed-model-") as work:
             payload["pipeline"] = pipeline_parts(data_dir, Path(work), p)
     payload["seconds"] = time.perf_counter() - started
@@ -583,7 +589,7 @@ def _stage_rows(payload: dict[str, Any]) -> list[str]:
             f"| ranker, {rk['rows']:,} rows x {rk['features']} features, {rk['rounds']} trees, fit + score | "
             f"{rk['ours_seconds']:.1f} s | `lightgbm.train` + `predict` {rk['raw_seconds']:.1f} s | overhead "
             f"{rk['overhead']:+.1%} |",
-            f"| end to end `recommend`, {th['one']['users']} ml-latest-small users | 2 threads "
+            f"| end to end `recommend`, {th['one']['users']} {payload['pipeline']['dataset']} users | 2 threads "
             f"{th['two']['users_per_s']:.0f} users/s | 1 thread {th['one']['users_per_s']:.0f} users/s | "
             f"{th['speedup']:.2f}x |",
         ]

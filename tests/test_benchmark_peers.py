@@ -151,9 +151,14 @@ def test_recbole_cli_rows_keep_their_command_and_name_a_capped_run(tmp_path) -> 
         "users_per_s_masked": 943.0, "users_per_s_unmasked": 471.5, "command": "python x", "commit": "abc",
     }  # fmt: skip
     path = tmp_path / "recbole.json"
-    path.write_text(json.dumps({"runs": {"a": run, "b": run | {"epochs_run": 4, "cpu": "AMD"}}}))
+    short = run | {"settings": run["settings"] | {"max_seq_len": 20}}  # RecBole's lists cut below its 50
+    path.write_text(json.dumps({"runs": {"a": run, "b": run | {"epochs_run": 4, "cpu": "AMD"}, "c": short}}))
     rows = recbole_cli_rows(path)
-    assert [r["model"] for r in rows] == ["RecBole SASRec (6-epoch cap)"] * 2 + ["RecBole SASRec"] * 2
+    assert [r["model"] for r in rows] == (
+        ["RecBole SASRec (6-epoch cap)"] * 2
+        + ["RecBole SASRec"] * 2
+        + ["RecBole SASRec, 20-item lists (6-epoch cap)"] * 2
+    )
     assert rows[0]["cpu"] == "CPU not recorded" and rows[2]["cpu"] == rows[3]["cpu"] == "AMD"  # never this machine's
     assert [r["metrics"]["ndcg@10"] for r in rows[:2]] == [0.08, 0.05]
     assert "coverage@10" not in rows[0]["metrics"]
