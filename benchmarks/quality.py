@@ -297,9 +297,9 @@ def model_dir(dataset: str, profile: Profile) -> Path:
 
 
 def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """(dataset, model, seed, protocol, profile), the model without an epoch-cap note: a new run of a model replaces
-    its earlier run whether either stopped at its cap or not."""
-    model = re.sub(r" \(\d+-epoch cap\)$", "", str(row.get("model")))
+    """(dataset, model, seed, protocol, profile), the model without its epoch-cap and list-length notes: a new run
+    of a model replaces its earlier run whether either stopped at its cap or not, whatever their list lengths."""
+    model = re.sub(r"(, \d+-item lists)?( \(\d+-epoch cap\))?$", "", str(row.get("model")))
     return (row.get("dataset"), model, row.get("seed"), row.get("protocol"), row.get("profile"))
 
 

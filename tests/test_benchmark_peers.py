@@ -84,6 +84,9 @@ def test_quality_summary_means_over_seeds_and_merge_replaces_by_key(tmp_path, mo
     capped = row(0, 0.4) | {"model": "m (3-epoch cap)"}  # a re-run that stopped at its cap replaces the old run
     payload = merge([capped], {"profile": "full", "commit": "c"})
     assert sorted((r["model"], r["seed"]) for r in payload["rows"]) == [("m", 1), ("m (3-epoch cap)", 0)]
+    short = row(0, 0.5) | {"model": "m, 20-item lists (1-epoch cap)"}  # so does one over shorter lists
+    payload = merge([short], {"profile": "full", "commit": "c"})
+    assert sorted((r["model"], r["seed"]) for r in payload["rows"]) == [("m", 1), ("m, 20-item lists (1-epoch cap)", 0)]
     assert {r["cpu"] for r in payload["rows"]} == {quality.machine()["cpu"]}  # each row records its machine
 
 
