@@ -266,7 +266,7 @@ class LambdaRanker:
         if start is None:
             return out
         if kwargs.get("pred_contrib"):
-            out[:, features.index(str(self.config.base_feature))] += start
+            out[:, _base_column(self.config, features)] += start
             return out
         return out + start
 
