@@ -122,6 +122,8 @@ def _throughput_lines(payload: dict[str, Any], profile: str) -> list[str]:
                 f"SASRec `full_sort_topk` {same['users_per_second']:.0f} at {same['n_items']:,} items; " + measured
             )
             ratio = r["stored_ratio_to_recbole_same_run"]
+        if r.get("commit"):
+            measured += f"; throughput suite at `{r['commit']}`"
         lines.append(_row(f"{r['dataset']}: users/s >= RecBole's", measured, ratio, 1.0))
         lines.append(
             _row(

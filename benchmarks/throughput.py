@@ -19,20 +19,25 @@ Plot: ``results/throughput.png``.
 
 The quality suite's in-memory timing passes each test user's history inline, so the memory encoder reads every
 whole history again. A fitted user can also be served from the memory state stored at fit time; that path is
-timed here too (the saved model loaded in this process, every fitted user, top 50, history masked).
+timed here too (the saved model loaded in this process, every fitted user, top 50, history masked). That path is
+also split by stage (:func:`stage_split`): candidates (FAISS, transitions, popularity, the interest score), feature
+blocks, the LightGBM ranker, the rest; with the candidate rows scored per user and the ranker's trees, which
+together set the ranker's cost.
 
-    python benchmarks/throughput.py --profile fast|full [--repeats 2]
+    python benchmarks/throughput.py --profile fast|full [--repeats 2] [--datasets ml-100k ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +85,69 @@ def _timed_recommend(model: Any, users: pl.Series, repeats: int) -> tuple[pl.Dat
     return recs, min(seconds)  # type: ignore[return-value]
 
 
-def candidate_sweep(model_dir: Path, dataset: str, repeats: int, data_dir: str | None = None) -> list[dict[str, Any]]:
+@contextlib.contextmanager
+def stage_timer(model: Any) -> Iterator[dict[str, float]]:
+    """Seconds spent in each stage of ``model.recommend`` while the block runs, and the rows the ranker scored.
+
+    It wraps three methods on this model's own objects (their classes are untouched, and the wrappers are removed on
+    exit): ``Recommender._candidates`` (FAISS, transitions, popularity, the interest score), the feature blocks'
+    ``transform`` and the ranker's ``score``. ``recommend`` itself runs as shipped."""
+    totals = {"candidates": 0.0, "features": 0.0, "ranker": 0.0, "rows": 0.0}
+    targets = {"candidates": (model, "_candidates"), "features": (model.features_, "transform")}
+    targets["ranker"] = (model.ranker_, "score")
+
+    def timed(stage: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            out = method(*args, **kwargs)
+            totals[stage] += time.perf_counter() - start
+            if stage == "ranker":
+                totals["rows"] += len(out)
+            return out
+
+        return wrapper
+
+    for stage, (owner, name) in targets.items():
+        setattr(owner, name, timed(stage, getattr(owner, name)))
+    try:
+        yield totals
+    finally:
+        for owner, name in targets.values():
+            delattr(owner, name)  # the instance attribute goes; the class's method shows again
+
+
+def stage_split(model: Any, users: pl.Series, repeats: int) -> dict[str, Any]:
+    """The stored-states ``recommend`` (top 50) split by stage, from the fastest of ``repeats`` timed runs:
+    seconds per stage (``other``: user lookup, stored states, top-k, ids), candidate rows per user and the
+    ranker's trees (its cost is about rows x trees)."""
+    model.recommend(users.head(64), k=50)  # warm-up
+    runs = []
+    for _ in range(max(repeats, 1)):
+        with stage_timer(model) as totals:
+            start = time.perf_counter()
+            model.recommend(users, k=50)
+            totals["total"] = time.perf_counter() - start
+        runs.append(dict(totals))
+    best = min(runs, key=lambda r: r["total"])
+    rows = best.pop("rows")
+    best["other"] = best["total"] - best["candidates"] - best["features"] - best["ranker"]
+    trees = int(model.ranker_.n_trees)
+    return {
+        "seconds": best,
+        "users": users.len(),
+        "rows_per_user": rows / users.len(),
+        "trees": trees,
+        "ranker_ns_per_tree_row": 1e9 * best["ranker"] / (rows * trees) if rows and trees else None,
+    }
+
+
+def candidate_sweep(
+    model_dir: Path, dataset: str, repeats: int, data_dir: str | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """users/s and test NDCG@10 / Recall@10 of the saved model at each of :data:`QUOTAS` and at its own quotas
-    (``"own": True``; that point is also the suite's stored-states speed). The saved model is loaded in this
-    process and every fitted user is served from the memory state stored at fit time (no history is read again)."""
+    (``"own": True``; that point is also the suite's stored-states speed), then the :func:`stage_split` at its own
+    quotas. The saved model is loaded in this process and every fitted user is served from the memory state stored
+    at fit time (no history is read again)."""
     from quality import SPLITS
 
     from recsys.datasets import load_dataset
@@ -114,7 +178,7 @@ def candidate_sweep(model_dir: Path, dataset: str, repeats: int, data_dir: str |
             }
         )
     model.config = default
-    return points
+    return points, stage_split(model, users, repeats)
 
 
 def recbole_same_run(model_dir: Path, users: int) -> dict[str, Any]:
@@ -146,16 +210,27 @@ def in_memory_speeds(dataset: str, profile: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run(profile: str, repeats: int, data_dir: str | None = None) -> list[dict[str, Any]]:
+def run(
+    profile: str,
+    repeats: int,
+    data_dir: str | None = None,
+    datasets: list[str] | None = None,
+    command: str = "",
+    commit: str = "",
+) -> list[dict[str, Any]]:
+    """One row per saved model of ``profile`` (``datasets``: only these; None: every saved model), each marked with
+    the ``command`` and ``commit`` that measured it."""
     rows = []
     for model_dir in sorted((HERE / ".models").glob(f"*-{profile}")):
         dataset = model_dir.name.removesuffix(f"-{profile}")
+        if datasets is not None and dataset not in datasets:
+            continue
         runs = {t: [batch_run(model_dir, t) for _ in range(repeats)] for t in (1, 2)}
         best = {t: min(r, key=lambda x: x["seconds"]) for t, r in runs.items()}
         speeds = in_memory_speeds(dataset, profile)
         peer, mine = speeds.get("recbole"), speeds.get("ours")
         same_run = recbole_same_run(model_dir, best[2]["users"])
-        sweep = candidate_sweep(model_dir, dataset, repeats, data_dir)
+        sweep, stages = candidate_sweep(model_dir, dataset, repeats, data_dir)
         (own,) = [p for p in sweep if p["own"]]
         speed = own["users_per_second"]
         stored = {"model": "ours, stored states", "users": best[2]["users"], "users_per_second": speed}
@@ -173,6 +248,9 @@ def run(profile: str, repeats: int, data_dir: str | None = None) -> list[dict[st
                 "ours_stored_states": stored,
                 "recbole_same_run": same_run,
                 "candidate_sweep": sweep,
+                "stages": stages,
+                "commit": commit,
+                "command": command,
                 "stored_ratio_to_recbole_same_run": stored["users_per_second"] / same_run["users_per_second"],
                 "ratio_to_recbole": best[2]["users_per_second"] / peer["users_per_second"] if peer else None,
                 "in_memory_ratio_to_recbole": (
@@ -186,12 +264,17 @@ def run(profile: str, repeats: int, data_dir: str | None = None) -> list[dict[st
 
 def render(payload: dict[str, Any]) -> str:
     info = payload["machine"]
+    runs: dict[tuple[str, str], list[str]] = {}
+    for r in payload["rows"]:  # rows measured before per-row records: the payload's own command and commit
+        key = (r.get("command", payload["command"]), r.get("commit", payload["commit"]))
+        runs.setdefault(key, []).append(f"{r['dataset']} ({r['profile']})")
     lines = [
         START,
         "",
-        f"Command: `{payload['command']}` at commit `{payload['commit']}`. Machine: {info['cpu']}, {info['cores']} "
-        "cores. Batch job: ours in a fresh process (start-up and model load included), best of "
-        f"{payload['repeats']}; peak RSS: the batch process's own high-water mark (VmHWM). In memory (like for "
+        f"Machine: {info['cpu']}, {info['cores']} cores. Each row's command and commit: "
+        + "; ".join(f"`{command}` at `{commit}`: {', '.join(rows)}" for (command, commit), rows in runs.items())
+        + ". Batch job: ours in a fresh process (start-up and model load included), best of its run's repeats "
+        "(`--repeats`, default 2); peak RSS: the batch process's own high-water mark (VmHWM). In memory (like for "
         "like): `Recommender.recommend` and RecBole's `full_sort_topk` "
         "on the same test users with the fitted model already loaded, both timed by the quality suite (history "
         "masked, top 50), same profile; ours reads each history inline. Stored states: every fitted user served "
@@ -224,6 +307,25 @@ def render(payload: dict[str, Any]) -> str:
             + (f"{r['stored_ratio_to_recbole_same_run']:.2f}x" if r.get("recbole_same_run") else "-")
             + " |"
         )
+    staged = [r for r in payload["rows"] if r.get("stages")]
+    if staged:
+        lines += [
+            "",
+            "Where the stored-states time goes (the same call, each stage timed inside it; other: user lookup, "
+            "stored states, top-k, ids). The ranker's cost is about candidate rows x trees:",
+            "",
+            "| dataset | profile | users/s | candidate rows per user | ranker trees | candidates s | features s "
+            "| ranker s | other s | ranker ns per tree and row |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in staged:
+            st, sec = r["stages"], r["stages"]["seconds"]
+            per = st.get("ranker_ns_per_tree_row")
+            lines.append(
+                f"| {r['dataset']} | {r['profile']} | {st['users'] / sec['total']:.0f} | {st['rows_per_user']:.0f} | "
+                f"{st['trees']} | {sec['candidates']:.2f} | {sec['features']:.2f} | {sec['ranker']:.2f} | "
+                f"{sec['other']:.2f} | " + (f"{per:.1f}" if per else "-") + " |"
+            )
     for r in payload["rows"]:
         if r.get("candidate_sweep"):
             lines += [
@@ -279,13 +381,22 @@ def main() -> None:
     parser.add_argument("--profile", choices=("fast", "full"), default="fast")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--data-dir", default=None, help="the folder that holds the datasets (default: ../shared/data)")
+    parser.add_argument(
+        "--datasets", nargs="+", default=None, help="time only these saved models (default: every one of the profile)"
+    )
     args = parser.parse_args()
-    rows = run(args.profile, args.repeats, args.data_dir)
+    command = " ".join(["python benchmarks/throughput.py", *sys.argv[1:]])
+    commit = _git_commit(str(HERE.parent))
+    if args.datasets:
+        missing = [d for d in args.datasets if not (HERE / ".models" / f"{d}-{args.profile}").is_dir()]
+        if missing:
+            parser.error(f"no saved {args.profile} model for {missing}; the quality suite saves one per dataset.")
+    rows = run(args.profile, args.repeats, args.data_dir, args.datasets, command, commit)
     old = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
     keep = [r for r in old if (r["dataset"], r["profile"]) not in {(x["dataset"], x["profile"]) for x in rows}]
     payload = {
-        "command": " ".join(["python benchmarks/throughput.py", *sys.argv[1:]]),
-        "commit": _git_commit(str(HERE.parent)),
+        "command": command,
+        "commit": commit,
         "machine": machine(),
         "repeats": args.repeats,
         "rows": keep + rows,

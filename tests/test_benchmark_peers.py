@@ -168,7 +168,7 @@ def test_recbole_cli_rows_keep_their_command_and_name_a_capped_run(tmp_path) -> 
     assert rows[1]["predict_seconds"] == 2.0 and rows[0]["command"] == "python x"
 
 
-def test_throughput_table_shows_the_same_run_ratio_and_the_candidate_sweep() -> None:
+def test_throughput_table_shows_the_same_run_ratio_the_candidate_sweep_and_the_stages() -> None:
     from throughput import render
 
     same = {"model": "RecBole SASRec (untrained)", "users_per_second": 4000.0, "n_items": 1682}
@@ -178,11 +178,65 @@ def test_throughput_table_shows_the_same_run_ratio_and_the_candidate_sweep() -> 
         "ours_stored_states": {"users_per_second": 800.0}, "recbole_same_run": same,
         "stored_ratio_to_recbole_same_run": 0.2,
         "candidate_sweep": [{"quotas": [20, 10, 2], "users_per_second": 1500.0, "ndcg@10": 0.1328, "recall@10": 0.25}],
+        "stages": {"seconds": {"candidates": 0.4, "features": 0.7, "ranker": 1.7, "other": 0.1, "total": 2.9},
+                   "users": 943, "rows_per_user": 228.2, "trees": 373, "ranker_ns_per_tree_row": 21.1},
+        "command": "python benchmarks/throughput.py --profile full", "commit": "def",
     }  # fmt: skip
-    payload = {"command": "c", "commit": "abc", "machine": {"cpu": "x", "cores": 2}, "repeats": 3, "rows": [row]}
+    old = {**row, "dataset": "ml-latest-small", "stages": None}
+    del old["command"], old["commit"]  # a row measured before rows kept their own: the payload's
+    payload = {"command": "c", "commit": "abc", "machine": {"cpu": "x", "cores": 2}, "repeats": 3, "rows": [row, old]}
     table = render(payload)
     assert "| ml-100k | full | 943 | 190 | 1.05x | 740 | - | 800 | - | - | - | 4000 | 0.20x |" in table
     assert "| 20, 10, 2 | 1500 | 0.1328 | 0.2500 |" in table
+    assert "| ml-100k | full | 325 | 228 | 373 | 0.40 | 0.70 | 1.70 | 0.10 | 21.1 |" in table  # 943 users / 2.9 s
+    assert "`python benchmarks/throughput.py --profile full` at `def`: ml-100k (full)" in table
+    assert "`c` at `abc`: ml-latest-small (full)" in table
+
+
+def test_stage_timer_sees_every_scored_row_and_leaves_recommend_as_shipped(tmp_path) -> None:
+    """Timing the stages changes nothing in the recommendations, counts the rows the ranker scores (every
+    candidate of every user) and takes its wrappers off again."""
+    from conftest import TOPICS
+    from polars.testing import assert_frame_equal
+    from throughput import stage_split, stage_timer
+
+    from recsys.models.ranker import RankerConfig
+    from recsys.models.text_encoder import TextEncoderConfig
+    from recsys.pipeline import Recommender, RecommenderConfig
+
+    texts = [x for xs in TOPICS.values() for x in xs]
+    items = pl.DataFrame({"item_id": np.arange(len(texts)), "text": texts})
+    per_topic = len(texts) // len(TOPICS)
+    events = [
+        (10 * t + u, t * per_topic + (u + step) % per_topic, step)
+        for t in range(len(TOPICS))
+        for u in range(8)
+        for step in range(4)
+    ]
+    interactions = pl.DataFrame(events, schema=["user_id", "item_id", "timestamp"], orient="row")
+    config = RecommenderConfig(
+        text=TextEncoderConfig(cache_dir=str(tmp_path), show_progress=False),
+        n_candidates=8,
+        n_transition_candidates=4,
+        ranker=RankerConfig(min_child_samples=2, n_estimators=20),
+        show_progress=False,
+    )
+    model = Recommender(config).fit(interactions, items)
+    users = interactions["user_id"].unique().sort()
+    before = model.recommend(users, k=3)
+    with stage_timer(model) as totals:
+        after = model.recommend(users, k=3)
+    assert_frame_equal(after, before)
+    assert totals["rows"] == model.candidates(users).height > users.len()
+    assert min(totals["candidates"], totals["features"], totals["ranker"]) > 0
+    assert "_candidates" not in vars(model) and "transform" not in vars(model.features_)
+    assert "score" not in vars(model.ranker_)  # the wrappers are gone
+
+    split = stage_split(model, users, repeats=2)
+    assert split["rows_per_user"] == totals["rows"] / users.len()
+    assert split["trees"] == model.ranker_.n_trees > 0
+    seconds = split["seconds"]
+    assert seconds["total"] == pytest.approx(sum(seconds[s] for s in ("candidates", "features", "ranker", "other")))
 
 
 def test_run_child_reports_the_childs_own_peak_not_the_parents() -> None:
