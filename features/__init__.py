@@ -9,6 +9,7 @@ from recsys.features.popularity import Popularity, PopularityConfig, item_popula
 from recsys.features.ranking import FeatureConfig, RankingFeatures
 from recsys.features.relative import QueryRelative, RelativeConfig
 from recsys.features.similarity import LearnedSimilarity, SimilarityConfig, TextSimilarity
+from recsys.features.timely import TimelyConfig, TimelyPopularity
 from recsys.features.transitions import TransitionConfig, Transitions
 from recsys.features.user_stats import UserActivity
 
@@ -34,6 +35,8 @@ __all__ = [
     "RepeatSignals",
     "SimilarityConfig",
     "TextSimilarity",
+    "TimelyConfig",
+    "TimelyPopularity",
     "TransitionConfig",
     "Transitions",
     "UserActivity",

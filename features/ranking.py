@@ -12,7 +12,8 @@ and adds their columns. Groups (for ablations): ``interest`` (the interest-match
 ``source`` (the other sources' ranks), ``item``, ``user``, ``transition``, ``cooccurrence``, ``similarity``,
 ``learned`` (the similarity cosines in the user encoder's learned item space; skipped when the encoder has
 none), ``collaborative`` (EASE item-item regression over the whole history), ``category`` (skipped when the
-catalogue has no category column), ``repeat`` and ``relative`` (each of the main signals relative to the
+catalogue has no category column), ``repeat``, ``timely`` (popularity in a window ending at the query's own
+"now"; opt-in) and ``relative`` (each of the main signals relative to the
 query's other candidates; applied last).
 """
 
@@ -34,6 +35,7 @@ from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
 from recsys.features.item_stats import ItemStats, ItemStatsConfig
 from recsys.features.relative import QueryRelative, RelativeConfig
 from recsys.features.similarity import LearnedSimilarity, SimilarityConfig, TextSimilarity
+from recsys.features.timely import TimelyConfig, TimelyPopularity
 from recsys.features.transitions import TransitionConfig, Transitions
 from recsys.features.user_stats import UserActivity
 from recsys.schema import ITEM_IDX
@@ -78,9 +80,10 @@ GROUPS = (
     "collaborative",
     "category",
     "repeat",
+    "timely",
     "relative",  # last: it compares columns the other groups add
 )
-OPT_IN_GROUPS = ("learned",)
+OPT_IN_GROUPS = ("learned", "timely")
 DEFAULT_GROUPS = tuple(g for g in GROUPS if g not in OPT_IN_GROUPS)
 """The groups a default :class:`FeatureConfig` enables: every group but ``learned``, which is opt-in until its
 full-pipeline benchmark (benchmarks/README.md) shows a gain. ``collaborative`` is on: paired, seed 0, NDCG@10
@@ -107,6 +110,7 @@ class FeatureConfig:
     collaborative: CollaborativeConfig = field(default_factory=CollaborativeConfig)
     category: CategoryConfig = field(default_factory=CategoryConfig)
     relative: RelativeConfig = field(default_factory=RelativeConfig)
+    timely: TimelyConfig = field(default_factory=TimelyConfig)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.groups) - set(GROUPS))
@@ -198,6 +202,7 @@ class RankingFeatures:
             "collaborative": lambda: Collaborative(cfg.collaborative),
             "category": lambda: CategoryAffinity(cfg.category),
             "repeat": RepeatSignals,
+            "timely": lambda: TimelyPopularity(cfg.timely),
         }
         return factories[group]()  # type: ignore[no-untyped-call]
 

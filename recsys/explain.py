@@ -33,6 +33,8 @@ PHRASES: dict[str, str] = {
     "log_popularity": "is popular",
     "log_popularity_recent": "is popular lately",
     "popularity_trend": "is gaining popularity",
+    "log_popularity_now": "was popular around the time of your last activity",
+    "popularity_now_trend": "was more popular than usual around the time of your last activity",
     "log_item_age": "has the right age for you",
     "user_log_events": "fits how active you are",
     "user_log_span": "fits how long you have been active",

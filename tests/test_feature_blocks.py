@@ -35,6 +35,8 @@ from recsys.features import (
     RepeatSignals,
     SimilarityConfig,
     TextSimilarity,
+    TimelyConfig,
+    TimelyPopularity,
     UserActivity,
     _common,
 )
@@ -130,6 +132,70 @@ def test_item_stats_age_is_clipped_at_zero() -> None:
 def test_item_stats_config_rejects(fraction: object) -> None:
     with pytest.raises(ConfigError, match="recent_fraction"):
         ItemStatsConfig(recent_fraction=fraction)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ TimelyPopularity
+def test_timely_popularity_known_answer() -> None:
+    # one log of 8 events at t = 10..80; 4 bins by event count: edges 10, 30, 50, 60, 81 (past the last event),
+    # bins [10,30) = items 0,1; [30,50) = 0,2; [50,60) = 0; [60,81) = 1,3,0. A window is the one whole bin before
+    # the bin holding "now".
+    events = timed([[(0, 10), (1, 20), (0, 30), (2, 40), (0, 50), (1, 60), (3, 70), (0, 80)]])
+    block = TimelyPopularity(TimelyConfig(n_bins=4, window_bins=1)).fit(context(events))
+    np.testing.assert_array_equal(block.edges_, [10, 30, 50, 60, 81])
+    # now = 55 reads [30,50) (item 0's event at 50 is before now but its bin is not over); now = 60 reads [50,60)
+    # and never the event at 60 itself (a label may share its query's last timestamp); now = 5 has no past;
+    # now = 100 reads the last bin; an empty history has no "now"
+    histories = timed([[(5, 40), (4, 55)], [(4, 60)], [(4, 5)], [(4, 100)], []])
+    out = block.transform(pairs([(0, 0), (0, 2), (0, 1), (1, 0), (1, 1), (2, 0), (3, 1), (3, 5), (4, 0)]), histories)
+
+    def share(count: float, total: float) -> float:
+        return math.log((count + 1) / (total + 6))
+
+    one = math.log1p(1)
+    assert_columns(
+        out,
+        {
+            "log_popularity_now": [one, one, 0.0, one, 0.0, 0.0, one, 0.0, NAN],
+            "popularity_now_trend": [
+                share(1, 2) - share(4, 8),
+                share(1, 2) - share(1, 8),
+                share(0, 2) - share(2, 8),
+                share(1, 1) - share(4, 8),
+                share(0, 1) - share(2, 8),
+                share(0, 0) - share(4, 8),
+                share(1, 3) - share(2, 8),
+                share(0, 3) - share(0, 8),
+                NAN,
+            ],
+        },
+    )
+
+
+def test_timely_popularity_wider_windows_sum_bins_and_new_items_count_zero() -> None:
+    events = timed([[(0, 10), (1, 20), (0, 30), (2, 40), (0, 50), (1, 60), (3, 70), (0, 80)]])
+    block = TimelyPopularity(TimelyConfig(n_bins=4, window_bins=2)).fit(context(events))
+    histories = timed([[(4, 65)]])  # bin [60,81) holds now: the window is [30,50) + [50,60)
+    out = block.transform(pairs([(0, 0), (0, 2), (0, 1)]), histories)
+    assert_columns(out, {"log_popularity_now": [math.log1p(2), math.log1p(1), 0.0]})
+    n_old = 6
+    grown = block.extend_items(pl.DataFrame({"item_id": range(n_old + 2)}), np.zeros((n_old + 2, 4)), n_old)
+    got = grown.transform(pairs([(0, 0), (0, n_old), (0, n_old + 1)]), histories)
+    assert_columns(got, {"log_popularity_now": [math.log1p(2), 0.0, 0.0]})
+    assert block.counts_.size == n_old  # the original is left as it was
+
+
+def test_timely_popularity_without_events_counts_zero() -> None:
+    block = TimelyPopularity().fit(context(timed([[]])))
+    out = block.transform(pairs([(0, 0)]), timed([[(1, 100)]]))
+    assert_columns(out, {"log_popularity_now": [0.0]})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("n_bins", 0), ("window_bins", 0), ("n_bins", 2.5), ("window_bins", True)]
+)
+def test_timely_config_rejects(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        TimelyConfig(**{field: value})  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------- UserActivity
@@ -548,6 +614,7 @@ FACTORIES: dict[str, Callable[[], FeatureBlock]] = {
     "similarity": lambda: TextSimilarity(SimilarityConfig(short_term=3)),
     "category": CategoryAffinity,
     "repeat": RepeatSignals,
+    "timely": lambda: TimelyPopularity(TimelyConfig(n_bins=10, window_bins=2)),
     "cooccurrence": lambda: CoOccurrence(CoOccurrenceConfig(window=3, recent=4)),
     "collaborative": lambda: Collaborative(CollaborativeConfig(l2=2.0, max_items=30, neighbors=8)),
 }
