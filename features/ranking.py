@@ -91,7 +91,7 @@ on validation targets Scientific 0.1079 -> 0.1082 and ml-100k 0.1430 -> 0.1532, 
 0.1089 and 0.1411 -> 0.1436. With history items not excluded it costs (ml-100k, 0.0546 -> 0.0500): EASE scores
 history items highly, and the ranker never trains on them as candidates. ``timely`` (popularity just before the
 query's own "now") is opt-in: paired on validation targets, ml-100k +0.0017 / -0.0022 (seeds 0, 1), Scientific
--0.0001 (seed 0)."""
+-0.0001 / -0.0011 (seeds 0, 1)."""
 
 
 @dataclass(frozen=True)
