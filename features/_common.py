@@ -25,6 +25,7 @@ __all__ = [
     "event_positions",
     "float32_columns",
     "history_counts",
+    "log_share_ratio",
     "pair_arrays",
     "pair_blocks",
     "sparse_values",
@@ -120,6 +121,16 @@ def history_counts(histories: Histories, n_items: int, max_events: int | None = 
     ones = np.ones(int(keep.sum()), np.float32)
     shape = (histories.n_users, n_items)
     return sp.coo_matrix((ones, (users[keep], histories.item_idx[keep])), shape=shape).tocsr()
+
+
+def log_share_ratio(
+    part: np.ndarray, part_total: np.ndarray | float, whole: np.ndarray, whole_total: float, n_items: int
+) -> np.ndarray:
+    """float64: ``log((part + 1) / (part_total + n_items)) - log((whole + 1) / (whole_total + n_items))``, the log
+    ratio of an item's add-one smoothed share of some events (``part`` of ``part_total``) to its smoothed share of
+    all of them (``whole`` of ``whole_total``); 0 where the two shares are equal."""
+    part, whole = np.asarray(part, np.float64), np.asarray(whole, np.float64)
+    return np.log((part + 1.0) / (part_total + n_items)) - np.log((whole + 1.0) / (whole_total + n_items))
 
 
 def float32_columns(candidates: pl.DataFrame, columns: dict[str, np.ndarray]) -> pl.DataFrame:

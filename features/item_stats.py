@@ -17,7 +17,7 @@ import polars as pl
 
 from recsys.data import Histories
 from recsys.errors import ConfigError
-from recsys.features._common import check_history_items, float32_columns, pair_arrays
+from recsys.features._common import check_history_items, float32_columns, log_share_ratio, pair_arrays
 from recsys.features.base import FeatureBlock, FitContext, query_now
 
 __all__ = ["ItemStats", "ItemStatsConfig"]
@@ -105,8 +105,7 @@ class ItemStats(FeatureBlock):
         counts = self.counts_[items].astype(np.float64)
         recent = self.recent_counts_[items].astype(np.float64)
         n_events, n_recent = (float(x) for x in self.event_totals_)
-        n_items = float(self.counts_.size)
-        trend = np.log((recent + 1.0) / (n_recent + n_items)) - np.log((counts + 1.0) / (n_events + n_items))
+        trend = log_share_ratio(recent, n_recent, counts, n_events, self.counts_.size)
         age = np.maximum(query_now(histories)[query] - self.first_seen_[items], 0).astype(np.float64)
         defined = (counts > 0) & (histories.lengths[query] > 0)
         return float32_columns(

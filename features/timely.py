@@ -14,6 +14,7 @@ out, the price of storing counts per bin rather than every event.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 
@@ -23,7 +24,13 @@ import scipy.sparse as sp
 
 from recsys.data import Histories
 from recsys.errors import check_is_fitted
-from recsys.features._common import check_history_items, check_positive_int, float32_columns, pair_arrays
+from recsys.features._common import (
+    check_history_items,
+    check_positive_int,
+    float32_columns,
+    log_share_ratio,
+    pair_arrays,
+)
 from recsys.features.base import FeatureBlock, FitContext, query_now
 
 __all__ = ["TimelyConfig", "TimelyPopularity"]
@@ -69,7 +76,7 @@ class TimelyPopularity(FeatureBlock):
         int64 and int32 ``(n_pairs,)``: the nonzero counts of window ``j`` and item ``i``, keyed
         ``j * n_items_fit + i`` and sorted by key (windows ``j = 0 .. n_edges - 1``).
     window_totals_:
-        int64 ``(n_edges,)``: events per window.
+        int64 ``(n_edges,)``: events per window (one zero without past events).
     counts_:
         int64 ``(n_items,)``: all-time past events per item.
     n_items_fit_:
@@ -103,7 +110,7 @@ class TimelyPopularity(FeatureBlock):
         if times.size == 0:
             self.edges_ = np.zeros(0, np.int64)
             self.window_keys_, self.window_counts_ = np.zeros(0, np.int64), np.zeros(0, np.int32)
-            self.window_totals_ = np.zeros(0, np.int64)
+            self.window_totals_ = np.zeros(1, np.int64)  # no window holds an event
             return self
         ordered = np.sort(times)
         cuts = ordered[np.linspace(0, ordered.size - 1, self.config.n_bins + 1).round().astype(np.int64)]
@@ -138,12 +145,8 @@ class TimelyPopularity(FeatureBlock):
             at = np.minimum(np.searchsorted(self.window_keys_, keys), self.window_keys_.size - 1)
             found = valid & (self.window_keys_[at] == keys)
             count = np.where(found, self.window_counts_[at], 0).astype(np.float64)
-        total = np.zeros(keys.size)
-        if self.window_totals_.size:
-            total = np.where(window >= 0, self.window_totals_[np.maximum(window, 0)], 0).astype(np.float64)
-        n_items = float(self.counts_.size)
-        all_time = self.counts_[items].astype(np.float64)
-        trend = np.log((count + 1.0) / (total + n_items)) - np.log((all_time + 1.0) / (self.counts_.sum() + n_items))
+        total = np.where(window >= 0, self.window_totals_[np.maximum(window, 0)], 0)
+        trend = log_share_ratio(count, total, self.counts_[items], float(self.counts_.sum()), self.counts_.size)
         defined = histories.lengths[query] > 0
         return float32_columns(
             candidates,
@@ -157,8 +160,6 @@ class TimelyPopularity(FeatureBlock):
         """A copy that also scores appended items (no past events: zero counts). The window keys keep the
         catalogue size they were built with, so only ``counts_`` grows."""
         check_is_fitted(self, self.state_attributes)
-        twin = TimelyPopularity(self.config)
-        for name in self.state_attributes:
-            setattr(twin, name, getattr(self, name))
+        twin = copy.copy(self)
         twin.counts_ = np.concatenate([self.counts_, np.zeros(items.height - n_old, np.int64)])
         return twin
