@@ -302,7 +302,7 @@ def update(
     event in the model, events for unknown items, and a known item whose text changed are refused (exit 2).
     The model directory is replaced atomically (or --out is written).
 
-    Example: recsys update --model models/mine --interactions today.parquet --items new_items.csv
+    Example: recsys update --model runs/mine --interactions today.parquet --items new_items.csv
     """
     if interactions is None and items is None:
         raise typer.BadParameter("give --interactions FILE and/or --items FILE.")
