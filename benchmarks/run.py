@@ -85,11 +85,13 @@ def headline(profile: str) -> list[str]:
         lines += _throughput_lines(throughput, profile)
     lines += _scale_lines(_load("scale.json"), _load("recbole.json"))
     if speed:
-        lines += [
-            line.replace(" | ", f" (speed suite, `{speed.get('profile')}` run) | ", 1)
-            for line in _speed_lines(speed, _load("speed-retrieval-full.json"))
-        ]
+        lines += _speed_lines(speed, _load("speed-retrieval-full.json"))
     return lines
+
+
+def _sourced(line: str, source: str) -> str:
+    """``line`` with ``source`` (which run measured it) appended to its target cell."""
+    return line.replace(" | ", f" ({source}) | ", 1)
 
 
 def _row(target: str, measured: str, ratio: float | None, goal: float | None, at_most: bool = False) -> str:
@@ -160,66 +162,56 @@ def _scale_lines(scale: dict[str, Any] | None, recbole: dict[str, Any] | None) -
 
 
 def _speed_lines(speed: dict[str, Any], full_retrieval: dict[str, Any] | None) -> list[str]:
+    """The speed suite's headline lines, each naming the run it came from: ``speed`` (the suite's JSON) and
+    ``full_retrieval`` (the full profile's retrieval run, whose sizes replace the suite's own)."""
     lines = []
+    here = f"speed suite, `{speed.get('profile')}` run"
     text = speed.get("text_encoding")
     if text:
-        lines.append(
-            _row(
-                "text encoding items/s vs sentence-transformers",
-                f"{text['ours_items_per_s']:.0f} vs {text['peer_items_per_s']:.0f} items/s; cache hit "
-                f"{text['cache_speedup_vs_uncached']:,.0f}x faster",
-                text["speed_ratio"],
-                None,
-            )
+        measured = (
+            f"{text['ours_items_per_s']:.0f} vs {text['peer_items_per_s']:.0f} items/s; cache hit "
+            f"{text['cache_speedup_vs_uncached']:,.0f}x faster"
         )
+        row = _row("text encoding items/s vs sentence-transformers", measured, text["speed_ratio"], None)
+        lines.append(_sourced(row, here))
     user = speed.get("user_encoder")
     if user:
-        lines.append(
-            _row(
-                "user encoder GFLOP/s vs a plain matmul of its layer shape",
-                f"{user['users_per_s']:.0f} users/s at {user['events_per_user']} events, "
-                f"{user['gflop_per_s']:.1f} vs {user['matmul_layer_gflop_per_s']:.1f} GFLOP/s",
-                user["fraction_of_layer_matmul"],
-                None,
-            )
+        measured = (
+            f"{user['users_per_s']:.0f} users/s at {user['events_per_user']} events, "
+            f"{user['gflop_per_s']:.1f} vs {user['matmul_layer_gflop_per_s']:.1f} GFLOP/s"
         )
-    retrieval = list(speed.get("retrieval", [])) + list((full_retrieval or {}).get("retrieval", []))
-    by_size = {r["items"]: r for r in retrieval}  # the full run's rows replace the fast run's
-    for items, r in sorted(by_size.items()):
+        row = _row(
+            "user encoder GFLOP/s vs a plain matmul of its layer shape",
+            measured,
+            user["fraction_of_layer_matmul"],
+            None,
+        )
+        lines.append(_sourced(row, here))
+    full = f"speed suite, `full` retrieval run at `{(full_retrieval or {}).get('commit')}`"
+    retrieval = [(r, here) for r in speed.get("retrieval", [])]
+    retrieval += [(r, full) for r in (full_retrieval or {}).get("retrieval", [])]
+    by_size = {r["items"]: (r, source) for r, source in retrieval}  # the full run's rows replace the fast run's
+    for items, (r, source) in sorted(by_size.items()):
         over = r.get("overhead_k100") or r.get("overhead_k10")
         if over:
-            lines.append(
-                _row(
-                    f"{items:,} items: FaissIndex overhead <= 10% over raw FAISS",
-                    f"{100 * over['overhead']:+.1f}% (identical results: {over['identical_results']})",
-                    1 + over["overhead"],
-                    1.10,
-                    at_most=True,
-                )
-            )
+            target = f"{items:,} items: FaissIndex overhead <= 10% over raw FAISS"
+            measured = f"{100 * over['overhead']:+.1f}% (identical results: {over['identical_results']})"
+            lines.append(_sourced(_row(target, measured, 1 + over["overhead"], 1.10, at_most=True), source))
         ivf = r.get("ivf") or {}
         ok = [p for p in ivf.get("points", []) if p["recall"] >= 0.95]
         if ok:
             best = max(ok, key=lambda p: p["speedup"])
-            lines.append(
-                _row(
-                    f"{items:,} items: IVF recall@100 >= 0.95, speed-up against exact"
-                    + (" >= 10x" if items >= 10**6 else ""),
-                    f"recall {best['recall']:.3f} at nprobe {best['nprobe']} (nlist {ivf['settings']['nlist']})",
-                    best["speedup"],
-                    10.0 if items >= 10**6 else None,
-                )
+            target = f"{items:,} items: IVF recall@100 >= 0.95, speed-up against exact" + (
+                " >= 10x" if items >= 10**6 else ""
             )
+            measured = f"recall {best['recall']:.3f} at nprobe {best['nprobe']} (nlist {ivf['settings']['nlist']})"
+            goal = 10.0 if items >= 10**6 else None
+            lines.append(_sourced(_row(target, measured, best["speedup"], goal), source))
     ranker = (speed.get("pipeline") or {}).get("ranker")
     if ranker:
-        lines.append(
-            _row(
-                "ranker wrapper vs raw LightGBM (time)",
-                f"{ranker['rows']:,} rows, identical scores: {ranker['identical_scores']}",
-                1 + ranker["overhead"],
-                None,
-            )
-        )
+        measured = f"{ranker['rows']:,} rows, identical scores: {ranker['identical_scores']}"
+        row = _row("ranker wrapper vs raw LightGBM (time)", measured, 1 + ranker["overhead"], None)
+        lines.append(_sourced(row, here))
     return lines
 
 

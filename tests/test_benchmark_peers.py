@@ -193,6 +193,23 @@ def test_throughput_table_shows_the_same_run_ratio_the_candidate_sweep_and_the_s
     assert "`c` at `abc`: ml-latest-small (full)" in table
 
 
+def test_headline_speed_rows_name_the_run_that_measured_them() -> None:
+    from run import _speed_lines
+
+    def retrieval(items: int, overhead: float) -> dict:
+        return {"items": items, "overhead_k100": {"overhead": overhead, "identical_results": True}}
+
+    speed = {"profile": "fast", "retrieval": [retrieval(10**5, 0.05), retrieval(10**4, 0.02)]}
+    full = {"commit": "abc123", "retrieval": [retrieval(10**5, -0.04)]}
+    lines = _speed_lines(speed, full)
+    assert lines == [  # 10^4 from the fast run; 10^5 replaced by the full retrieval run, which it names
+        "| 10,000 items: FaissIndex overhead <= 10% over raw FAISS (speed suite, `fast` run) | +2.0% "
+        "(identical results: True) | 1.02x | yes |",
+        "| 100,000 items: FaissIndex overhead <= 10% over raw FAISS (speed suite, `full` retrieval run at "
+        "`abc123`) | -4.0% (identical results: True) | 0.96x | yes |",
+    ]
+
+
 def test_stage_timer_sees_every_scored_row_and_leaves_recommend_as_shipped(tmp_path) -> None:
     """Timing the stages changes nothing in the recommendations, counts the rows the ranker scores (every
     candidate of every user) and takes its wrappers off again."""
