@@ -299,15 +299,30 @@ def render(payload: dict[str, Any]) -> str:
         "since then the encode stage has its own process, its peak in `results/scale.json`); batch s (N runs): the "
         "job was interrupted and resumed, each run counted up to its last committed shard; load: the 1-minute "
         "load average at the start and the end of the batch job, on 2 cores: a row whose load is well above 2 "
-        "ran beside other jobs (10^4: 3-4 of them), so its times are upper bounds. Plot: `results/scale.png`.)",
+        "ran beside other jobs (10^4: 3-4 of them), so its times are upper bounds. Plot: `results/scale.png`, where "
+        "a hollow time marker is a stage whose load average exceeded 1.5x the cores.)",
         "",
         END,
     ]
     return "\n".join(lines)
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> None:
-    """Log-log plot of the stage times and the peak memory of fit and batch against the number of users."""
+STAGE_LOADS = {"encode_seconds": "encode_load_average", "fit_seconds": "fit_load_average"}
+"""The load-average field of each timed stage (the other stages use the batch job's, ``load_average``)."""
+
+
+def busy(row: dict[str, Any], stage: str, cores: int) -> bool:
+    """Whether ``stage`` of ``row`` ran beside other work: its 1-minute load average (at its start or end)
+    above 1.5 x ``cores``. A stage without its own load reading (rows before they were kept) takes the batch
+    job's."""
+    load = row.get(STAGE_LOADS.get(stage, "load_average")) or row.get("load_average") or []
+    return bool(load) and max(load) > 1.5 * cores
+
+
+def plot(results: list[dict[str, Any]], path: Path, cores: int = 2) -> None:
+    """Log-log plot of the stage times and the peak memory of fit and batch against the number of users; a
+    hollow time marker is a stage that ran beside other work (see :func:`busy`), so its time is an upper
+    bound."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -316,16 +331,24 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     rows = sorted(results, key=lambda r: r["users"])
     x = np.array([r["users"] for r in rows])
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+
+    def line(axis: Any, stage: str | None, values: list[float], label: str) -> None:
+        """One series; ``stage``: whose load decides hollow markers (None: never hollow, as for memory)."""
+        drawn = axis.loglog(x, values, "-", label=label)[0]
+        for xi, value, row in zip(x, values, rows, strict=True):
+            face = "white" if stage and busy(row, stage, cores) else drawn.get_color()
+            axis.plot(xi, value, "o", color=drawn.get_color(), markerfacecolor=face)
+
     for key, label in [
         ("generate_seconds", "generate"),
         ("encode_seconds", "encode texts"),
         ("fit_seconds", "fit"),
         ("batch_seconds", "batch job"),
     ]:
-        left.loglog(x, [r[key] for r in rows], "o-", label=label)
-    left.set(xlabel="users (= items)", ylabel="seconds", title="time")
+        line(left, key, [r[key] for r in rows], label)
+    left.set(xlabel="users (= items)", ylabel="seconds", title="time (hollow: ran beside other work)")
     for key, label in [("fit_peak_rss_mib", "fit process"), ("batch_peak_rss_mib", "batch job")]:
-        right.loglog(x, [r[key] / 1024 for r in rows], "o-", label=label)
+        line(right, None, [r[key] / 1024 for r in rows], label)  # other work does not raise a process's peak
     right.axhline(20, color="grey", linestyle="--", label="20 GiB target")
     right.set(xlabel="users (= items)", ylabel="peak RSS (GiB)", title="peak memory")
     for axis in (left, right):
@@ -377,7 +400,7 @@ def main() -> None:
     payload: dict[str, Any] = {"machine": machine(), "results": list(stored_results().values())}
     if payload["results"]:
         write_block("Scale: synthetic data up to 10^6 x 10^6", START, END, render(payload))
-        plot(payload["results"], RESULTS.with_suffix(".png"))
+        plot(payload["results"], RESULTS.with_suffix(".png"), payload["machine"]["cores"])
 
 
 if __name__ == "__main__":

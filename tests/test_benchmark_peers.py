@@ -286,6 +286,17 @@ def test_run_child_reports_progress_while_the_child_runs() -> None:
     assert [s for s, _ in calls] == sorted(s for s, _ in calls)
 
 
+def test_scale_marks_a_stage_busy_from_its_own_load_or_else_the_batch_jobs() -> None:
+    from scale import busy
+
+    row = {"load_average": [2.7, 9.1], "fit_load_average": [1.1, 1.7], "encode_load_average": None}
+    assert not busy(row, "fit_seconds", cores=2)  # its own reading: 1.7 <= 3
+    assert busy(row, "encode_seconds", cores=2)  # no reading of its own: the batch job's 9.1 > 3
+    assert busy(row, "batch_seconds", cores=2)
+    assert not busy(row, "batch_seconds", cores=8)  # 9.1 <= 12
+    assert not busy({}, "batch_seconds", cores=2)  # no reading at all: not marked
+
+
 def test_scale_counts_an_interrupted_batch_attempt_to_its_last_shard(tmp_path) -> None:
     import os
 
