@@ -210,6 +210,25 @@ def test_headline_speed_rows_name_the_run_that_measured_them() -> None:
     ]
 
 
+def test_headline_scale_rows_judge_speed_and_memory_at_the_largest_size() -> None:
+    from run import _scale_lines
+
+    row = {"items": 10**6, "users": 10**6, "users_per_second": 220.0, "batch_peak_rss_mib": 18 * 1024.0,
+           "fit_peak_rss_mib": 17.5 * 1024}  # fmt: skip
+    recbole = {"timing": {"SASRec/1000000": {"users_per_s_masked": 200.0}}}
+    speed, memory = _scale_lines({"results": [{**row, "items": 10**5}, row]}, recbole)
+    assert speed == (
+        "| 1,000,000 items: batch users/s >= 5x RecBole's | ours 220 users/s at 1,000,000 items x 1,000,000 users, "
+        "SASRec (untrained) 200; batch job peak RSS 18.0 GiB | 1.10x | no |"
+    )
+    assert memory == (
+        "| 1,000,000 items x 1,000,000 users: the batch job completes within 20 GiB (peak RSS / 20 GiB) | batch job "
+        "peak RSS 18.0 GiB at the default 512 MiB budget, fit process 17.5 GiB | 0.90x | yes |"
+    )
+    smaller = _scale_lines({"results": [{**row, "items": 10**5}]}, recbole)
+    assert len(smaller) == 1 and "(largest run; the target is at 10^6)" in smaller[0]  # no verdict below 10^6
+
+
 def test_stage_timer_sees_every_scored_row_and_leaves_recommend_as_shipped(tmp_path) -> None:
     """Timing the stages changes nothing in the recommendations, counts the rows the ranker scores (every
     candidate of every user) and takes its wrappers off again."""
