@@ -312,10 +312,12 @@ STAGE_LOADS = {"encode_seconds": "encode_load_average", "fit_seconds": "fit_load
 
 
 def busy(row: dict[str, Any], stage: str, cores: int) -> bool:
-    """Whether ``stage`` of ``row`` ran beside other work: its 1-minute load average (at its start or end)
-    above 1.5 x ``cores``. A stage without its own load reading (rows before they were kept) takes the batch
-    job's."""
-    load = row.get(STAGE_LOADS.get(stage, "load_average")) or row.get("load_average") or []
+    """Whether ``stage`` of ``row`` ran beside other work: its 1-minute load average (at its start or end, and
+    for the encode stage at the start of each chunk) above 1.5 x ``cores``. A stage without its own load
+    reading (rows before they were kept) takes the batch job's."""
+    load = list(row.get(STAGE_LOADS.get(stage, "load_average")) or row.get("load_average") or [])
+    if stage == "encode_seconds":
+        load += [chunk["load"] for chunk in row.get("encode_chunks", [])]
     return bool(load) and max(load) > 1.5 * cores
 
 

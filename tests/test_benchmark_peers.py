@@ -314,6 +314,9 @@ def test_scale_marks_a_stage_busy_from_its_own_load_or_else_the_batch_jobs() -> 
     assert busy(row, "batch_seconds", cores=2)
     assert not busy(row, "batch_seconds", cores=8)  # 9.1 <= 12
     assert not busy({}, "batch_seconds", cores=2)  # no reading at all: not marked
+    chunks = {"encode_load_average": [0.4, 2.3], "encode_chunks": [{"load": 0.6}, {"load": 3.1}]}
+    assert busy(chunks, "encode_seconds", cores=2)  # one chunk started beside other work
+    assert not busy({**chunks, "encode_chunks": [{"load": 0.6}]}, "encode_seconds", cores=2)
 
 
 def test_scale_counts_an_interrupted_batch_attempt_to_its_last_shard(tmp_path) -> None:
