@@ -9,6 +9,7 @@ from recsys.features.popularity import Popularity, PopularityConfig, item_popula
 from recsys.features.ranking import FeatureConfig, RankingFeatures
 from recsys.features.relative import QueryRelative, RelativeConfig
 from recsys.features.similarity import LearnedSimilarity, SimilarityConfig, TextSimilarity
+from recsys.features.taste import PopularityTaste, TasteConfig
 from recsys.features.timely import TimelyConfig, TimelyPopularity
 from recsys.features.transitions import TransitionConfig, Transitions
 from recsys.features.user_stats import UserActivity
@@ -29,11 +30,13 @@ __all__ = [
     "LearnedSimilarity",
     "Popularity",
     "PopularityConfig",
+    "PopularityTaste",
     "QueryRelative",
     "RankingFeatures",
     "RelativeConfig",
     "RepeatSignals",
     "SimilarityConfig",
+    "TasteConfig",
     "TextSimilarity",
     "TimelyConfig",
     "TimelyPopularity",

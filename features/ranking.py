@@ -13,8 +13,8 @@ and adds their columns. Groups (for ablations): ``interest`` (the interest-match
 ``learned`` (the similarity cosines in the user encoder's learned item space; skipped when the encoder has
 none), ``collaborative`` (EASE item-item regression over the whole history), ``category`` (skipped when the
 catalogue has no category column), ``repeat``, ``timely`` (popularity in a window ending at the query's own
-"now"; opt-in) and ``relative`` (each of the main signals relative to the
-query's other candidates; applied last).
+"now"; opt-in), ``taste`` (the candidate's popularity against the user's usual popularity; opt-in) and
+``relative`` (each of the main signals relative to the query's other candidates; applied last).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
 from recsys.features.item_stats import ItemStats, ItemStatsConfig
 from recsys.features.relative import QueryRelative, RelativeConfig
 from recsys.features.similarity import LearnedSimilarity, SimilarityConfig, TextSimilarity
+from recsys.features.taste import PopularityTaste, TasteConfig
 from recsys.features.timely import TimelyConfig, TimelyPopularity
 from recsys.features.transitions import TransitionConfig, Transitions
 from recsys.features.user_stats import UserActivity
@@ -81,9 +82,10 @@ GROUPS = (
     "category",
     "repeat",
     "timely",
+    "taste",
     "relative",  # last: it compares columns the other groups add
 )
-OPT_IN_GROUPS = ("learned", "timely")
+OPT_IN_GROUPS = ("learned", "timely", "taste")
 DEFAULT_GROUPS = tuple(g for g in GROUPS if g not in OPT_IN_GROUPS)
 """The groups a default :class:`FeatureConfig` enables: every group but ``learned``, which is opt-in until its
 full-pipeline benchmark (benchmarks/README.md) shows a gain. ``collaborative`` is on: paired, seed 0, NDCG@10
@@ -113,6 +115,7 @@ class FeatureConfig:
     category: CategoryConfig = field(default_factory=CategoryConfig)
     relative: RelativeConfig = field(default_factory=RelativeConfig)
     timely: TimelyConfig = field(default_factory=TimelyConfig)
+    taste: TasteConfig = field(default_factory=TasteConfig)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.groups) - set(GROUPS))
@@ -205,6 +208,7 @@ class RankingFeatures:
             "category": lambda: CategoryAffinity(cfg.category),
             "repeat": RepeatSignals,
             "timely": lambda: TimelyPopularity(cfg.timely),
+            "taste": lambda: PopularityTaste(cfg.taste),
         }
         return factories[group]()  # type: ignore[no-untyped-call]
 

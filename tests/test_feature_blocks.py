@@ -32,8 +32,10 @@ from recsys.features import (
     ItemStats,
     ItemStatsConfig,
     LearnedSimilarity,
+    PopularityTaste,
     RepeatSignals,
     SimilarityConfig,
+    TasteConfig,
     TextSimilarity,
     TimelyConfig,
     TimelyPopularity,
@@ -132,6 +134,36 @@ def test_item_stats_age_is_clipped_at_zero() -> None:
 def test_item_stats_config_rejects(fraction: object) -> None:
     with pytest.raises(ConfigError, match="recent_fraction"):
         ItemStatsConfig(recent_fraction=fraction)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ PopularityTaste
+def test_popularity_taste_known_answer() -> None:
+    # past counts: item 0 x3, item 1 x1, item 2 x0 (and the rest of the 6-item catalogue x0)
+    events = timed([[(0, 10), (1, 20), (0, 30)], [(0, 40)]])
+    block = PopularityTaste(TasteConfig(recent=2, min_spread=0.5)).fit(context(events))
+    np.testing.assert_array_equal(block.counts_, [3, 1, 0, 0, 0, 0])
+    l3, l1 = math.log1p(3), math.log1p(1)
+    # query 0 took items 0, 0, 1, 2 (log-popularities l3, l3, l1, 0): mean (2 l3 + l1) / 4; its last 2: l1, 0
+    # query 1 took item 1 once (no spread: the floor 0.5 divides); query 2 has no history
+    histories = timed([[(0, 100), (0, 110), (1, 120), (2, 130)], [(1, 100)], []])
+    out = block.transform(pairs([(0, 0), (0, 2), (1, 0), (2, 0)]), histories)
+    mean = (2 * l3 + l1) / 4
+    std = math.sqrt((2 * l3**2 + l1**2) / 4 - mean**2)
+    assert_columns(
+        out,
+        {
+            "user_popularity_taste": [mean, mean, l1, NAN],
+            "popularity_taste_gap": [l3 - mean, -mean, l3 - l1, NAN],
+            "popularity_taste_z": [(l3 - mean) / std, -mean / std, (l3 - l1) / 0.5, NAN],
+            "popularity_taste_gap_recent": [l3 - l1 / 2, -l1 / 2, l3 - l1, NAN],
+        },
+    )
+
+
+@pytest.mark.parametrize(("field", "value"), [("recent", 0), ("recent", 2.5), ("min_spread", 0.0), ("min_spread", -1)])
+def test_taste_config_rejects(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        TasteConfig(**{field: value})  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------ TimelyPopularity
@@ -615,6 +647,7 @@ FACTORIES: dict[str, Callable[[], FeatureBlock]] = {
     "category": CategoryAffinity,
     "repeat": RepeatSignals,
     "timely": lambda: TimelyPopularity(TimelyConfig(n_bins=10, window_bins=2)),
+    "taste": lambda: PopularityTaste(TasteConfig(recent=3)),
     "cooccurrence": lambda: CoOccurrence(CoOccurrenceConfig(window=3, recent=4)),
     "collaborative": lambda: Collaborative(CollaborativeConfig(l2=2.0, max_items=30, neighbors=8)),
 }
