@@ -150,6 +150,8 @@ def _scale_lines(scale: dict[str, Any] | None, recbole: dict[str, Any] | None) -
     measured = f"ours {ours:.0f} users/s at {big['items']:,} items x {big.get('users', 0):,} users" if ours else "-"
     if peer:
         measured += f", SASRec (untrained) {peer['users_per_s_masked']:.0f}"
+        if peer.get("commit"):  # the peer is timed by its own command, not in the scale run
+            measured += f" (timed on {peer.get('n_users', 0):,} users at `{peer['commit']}`)"
         ratio = ours / peer["users_per_s_masked"] if ours else None
     else:
         measured += f", SASRec not timed at {big.get('items', 0):,} items"

@@ -215,11 +215,11 @@ def test_headline_scale_rows_judge_speed_and_memory_at_the_largest_size() -> Non
 
     row = {"items": 10**6, "users": 10**6, "users_per_second": 220.0, "batch_peak_rss_mib": 18 * 1024.0,
            "fit_peak_rss_mib": 17.5 * 1024}  # fmt: skip
-    recbole = {"timing": {"SASRec/1000000": {"users_per_s_masked": 200.0}}}
+    recbole = {"timing": {"SASRec/1000000": {"users_per_s_masked": 200.0, "commit": "abc123", "n_users": 1000}}}
     speed, memory = _scale_lines({"results": [{**row, "items": 10**5}, row]}, recbole)
-    assert speed == (
+    assert speed == (  # the peer's rate names the run that timed it
         "| 1,000,000 items: batch users/s >= 5x RecBole's | ours 220 users/s at 1,000,000 items x 1,000,000 users, "
-        "SASRec (untrained) 200; batch job peak RSS 18.0 GiB | 1.10x | no |"
+        "SASRec (untrained) 200 (timed on 1,000 users at `abc123`); batch job peak RSS 18.0 GiB | 1.10x | no |"
     )
     assert memory == (
         "| 1,000,000 items x 1,000,000 users: the batch job completes within 20 GiB (peak RSS / 20 GiB) | batch job "
