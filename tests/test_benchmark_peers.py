@@ -468,3 +468,29 @@ def test_benchmark_outputs_do_not_make_a_checkout_dirty(tmp_path: Path) -> None:
     assert _git_commit.__wrapped__(str(tmp_path / "benchmarks")) == clean and not clean.endswith("-dirty")
     (tmp_path / "code.py").write_text("x = 2\n")
     assert _git_commit.__wrapped__(str(tmp_path)) == f"{clean}-dirty"
+
+
+def test_in_memory_speeds_read_the_saved_seeds_pipeline_row_whatever_the_row_order(tmp_path: Path) -> None:
+    """A rerun of seed 0 appends its rows after seed 1's: the throughput row still reads seed 0's full pipeline
+    (the model the quality suite saved), never the encoder alone or another seed."""
+    import quality
+    from throughput import OURS, in_memory_speeds
+
+    def row(model: str, seed: int, speed: float, protocol: str = "masked") -> dict[str, object]:
+        return {"dataset": "d", "profile": "full", "protocol": protocol, "model": model, "seed": seed,
+                "users_per_second": speed, "users": 10, "metrics": {"ndcg@10": speed / 1000}}  # fmt: skip
+
+    rows = [
+        row("ours (encoder alone)", 0, 1.0),
+        row(OURS, 1, 2.0),
+        row("RecBole SASRec (5-epoch cap)", 0, 3.0),
+        row(OURS, 0, 4.0, protocol="unmasked"),
+        row(OURS, 0, 5.0),
+    ]
+    path = tmp_path / "quality.json"
+    path.write_text(json.dumps({"rows": rows}))
+    speeds = in_memory_speeds("d", "full", path)
+    assert OURS == quality.OURS
+    assert (speeds["ours"]["seed"], speeds["ours"]["users_per_second"]) == (0, 5.0)
+    assert speeds["recbole"]["users_per_second"] == 3.0
+    assert in_memory_speeds("other", "full", path) == {}
