@@ -117,7 +117,7 @@ def history_counts(histories: Histories, n_items: int, max_events: int | None = 
     users = histories.event_user()  # (n_events,)
     keep = np.ones(users.size, bool)
     if max_events is not None:
-        keep = histories.indptr[users + 1] - np.arange(users.size) <= max_events
+        keep = histories.event_age() < max_events
     ones = np.ones(int(keep.sum()), np.float32)
     shape = (histories.n_users, n_items)
     return sp.coo_matrix((ones, (users[keep], histories.item_idx[keep])), shape=shape).tocsr()

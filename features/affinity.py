@@ -182,7 +182,7 @@ class RepeatSignals(FeatureBlock):
             {
                 QUERY: users,
                 ITEM_IDX: histories.item_idx,
-                "_age": histories.indptr[users + 1] - 1 - np.arange(users.size),  # 0 for the newest event
+                "_age": histories.event_age(),  # 0 for the newest event
             },
             schema={QUERY: pl.Int64, ITEM_IDX: pl.Int64, "_age": pl.Int64},
         )

@@ -96,7 +96,7 @@ class PopularityTaste(FeatureBlock):
         users = histories.event_user()  # (n_events,)
         pop = np.log1p(self.counts_[histories.item_idx].astype(np.float64))  # (n_events,)
         n = histories.lengths.astype(np.float64)  # (n_queries,)
-        recent = histories.indptr[users + 1] - np.arange(users.size) <= self.config.recent  # (n_events,)
+        recent = histories.event_age() < self.config.recent  # (n_events,)
         n_recent = np.minimum(n, self.config.recent)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.bincount(users, pop, minlength=n.size) / n

@@ -82,7 +82,7 @@ def recency_matrix(
     """
     check_history_items(histories, n_items)
     users = histories.event_user()
-    age = histories.indptr[users + 1] - 1 - np.arange(histories.item_idx.size)  # 0 for the newest event
+    age = histories.event_age()  # 0 for the newest event
     weights = np.power(0.5, age / half_life).astype(np.float32)
     keep = slice(None) if max_events is None else age < max_events
     shape = (histories.n_users, n_items)

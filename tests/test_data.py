@@ -431,6 +431,7 @@ def test_histories_csr_known_answer(three_users: tuple[pl.DataFrame, pl.DataFram
     np.testing.assert_array_equal(h.lengths, [3, 1, 2])
     np.testing.assert_array_equal(h.items_of(2), [0, 1])
     np.testing.assert_array_equal(h.event_user(), [0, 0, 0, 1, 2, 2])
+    np.testing.assert_array_equal(h.event_age(), [2, 1, 0, 0, 1, 0])
 
 
 def test_histories_respect_requested_users_and_give_unknown_users_nothing(

@@ -129,6 +129,11 @@ class Histories:
         """int64 array of shape ``(n_events,)``: the position of each event's user."""
         return np.repeat(np.arange(self.n_users), self.lengths)
 
+    def event_age(self) -> np.ndarray:
+        """int64 array of shape ``(n_events,)``: how many later events its user's history holds (0 for the
+        newest event of each history)."""
+        return np.repeat(self.indptr[1:] - 1, self.lengths) - np.arange(self.item_idx.size)
+
     @classmethod
     def from_interactions(
         cls, interactions: pl.DataFrame, index: pl.DataFrame, users: pl.Series | None = None
