@@ -685,6 +685,39 @@ def test_crossfitted_memory_encoders_score_unseen_users(topic_data, cache_dir: s
         model.with_features(memory_crossfit=0)
 
 
+def test_time_crossfit_scores_training_queries_with_an_encoder_of_the_earlier_events(
+    topic_data, cache_dir: str, monkeypatch
+):
+    """With crossfit_by="time" one extra encoder, trained on every user's events before the last n_cutoffs,
+    scores every training query (all users in fold 0); the serving encoder trains on every event."""
+    interactions, items = topic_data
+    memory = MemoryEncoderConfig(
+        net=MemoryNetConfig(dim=32, n_heads=2, segment_len=4, n_memory=2), epochs=2, show_progress=False
+    )
+    config = dataclasses.replace(
+        _config(cache_dir), user_encoder="memory", memory=memory, memory_crossfit=2, crossfit_by="time"
+    )
+    trained: list[int] = []  # events each encoder trains on
+    fit = MemoryEncoder.fit
+
+    def spy(self: MemoryEncoder, histories, text_vectors, valid=None) -> MemoryEncoder:
+        trained.append(int(histories.lengths.sum()))
+        return fit(self, histories, text_vectors, valid)
+
+    monkeypatch.setattr(MemoryEncoder, "fit", spy)
+    model = Recommender(config).fit(interactions, items)
+    before = before_cutoff(interactions, model.config.n_cutoffs).height
+    assert trained == [before, interactions.height] and before < interactions.height
+    assert list(model.folds_) == [0] and model.folds_[0].encoder is not model.user_encoder_
+    assert interactions.select(fold=model._fold(pl.col("user_id")))["fold"].unique().to_list() == [0]
+    assert "crossfit_by" in ranking_settings(model.config)
+    users = model.with_features(crossfit_by="users")  # two user folds, the serving encoder kept
+    assert sorted(users.folds_) == [0, 1] and users.user_encoder_ is model.user_encoder_
+    assert trained[2:] == [interactions.filter(users._fold(pl.col("user_id")) != f).height for f in (0, 1)]
+    with pytest.raises(ConfigError, match="crossfit_by='days'; use 'users' or 'time'"):
+        RecommenderConfig(crossfit_by="days")  # type: ignore[arg-type]
+
+
 def test_ranker_features_never_see_the_label_event(fitted: Recommender, topic_data):
     """Each user's last event is a label and in no history: replacing its item changes the labels only."""
     interactions, _ = topic_data
