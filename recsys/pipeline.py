@@ -103,6 +103,7 @@ _MINIMUMS = {
     "n_cutoffs": 1,
     "label_window": 1,
     "chunk_users": 1,
+    "cascade_top": 1,
     "memory_holdout": 1,
     "max_ranker_users": 1,
     "n_transition_candidates": 0,
@@ -220,6 +221,15 @@ class RecommenderConfig:
         0.0046 with the refit, 0.1439 ± 0.0024 with the ensemble.
     chunk_users:
         Users scored per chunk in ``recommend`` (bounds memory).
+    cascade_top:
+        Serving with a fold-ranker ensemble (``ranker_ensemble``): the first member scores every candidate and
+        the whole ensemble only each user's best ``cascade_top`` by it (at least ``k``), see
+        :meth:`~recsys.models.ranker.RankerEnsemble.score_top`. None (default): every member scores every
+        candidate. ``recommend`` only: ``score`` always returns the whole ensemble's score. It may be set on a
+        loaded model (``dataclasses.replace(model.config, cascade_top=50)``). Measured on the saved
+        ml-latest-small model (seed 0, stored states, test targets): 599 users/s with 50 against 370-435
+        without, NDCG@10 and Recall@10 unchanged (0.0954 / 0.1820), 25 lost (0.0942); on a unisrec model 1,171
+        against 813-843 users/s, NDCG@10 0.1082 against 0.1081.
     """
 
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
@@ -246,6 +256,7 @@ class RecommenderConfig:
     ranker_folds: int | None = None
     ranker_ensemble: bool = True
     chunk_users: int = 2048
+    cascade_top: int | None = None
     seed: int = 0
     show_progress: bool = True
 
@@ -883,6 +894,13 @@ class Recommender:
             return pl.DataFrame(schema={USER_ID: users.dtype, ITEM_ID: item_id, SCORE: pl.Float32, RANK: pl.UInt32})
         return pl.concat(parts).select(USER_ID, ITEM_ID, SCORE, RANK)
 
+    def _serving_scores(self, frame: pl.DataFrame, k: int) -> np.ndarray:
+        """The ranker's scores of a candidate frame for a top-``k`` list (``cascade_top``: two stages)."""
+        top = self.config.cascade_top
+        if top is not None and isinstance(self.ranker_, RankerEnsemble):
+            return self.ranker_.score_top(frame, QUERY, max(top, k))
+        return self.ranker_.score(frame)  # type: ignore[union-attr]
+
     def _user_series(self, users: pl.Series | Sequence[Any] | None) -> pl.Series:
         dtype = self.interactions_.schema[USER_ID]  # type: ignore[union-attr]
         if users is None:
@@ -900,7 +918,7 @@ class Recommender:
         self, users: pl.Series, k: int, history: pl.DataFrame | None, exclude_seen: bool, explain: bool = False
     ) -> pl.DataFrame:
         frame, histories = self._candidate_features(history, users, self.features_, exclude_seen, k)  # type: ignore[arg-type]
-        frame = frame.with_columns(pl.Series(SCORE, self.ranker_.score(frame), dtype=pl.Float32))  # type: ignore[union-attr]
+        frame = frame.with_columns(pl.Series(SCORE, self._serving_scores(frame, k), dtype=pl.Float32))
         top = (
             frame.sort([QUERY, SCORE, ITEM_IDX], descending=[False, True, False])
             .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).over(QUERY).alias(RANK))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -19,7 +20,7 @@ from recsys.features.ranking import GROUPS, FeatureConfig, RankingFeatures
 from recsys.models.baselines import PopularityRecommender
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
 from recsys.models.memory_net import MemoryNetConfig
-from recsys.models.ranker import RankerConfig
+from recsys.models.ranker import RankerConfig, RankerEnsemble
 from recsys.models.text_encoder import TextEncoderConfig
 from recsys.pipeline import Recommender, RecommenderConfig, before_cutoff, ranking_settings, training_queries
 
@@ -728,3 +729,20 @@ def test_ranker_features_never_see_the_label_event(fitted: Recommender, topic_da
     assert a.select("query", "item_id", *features).equals(b.select("query", "item_id", *features))
     assert not a["label"].equals(b["label"])
     assert a.group_by("query").agg(pl.col("label").sum())["label"].max() == 1
+
+
+def test_cascade_top_serves_the_ensemble_on_the_first_rankers_shortlist(fitted: Recommender):
+    """``cascade_top``: the first fold ranker shortlists each user's candidates, the whole ensemble orders the
+    shortlist (at least ``k`` rows), so the served scores are the ensemble's own; ``score`` is unchanged."""
+    assert isinstance(fitted.ranker_, RankerEnsemble) and len(fitted.ranker_.members_) > 1
+    full = fitted.recommend(None, k=3)
+    twin = copy.copy(fitted)
+    twin.config = dataclasses.replace(fitted.config, cascade_top=10_000)  # every candidate: the plain ensemble
+    assert twin.recommend(None, k=3).equals(full)
+    twin.config = dataclasses.replace(fitted.config, cascade_top=1)  # k=3 rows per user still reach the ensemble
+    short = twin.recommend(None, k=3)
+    assert short.group_by("user_id").len()["len"].to_list() == [3] * short["user_id"].n_unique()
+    again = twin.score(short.select("user_id", "item_id"))  # the whole ensemble's score of the same pairs
+    np.testing.assert_allclose(short["score"].to_numpy(), again["score"].to_numpy(), rtol=1e-6)
+    with pytest.raises(ConfigError, match="cascade_top=0"):
+        RecommenderConfig(cascade_top=0)

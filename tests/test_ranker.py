@@ -5,12 +5,14 @@ In every query the label-1 candidate has the largest value of feature ``a``; fea
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import polars as pl
 import pytest
 
 from recsys.errors import ConfigError, DataError, NotFittedError, SchemaError
-from recsys.models.ranker import LambdaRanker, RankerConfig
+from recsys.models.ranker import LambdaRanker, RankerConfig, RankerEnsemble
 
 FEATURES = ["a", "b"]
 CANDIDATES = 10
@@ -208,3 +210,37 @@ def test_base_feature_is_the_starting_score_of_fit_and_score(data: dict[str, pl.
         LambdaRanker(RankerConfig(**{**FAST.__dict__, "base_feature": "c"})).fit(data["train"], None, FEATURES)
     with pytest.raises(ConfigError, match="base_weight"):
         RankerConfig(base_weight=0.0)
+
+
+def test_two_stage_scores_keep_the_ensemble_on_each_querys_top_rows(data: dict[str, pl.DataFrame]) -> None:
+    """``score_top``: the first member picks each query's ``keep`` best rows, which get the ensemble's score;
+    every other row ranks below them, in the first member's order; keeping every row is plain ``score``."""
+    members = [
+        LambdaRanker(dataclasses.replace(FAST, seed=s)).fit(data["train"], data["valid"], FEATURES) for s in (0, 1)
+    ]
+    members.append(
+        LambdaRanker(dataclasses.replace(FAST, seed=2, feature_fraction=0.5)).fit(data["train"], None, FEATURES)
+    )
+    ensemble = RankerEnsemble(members)
+    test = data["test"].with_columns(query=pl.col("query").cast(pl.String))  # any query dtype
+    full = ensemble.score(test)
+    np.testing.assert_array_equal(ensemble.score_top(test, "query", CANDIDATES), full)
+    first = members[0].score(test)
+    out = test.with_columns(
+        first=pl.Series(first), full=pl.Series(full), two=pl.Series(ensemble.score_top(test, "query", 3))
+    )
+    out = out.with_columns(kept=pl.col("first").rank("ordinal", descending=True).over("query") <= 3)
+    kept, dropped = out.filter("kept"), out.filter(~pl.col("kept"))
+    assert kept.height == 3 * test["query"].n_unique()
+    np.testing.assert_array_equal(kept["two"].to_numpy(), kept["full"].to_numpy())
+    lowest_kept = kept.group_by("query").agg(pl.col("two").min().alias("low"))
+    below = dropped.join(lowest_kept, on="query").select((pl.col("two") < pl.col("low")).all()).item()
+    assert below  # nothing outside the top 3 outranks a kept row of its query
+    order = (
+        dropped.sort("query", "first")
+        .group_by("query", maintain_order=True)
+        .agg(pl.col("two").diff().drop_nulls() >= 0)
+    )
+    assert order["two"].explode().all()  # the dropped rows keep the first member's order
+    assert ensemble.score_top(test.head(0), "query", 3).shape == (0,)
+    assert first.shape == full.shape and not np.array_equal(first, full)  # the members do differ
