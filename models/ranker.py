@@ -354,7 +354,7 @@ class RankerEnsemble:
         """Two-stage scores, float64 ``(frame.height,)``: the first member scores every row; the whole ensemble
         scores only each query's ``keep`` best rows by it, which get :meth:`score`'s value. The other rows keep
         the first member's order below every kept row (they are what a top-``keep`` list never shows), so
-        serving costs about ``1 + (k - 1) * keep / rows`` boosters' time instead of ``k``."""
+        with ``m`` members it costs about ``1 + (m - 1) * keep / rows`` boosters' time instead of ``m``."""
         if frame.height == 0:
             return np.zeros(0)
         matrix = _matrix(frame, self.feature_names_ or [])
