@@ -9,7 +9,6 @@ task runs :func:`recsys.batch.write_shard` on a worker, which loads the model on
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 import threading
@@ -33,6 +32,7 @@ from recsys.batch import (
     job_identity,
     open_output,
     resolve_users,
+    serve_shards,
     users_per_shard,
     write_shard,
     write_success,
@@ -129,8 +129,8 @@ def _shard_task(spec: _ShardSpec, i: int, users: pl.Series, history: pl.DataFram
     if record is not None:
         return record
     model, known = worker_model(spec.model_dir, spec.fingerprint)
-    model = copy.copy(model)  # a shallow copy: this task's chunk size, the cached arrays shared
-    model.config = dataclasses.replace(model.config, chunk_users=spec.chunk_users, show_progress=False)
+    model = copy.copy(model)  # a shallow copy: this task's chunk size and cascade, the cached arrays shared
+    serve_shards(model, spec.config, spec.chunk_users)
     return write_shard(out, i, model, users, known, history, spec.config, spec.key)
 
 

@@ -86,6 +86,7 @@ __all__ = [
     "open_output",
     "read_users",
     "recommend_shard",
+    "serve_shards",
     "users_per_shard",
     "write_shard",
     "write_success",
@@ -115,12 +116,19 @@ class BatchConfig:
         (one shard per chunk), see :func:`bytes_per_user`. Small budgets give many small shards.
     show_progress:
         A progress bar over users (rate and ETA).
+    cascade_top:
+        Two-stage ranking for this job (:attr:`RecommenderConfig.cascade_top <recsys.pipeline.RecommenderConfig>`):
+        the model's first fold ranker shortlists each user's best ``cascade_top`` candidates (at least ``k``) and
+        only those get the whole ensemble's score. None (default): the model's own setting, saved with it (off
+        unless it was fitted or saved with one); 0: off. Part of the job's identity, so a resume never mixes
+        shards made with and without it. No effect on a model with one ranker instead of a fold ensemble.
     """
 
     k: int = 10
     exclude_seen: bool = True
     memory_budget_mb: float = 512.0
     show_progress: bool = True
+    cascade_top: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
@@ -129,6 +137,24 @@ class BatchConfig:
             raise ConfigError(f"BatchConfig.memory_budget_mb={self.memory_budget_mb!r} must be a finite number.")
         if self.memory_budget_mb <= 0:
             raise ConfigError(f"BatchConfig.memory_budget_mb={self.memory_budget_mb} must be > 0 (MiB).")
+        top = self.cascade_top
+        if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 0):
+            raise ConfigError(
+                f"BatchConfig.cascade_top={top!r} must be None (the model's setting), 0 (off) or a positive "
+                "integer (for example 50)."
+            )
+
+    def cascade_for(self, model: Recommender) -> int | None:
+        """The ``cascade_top`` that ``model`` serves this job with: this job's where given (0: None), else its own."""
+        return model.config.cascade_top if self.cascade_top is None else (self.cascade_top or None)
+
+
+def serve_shards(model: Recommender, config: BatchConfig, chunk_users: int) -> None:
+    """Set ``model`` up to serve a job's shards: one ``recommend`` chunk per shard, no nested progress bar (the
+    job owns both), and the job's ``cascade_top``."""
+    model.config = dataclasses.replace(
+        model.config, chunk_users=chunk_users, show_progress=False, cascade_top=config.cascade_for(model)
+    )
 
 
 @dataclass(frozen=True)
@@ -365,8 +391,7 @@ class BatchJob:
         wanted = resolve_users(model, users)
         inline = check_history(history, model) if history is not None else None
         job = job_identity(model, fingerprint, wanted, inline, self.config)
-        # The job owns chunking and the progress bar: one recommend call per shard, no nested bar.
-        model.config = dataclasses.replace(model.config, chunk_users=job["shard_users"], show_progress=False)
+        serve_shards(model, self.config, job["shard_users"])
         out = Path(out_dir)
         with open_output(out, job, overwrite):
             records, written = self._write_shards(out, model, wanted, inline, job)
@@ -427,6 +452,7 @@ def job_identity(
         "history_sha256": _frame_sha256(history) if history is not None else None,
         "k": config.k,
         "exclude_seen": config.exclude_seen,
+        "cascade_top": config.cascade_for(model),
         "shard_users": shard_users,
         "n_shards": math.ceil(users.len() / shard_users),
     }

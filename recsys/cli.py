@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad data or settings, 3 missing file or dataset, 4 bad 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -234,6 +235,14 @@ def recommend(
             help="Batch job on Dask: user partitions (= shards); default: as many as the memory budget needs."
         ),
     ] = None,
+    cascade_top: Annotated[
+        int | None,
+        typer.Option(
+            help="Two-stage ranking: the first fold ranker shortlists each user's best M candidates (at least K) "
+            "and only those get the whole ensemble's score; faster, same top K in the benchmarks at M=50. "
+            "Default: the model's own setting (off unless saved with one); 0: off."
+        ),
+    ] = None,
 ) -> None:
     """Recommend the top K items for users with a saved model.
 
@@ -248,7 +257,9 @@ def recommend(
     if _is_batch_output(out):
         if explain:
             raise ConfigError("--explain writes one table; give --out a .parquet file instead of a directory.")
-        config = BatchConfig(k=k, exclude_seen=not include_seen, memory_budget_mb=memory_budget_mb)
+        config = BatchConfig(
+            k=k, exclude_seen=not include_seen, memory_budget_mb=memory_budget_mb, cascade_top=cascade_top
+        )
         inline = read_table(history) if history is not None else None
         job = _batch_job(config, scheduler, partitions)
         report = job.run(model, out, wanted, history=inline, overwrite=overwrite)
@@ -263,6 +274,8 @@ def recommend(
         if value is not None:
             raise ConfigError(f"{name} is for batch jobs; give --out a directory instead of a file.")
     recommender = Recommender.load(model)
+    serve = BatchConfig(k=k, cascade_top=cascade_top)  # checks --cascade-top the same way as the batch job
+    recommender.config = dataclasses.replace(recommender.config, cascade_top=serve.cascade_for(recommender))
     recs = recommender.recommend(wanted, k=k, exclude_seen=not include_seen, explain=explain)
     _write_table(recs, out)
     typer.echo(f"wrote {recs.height:,} rows for {recs[USER_ID].n_unique():,} users to {out}")

@@ -4,6 +4,8 @@ determinism, and SIGKILL fault injection (killed at random moments, resumed, equ
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import math
 import os
 import random
@@ -33,7 +35,7 @@ from recsys.batch import (
 )
 from recsys.data import DataWarning
 from recsys.errors import ConfigError, DataError, SchemaError
-from recsys.models.ranker import RankerConfig
+from recsys.models.ranker import RankerConfig, RankerEnsemble
 from recsys.models.text_encoder import TextEncoderConfig
 from recsys.pipeline import Recommender, RecommenderConfig
 
@@ -144,6 +146,8 @@ def test_shards_are_fixed_slices_of_the_user_list(model: Recommender, model_dir:
         ({"k": 0}, "k=0"),
         ({"memory_budget_mb": 0}, "memory_budget_mb=0"),
         ({"memory_budget_mb": float("nan")}, "finite"),
+        ({"cascade_top": -1}, "cascade_top=-1"),
+        ({"cascade_top": True}, "cascade_top=True"),
     ],
 )
 def test_bad_config_is_refused(kwargs: dict[str, object], match: str):
@@ -181,6 +185,37 @@ def test_inline_history_scores_an_unknown_user_from_its_texts(model: Recommender
     assert new.select("item_id", "rank").equals(from_history.select("item_id", "rank"))
     assert new["item_id"].to_list() != popular["item_id"].to_list()  # the history was used, not popularity
     assert not set(new["item_id"].to_list()) & set(space)  # history items are excluded
+
+
+def test_cascade_top_serves_the_first_rankers_shortlist_and_is_part_of_the_job(
+    model: Recommender, model_dir: Path, tmp_path: Path
+):
+    """``cascade_top=1`` with k=3: only the first fold ranker's top 3 per user reach the whole ensemble; the job
+    writes what ``recommend`` gives with the same setting, and a resume with another setting is refused."""
+    assert isinstance(model.ranker_, RankerEnsemble)  # the small data gives a fold ensemble: a real cascade
+    users = list(range(30))
+    out = tmp_path / "out"
+    budget = budget_for(model, 2.5)
+    BatchJob(BatchConfig(k=K, memory_budget_mb=budget, show_progress=False, cascade_top=1)).run(model_dir, out, users)
+    recs = read_output(out)
+    twin = copy.copy(model)
+    twin.config = dataclasses.replace(model.config, cascade_top=1)
+    expected = twin.recommend(users, k=K)
+    assert recs.select("user_id", "item_id", "rank").equals(expected.select("user_id", "item_id", "rank"))
+    plain = model.recommend(users, k=K)
+    assert not expected.select("user_id", "item_id").equals(plain.select("user_id", "item_id"))  # it changes lists
+    with pytest.raises(ConfigError, match=r"cascade_top: 1 there, None now.*--overwrite"):
+        run_job(model, model_dir, out, users)  # the model's own setting (none): another job
+    # the command line's one-table output takes the same option
+    table = tmp_path / "recs.parquet"
+    args = ["recommend", "--model", str(model_dir), "--out", str(table), "--k", str(K), "--cascade-top", "1"]
+    process = cli(*args, home=tmp_path, stderr=subprocess.PIPE)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    every = twin.recommend(None, k=K)
+    assert (
+        pl.read_parquet(table).select("user_id", "item_id", "rank").equals(every.select("user_id", "item_id", "rank"))
+    )
 
 
 def good_shard() -> pl.DataFrame:
@@ -453,5 +488,5 @@ def test_recommend_help_names_the_batch_options(tmp_path: Path):
     process = cli("recommend", "--help", home=tmp_path, stdout=subprocess.PIPE)
     stdout, _ = process.communicate(timeout=60)
     assert process.returncode == 0
-    for option in ("--memory-budget-mb", "--overwrite", "--history", "directory"):
+    for option in ("--memory-budget-mb", "--overwrite", "--history", "--cascade-top", "directory"):
         assert option in stdout

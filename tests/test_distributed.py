@@ -229,6 +229,20 @@ def test_each_worker_loads_the_model_once(client: Any, model_dir: Path, referenc
     assert len(list(reference.glob("part-*.parquet"))) == 16
 
 
+def test_cascade_top_on_the_cluster_equals_the_single_process_job(
+    model: Recommender, model_dir: Path, on_cluster: DaskConfig, single: pl.DataFrame, tmp_path: Path
+):
+    """The workers serve with the job's ``cascade_top``, not their cached model's own setting."""
+    assert isinstance(model.ranker_, RankerEnsemble)  # a fold ensemble: the cascade changes what is scored
+    config = dataclasses.replace(batch_config(model), cascade_top=1)
+    quiet(BatchJob(config), model_dir, tmp_path / "one", USERS, history=HISTORY)
+    quiet(DaskBatchJob(config, on_cluster), model_dir, tmp_path / "many", USERS, history=HISTORY)
+    one, many = (read_output(tmp_path / name).sort("user_id", "rank") for name in ("one", "many"))
+    assert many.equals(one)
+    assert not one.select("user_id", "item_id").equals(single.select("user_id", "item_id"))
+    assert json.loads((tmp_path / "many" / "_JOB.json").read_text())["cascade_top"] == 1
+
+
 def test_resume_redoes_only_missing_shards(
     model: Recommender, model_dir: Path, on_cluster: DaskConfig, reference: Path
 ):
