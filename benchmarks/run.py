@@ -127,6 +127,20 @@ def _throughput_lines(payload: dict[str, Any], profile: str) -> list[str]:
         if r.get("commit"):
             measured += f"; throughput suite at `{r['commit']}`"
         lines.append(_row(f"{r['dataset']}: users/s >= RecBole's", measured, ratio, 1.0))
+        cascade = r.get("cascade")
+        if cascade and same:
+            on = cascade["stored_states"]
+            lines.append(
+                _row(
+                    f"{r['dataset']}: users/s >= RecBole's, two-stage ranker (`--cascade-top {cascade['top']}`, "
+                    "opt-in)",
+                    f"same run: ours {on['users_per_second']:.0f} users/s from stored states "
+                    f"({cascade['stored_speedup']:.2f}x off), NDCG@10 {on['ndcg@10']:.4f}; batch job "
+                    f"{cascade['batch']['users_per_second']:.0f} users/s ({cascade['batch_speedup']:.2f}x off)",
+                    cascade["stored_ratio_to_recbole_same_run"],
+                    1.0,
+                )
+            )
         lines.append(
             _row(
                 f"{r['dataset']}: speed-up 1 -> 2 threads (batch job)",

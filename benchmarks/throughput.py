@@ -17,6 +17,10 @@ A sweep shows what serving speed costs in quality: the same saved model recommen
 the test targets (the model was fitted on train + valid, so its stored states are exactly the test histories).
 Plot: ``results/throughput.png``.
 
+The two-stage ranker (``--cascade-top M``, default 50; 0 skips it) is timed beside the plain ensemble on the same
+model in the same run: one more stored-states point at the model's own quotas with its quality, and the batch job
+with ``recsys recommend --cascade-top M`` at 2 threads.
+
 The quality suite's in-memory timing passes each test user's history inline, so the memory encoder reads every
 whole history again. A fitted user can also be served from the memory state stored at fit time; that path is
 timed here too (the saved model loaded in this process, every fitted user, top 50, history masked). That path is
@@ -24,7 +28,7 @@ also split by stage (:func:`stage_split`): candidates (FAISS, transitions, popul
 blocks, the LightGBM ranker, the rest; with the candidate rows scored per user and the ranker's trees, which
 together set the ranker's cost.
 
-    python benchmarks/throughput.py --profile fast|full [--repeats 2] [--datasets ml-100k ...]
+    python benchmarks/throughput.py --profile fast|full [--repeats 2] [--datasets ml-100k ...] [--cascade-top 50]
 """
 
 from __future__ import annotations
@@ -55,12 +59,14 @@ RESULTS = HERE / "results" / "throughput.json"
 START, END = "<!-- throughput:start -->", "<!-- throughput:end -->"
 
 
-def batch_run(model_dir: Path, threads: int) -> dict[str, Any]:
-    """One batch job in a child process with ``threads`` threads: wall seconds, users, peak RSS."""
+def batch_run(model_dir: Path, threads: int, cascade_top: int | None = None) -> dict[str, Any]:
+    """One batch job in a child process with ``threads`` threads (``cascade_top``: ``--cascade-top``): wall seconds,
+    users, peak RSS."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory(prefix="recsys-throughput-") as tmp:
         out = Path(tmp) / "recs"
         command = [sys.executable, "-m", "recsys.cli", "recommend", "--model", str(model_dir), "--out", str(out)]
+        command += ["--cascade-top", str(cascade_top)] if cascade_top is not None else []
         seconds, peak_mib = run_child(command, env=env, quiet=True)
         users = pl.scan_parquet(out / "part-*.parquet").select(pl.col("user_id").n_unique()).collect().item()
     return {
@@ -144,12 +150,13 @@ def stage_split(model: Any, users: pl.Series, repeats: int) -> dict[str, Any]:
 
 
 def candidate_sweep(
-    model_dir: Path, dataset: str, repeats: int, data_dir: str | None = None
+    model_dir: Path, dataset: str, repeats: int, data_dir: str | None = None, cascade_top: int | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """users/s and test NDCG@10 / Recall@10 of the saved model at each of :data:`QUOTAS` and at its own quotas
     (``"own": True``; that point is also the suite's stored-states speed), then the :func:`stage_split` at its own
     quotas. The saved model is loaded in this process and every fitted user is served from the memory state stored
-    at fit time (no history is read again)."""
+    at fit time (no history is read again). With ``cascade_top``, one more point at its own quotas served by the
+    two-stage ranker (``"cascade_top"``: the setting; the others hold None)."""
     from quality import SPLITS
 
     from recsys.datasets import load_dataset
@@ -163,17 +170,24 @@ def candidate_sweep(
     users = model.interactions_[USER_ID].unique(maintain_order=True)  # type: ignore[index]
     default = model.config
     own = (default.n_candidates, default.n_transition_candidates, default.n_popularity_candidates)
+    settings = [(quotas, default.cascade_top) for quotas in sorted(set(QUOTAS) | {own})]
+    settings += [(own, cascade_top)] if cascade_top is not None else []
     points = []
-    for faiss, transitions, popularity in sorted(set(QUOTAS) | {own}):
+    for (faiss, transitions, popularity), top in settings:
         model.config = dataclasses.replace(
-            default, n_candidates=faiss, n_transition_candidates=transitions, n_popularity_candidates=popularity
+            default,
+            n_candidates=faiss,
+            n_transition_candidates=transitions,
+            n_popularity_candidates=popularity,
+            cascade_top=top,
         )
         recs, seconds = _timed_recommend(model, users, repeats)
         metrics = ranking_metrics(recs, test, data.items.height, (10,))
         points.append(
             {
                 "quotas": [faiss, transitions, popularity],
-                "own": (faiss, transitions, popularity) == own,
+                "own": (faiss, transitions, popularity) == own and top == default.cascade_top,
+                "cascade_top": top,
                 "users_per_second": users.len() / seconds,
                 "ndcg@10": metrics["ndcg@10"],
                 "recall@10": metrics["recall@10"],
@@ -222,9 +236,11 @@ def run(
     datasets: list[str] | None = None,
     command: str = "",
     commit: str = "",
+    cascade_top: int | None = None,
 ) -> list[dict[str, Any]]:
     """One row per saved model of ``profile`` (``datasets``: only these; None: every saved model), each marked with
-    the ``command`` and ``commit`` that measured it."""
+    the ``command`` and ``commit`` that measured it. With ``cascade_top``, the two-stage ranker is timed too: the
+    batch job with ``--cascade-top`` (2 threads) and one more stored-states point (:func:`candidate_sweep`)."""
     rows = []
     for model_dir in sorted((HERE / ".models").glob(f"*-{profile}")):
         dataset = model_dir.name.removesuffix(f"-{profile}")
@@ -235,10 +251,22 @@ def run(
         speeds = in_memory_speeds(dataset, profile)
         peer, mine = speeds.get("recbole"), speeds.get("ours")
         same_run = recbole_same_run(model_dir, best[2]["users"])
-        sweep, stages = candidate_sweep(model_dir, dataset, repeats, data_dir)
+        sweep, stages = candidate_sweep(model_dir, dataset, repeats, data_dir, cascade_top)
         (own,) = [p for p in sweep if p["own"]]
         speed = own["users_per_second"]
         stored = {"model": "ours, stored states", "users": best[2]["users"], "users_per_second": speed}
+        cascade = None
+        if cascade_top is not None:
+            (point,) = [p for p in sweep if p["cascade_top"] == cascade_top]
+            batch = min((batch_run(model_dir, 2, cascade_top) for _ in range(repeats)), key=lambda x: x["seconds"])
+            cascade = {
+                "top": cascade_top,
+                "stored_states": point,
+                "batch": batch,
+                "stored_speedup": point["users_per_second"] / speed,
+                "batch_speedup": batch["users_per_second"] / best[2]["users_per_second"],
+                "stored_ratio_to_recbole_same_run": point["users_per_second"] / same_run["users_per_second"],
+            }
         rows.append(
             {
                 "dataset": dataset,
@@ -253,6 +281,7 @@ def run(
                 "ours_stored_states": stored,
                 "recbole_same_run": same_run,
                 "candidate_sweep": sweep,
+                "cascade": cascade,
                 "stages": stages,
                 "commit": commit,
                 "command": command,
@@ -331,6 +360,30 @@ def render(payload: dict[str, Any]) -> str:
                 f"{st['trees']} | {sec['candidates']:.2f} | {sec['features']:.2f} | {sec['ranker']:.2f} | "
                 f"{sec['other']:.2f} | " + (f"{per:.1f}" if per else "-") + " |"
             )
+    cascaded = [r for r in payload["rows"] if r.get("cascade")]
+    if cascaded:
+        lines += [
+            "",
+            "The two-stage ranker (`cascade_top`, off by default): the first fold ranker shortlists each user's best M "
+            "candidates (at least k) and only those get the whole ensemble's score. Same saved models, same run; "
+            "stored states and quality at the model's own quotas (test targets, history masked), the batch job "
+            "(`recsys recommend --cascade-top M`) at 2 threads, best of the repeats:",
+            "",
+            "| dataset | profile | M | stored states users/s, off -> on | speed-up | NDCG@10, off -> on "
+            "| Recall@10, off -> on | batch job users/s, off -> on | speed-up "
+            "| ratio, stored states / RecBole same run |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in cascaded:
+            c, (own,) = r["cascade"], [p for p in r["candidate_sweep"] if p["own"]]
+            on = c["stored_states"]
+            lines.append(
+                f"| {r['dataset']} | {r['profile']} | {c['top']} | {own['users_per_second']:.0f} -> "
+                f"{on['users_per_second']:.0f} | {c['stored_speedup']:.2f}x | {own['ndcg@10']:.4f} -> "
+                f"{on['ndcg@10']:.4f} | {own['recall@10']:.4f} -> {on['recall@10']:.4f} | "
+                f"{r['users_per_second']:.0f} -> {c['batch']['users_per_second']:.0f} | {c['batch_speedup']:.2f}x | "
+                f"{c['stored_ratio_to_recbole_same_run']:.2f}x |"
+            )
     for r in payload["rows"]:
         if r.get("candidate_sweep"):
             lines += [
@@ -345,6 +398,7 @@ def render(payload: dict[str, Any]) -> str:
                 f"| {', '.join(map(str, p['quotas']))} | {p['users_per_second']:.0f} | {p['ndcg@10']:.4f} | "
                 f"{p['recall@10']:.4f} |"
                 for p in r["candidate_sweep"]
+                if not p.get("cascade_top")  # the cascade's point is in its own table
             ]
     return "\n".join([*lines, "", END])
 
@@ -361,7 +415,7 @@ def plot(payload: dict[str, Any], path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
-        sweep = r["candidate_sweep"]
+        sweep = [p for p in r["candidate_sweep"] if not p.get("cascade_top")]
         label = f"ours, {r['dataset']} ({r['profile']})"
         ax.plot([p["users_per_second"] for p in sweep], [p["ndcg@10"] for p in sweep], "o-", label=label)
         for p in sweep:
@@ -389,6 +443,12 @@ def main() -> None:
     parser.add_argument(
         "--datasets", nargs="+", default=None, help="time only these saved models (default: every one of the profile)"
     )
+    parser.add_argument(
+        "--cascade-top",
+        type=int,
+        default=50,
+        help="also time the two-stage ranker with this shortlist per user (0: skip it; default 50)",
+    )
     args = parser.parse_args()
     command = " ".join(["python benchmarks/throughput.py", *sys.argv[1:]])
     commit = _git_commit(str(HERE.parent))
@@ -396,7 +456,7 @@ def main() -> None:
         missing = [d for d in args.datasets if not (HERE / ".models" / f"{d}-{args.profile}").is_dir()]
         if missing:
             parser.error(f"no saved {args.profile} model for {missing}; the quality suite saves one per dataset.")
-    rows = run(args.profile, args.repeats, args.data_dir, args.datasets, command, commit)
+    rows = run(args.profile, args.repeats, args.data_dir, args.datasets, command, commit, args.cascade_top or None)
     old = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
     keep = [r for r in old if (r["dataset"], r["profile"]) not in {(x["dataset"], x["profile"]) for x in rows}]
     payload = {

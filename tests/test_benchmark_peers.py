@@ -191,6 +191,43 @@ def test_throughput_table_shows_the_same_run_ratio_the_candidate_sweep_and_the_s
     assert "| ml-100k | full | 325 | 228 | 373 | 0.40 | 0.70 | 1.70 | 0.10 | 21.1 |" in table  # 943 users / 2.9 s
     assert "`python benchmarks/throughput.py --profile full` at `def`: ml-100k (full)" in table
     assert "`c` at `abc`: ml-latest-small (full)" in table
+    assert "two-stage ranker" not in table  # no row timed it
+
+
+def test_throughput_cascade_table_and_headline_row_pair_it_with_the_plain_ensemble() -> None:
+    from run import _throughput_lines
+    from throughput import render
+
+    own = {
+        "quotas": [200, 100, 20],
+        "own": True,
+        "cascade_top": None,
+        "users_per_second": 600.0,
+        "ndcg@10": 0.1434,
+        "recall@10": 0.2598,
+    }
+    on = {**own, "own": False, "cascade_top": 50, "users_per_second": 900.0, "ndcg@10": 0.1431}
+    same = {"model": "RecBole SASRec (untrained)", "users_per_second": 3000.0, "n_items": 1682}
+    row = {
+        "dataset": "ml-100k", "profile": "full", "users": 943, "users_per_second": 200.0, "thread_speedup": 1.1,
+        "peak_rss_mib": 800.0, "recbole": None, "ours_in_memory": None, "ratio_to_recbole": None,
+        "ours_stored_states": {"users_per_second": 600.0}, "recbole_same_run": same,
+        "stored_ratio_to_recbole_same_run": 0.2, "candidate_sweep": [own, on], "stages": None,
+        "cascade": {"top": 50, "stored_states": on, "batch": {"users_per_second": 250.0}, "stored_speedup": 1.5,
+                    "batch_speedup": 1.25, "stored_ratio_to_recbole_same_run": 0.3},
+    }  # fmt: skip
+    payload = {"command": "c", "commit": "abc", "machine": {"cpu": "x", "cores": 2}, "repeats": 2, "rows": [row]}
+    table = render(payload)
+    assert (
+        "| ml-100k | full | 50 | 600 -> 900 | 1.50x | 0.1434 -> 0.1431 | 0.2598 -> 0.2598 | 200 -> 250 | 1.25x "
+        "| 0.30x |" in table
+    )
+    assert "| 200, 100, 20 | 600 | 0.1434 | 0.2598 |" in table and "| 200, 100, 20 | 900 |" not in table
+    lines = _throughput_lines(payload, "full")
+    assert lines[1] == (
+        "| ml-100k: users/s >= RecBole's, two-stage ranker (`--cascade-top 50`, opt-in) | same run: ours 900 users/s "
+        "from stored states (1.50x off), NDCG@10 0.1431; batch job 250 users/s (1.25x off) | 0.30x | no |"
+    )
 
 
 def test_headline_speed_rows_name_the_run_that_measured_them() -> None:
