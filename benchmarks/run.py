@@ -132,8 +132,7 @@ def _throughput_lines(payload: dict[str, Any], profile: str) -> list[str]:
             on = cascade["stored_states"]
             lines.append(
                 _row(
-                    f"{r['dataset']}: users/s >= RecBole's, two-stage ranker (`--cascade-top {cascade['top']}`, "
-                    "opt-in)",
+                    f"{r['dataset']}: users/s >= RecBole's, two-stage ranker (`--cascade-top {cascade['top']}`)",
                     f"same run: ours {on['users_per_second']:.0f} users/s from stored states "
                     f"({cascade['stored_speedup']:.2f}x off), NDCG@10 {on['ndcg@10']:.4f}; batch job "
                     f"{cascade['batch']['users_per_second']:.0f} users/s ({cascade['batch_speedup']:.2f}x off)",

@@ -69,6 +69,7 @@ from recsys._batch_files import (
 )
 from recsys.data import DataWarning, read_table
 from recsys.errors import ConfigError, DataError, SchemaError
+from recsys.models.ranker import RankerEnsemble
 from recsys.pipeline import Recommender
 from recsys.schema import ID_DTYPES, ITEM_ID, RANK, SCORE, TIMESTAMP, USER_ID
 
@@ -119,9 +120,10 @@ class BatchConfig:
     cascade_top:
         Two-stage ranking for this job (:attr:`RecommenderConfig.cascade_top <recsys.pipeline.RecommenderConfig>`):
         the model's first fold ranker shortlists each user's best ``cascade_top`` candidates (at least ``k``) and
-        only those get the whole ensemble's score. None (default): the model's own setting, saved with it (off
-        unless it was fitted or saved with one); 0: off. Part of the job's identity, so a resume never mixes
-        shards made with and without it. No effect on a model with one ranker instead of a fold ensemble.
+        only those get the whole ensemble's score. None (default): the model's own setting, saved with it (50
+        in models fitted since it became the default, off in older ones); 0: off. Part of the job's identity,
+        so a resume never mixes shards made with and without it. No effect on a model with one ranker instead
+        of a fold ensemble.
     """
 
     k: int = 10
@@ -145,8 +147,10 @@ class BatchConfig:
             )
 
     def cascade_for(self, model: Recommender) -> int | None:
-        """The ``cascade_top`` that ``model`` serves this job with: this job's where given (0: None), else its own."""
-        return model.config.cascade_top if self.cascade_top is None else (self.cascade_top or None)
+        """The ``cascade_top`` that ``model`` serves this job with: this job's where given (0: None), else its own;
+        None for a model with one ranker (nothing to shortlist for)."""
+        top = model.config.cascade_top if self.cascade_top is None else (self.cascade_top or None)
+        return top if isinstance(model.ranker_, RankerEnsemble) else None
 
 
 def serve_shards(model: Recommender, config: BatchConfig, chunk_users: int) -> None:
@@ -443,6 +447,9 @@ def job_identity(
     """Everything that determines the output bytes of a job that cuts ``users`` into fixed slices; a resume must
     match it exactly (``_JOB.json``)."""
     shard_users = users_per_shard(model, config)
+    if config.cascade_top and config.cascade_for(model) is None:
+        message = "cascade_top=%d has no effect: this model has one ranker, not a fold ensemble"
+        logger.warning(message, config.cascade_top)
     return {
         "format": FORMAT,
         "recsys_version": __version__,

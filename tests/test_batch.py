@@ -30,6 +30,7 @@ from recsys.batch import (
     BatchReport,
     bytes_per_user,
     check_shard,
+    job_identity,
     read_users,
     users_per_shard,
 )
@@ -204,8 +205,8 @@ def test_cascade_top_serves_the_first_rankers_shortlist_and_is_part_of_the_job(
     assert recs.select("user_id", "item_id", "rank").equals(expected.select("user_id", "item_id", "rank"))
     plain = model.recommend(users, k=K)
     assert not expected.select("user_id", "item_id").equals(plain.select("user_id", "item_id"))  # it changes lists
-    with pytest.raises(ConfigError, match=r"cascade_top: 1 there, None now.*--overwrite"):
-        run_job(model, model_dir, out, users)  # the model's own setting (none): another job
+    with pytest.raises(ConfigError, match=r"cascade_top: 1 there, 50 now.*--overwrite"):
+        run_job(model, model_dir, out, users)  # the model's own setting (the default 50): another job
     # the command line's one-table output takes the same option
     table = tmp_path / "recs.parquet"
     args = ["recommend", "--model", str(model_dir), "--out", str(table), "--k", str(K), "--cascade-top", "1"]
@@ -216,6 +217,17 @@ def test_cascade_top_serves_the_first_rankers_shortlist_and_is_part_of_the_job(
     assert (
         pl.read_parquet(table).select("user_id", "item_id", "rank").equals(every.select("user_id", "item_id", "rank"))
     )
+
+
+def test_cascade_top_of_a_one_ranker_model_is_no_setting(model: Recommender, caplog: pytest.LogCaptureFixture):
+    """With one ranker there is nothing to shortlist for: the job's identity records no cascade, with a warning."""
+    single = copy.copy(model)
+    single.ranker_ = model.ranker_.members_[0]  # type: ignore[union-attr]
+    users = pl.Series("user_id", [0, 1])
+    with caplog.at_level("WARNING", logger="recsys.batch"):
+        job = job_identity(single, "fp", users, None, BatchConfig(cascade_top=50))
+    assert job["cascade_top"] is None and "has no effect" in caplog.text
+    assert job_identity(model, "fp", users, None, BatchConfig(cascade_top=50))["cascade_top"] == 50
 
 
 def good_shard() -> pl.DataFrame:

@@ -746,3 +746,4 @@ def test_cascade_top_serves_the_ensemble_on_the_first_rankers_shortlist(fitted: 
     np.testing.assert_allclose(short["score"].to_numpy(), again["score"].to_numpy(), rtol=1e-6)
     with pytest.raises(ConfigError, match="cascade_top=0"):
         RecommenderConfig(cascade_top=0)
+    assert RecommenderConfig().cascade_top == 50  # the default, chosen on the throughput suite's paired runs
