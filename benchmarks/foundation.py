@@ -121,18 +121,35 @@ def cpu_name() -> str:
     return "unknown"
 
 
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile")
+"""The CPU's vector-instruction flags that :func:`machine` records: BLAS, FAISS and LightGBM pick their code paths
+by them, so two machines with one model name can round differently."""
+
+
+def cpu_flags() -> list[str]:
+    """Which of :data:`SIMD_FLAGS` the CPU has (Linux's /proc/cpuinfo), in that order; [] where unknown."""
+    path = Path("/proc/cpuinfo")
+    match = re.search(r"^flags\s*:\s*(.+)$", path.read_text(), re.MULTILINE) if path.exists() else None
+    present = set(match.group(1).split()) if match else set()
+    return [flag for flag in SIMD_FLAGS if flag in present]
+
+
 def machine() -> dict[str, object]:
+    """This machine and its software, as every suite records them: CPU name and flags, cores, torch threads,
+    Python and the versions of the libraries that compute the results."""
     cpu = cpu_name()
     import torch
 
     versions = {}
-    for name in ("textmemory-recsys", "torch", "transformers", "faiss-cpu", "polars", "lightgbm", "numpy"):
+    names = ("textmemory-recsys", "torch", "transformers", "faiss-cpu", "polars", "lightgbm", "numpy", "scipy")
+    for name in (*names, "scikit-learn"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
     return {
         "cpu": cpu,
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),

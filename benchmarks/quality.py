@@ -306,9 +306,11 @@ def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
 def merge(rows: list[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:
     """Add ``rows`` to the JSON file, replacing rows with the same (dataset, model, seed, protocol, profile)."""
     payload = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
-    cpu = machine()["cpu"]
+    info = machine()
+    here = {"cpu_flags": info["cpu_flags"], "versions": info["versions"]}
     for row in rows:
-        row.setdefault("cpu", cpu)  # a row that names its machine keeps it
+        if "cpu" not in row:  # a row that names its machine (an imported run) keeps it, with no environment
+            row["cpu"], row["environment"] = info["cpu"], here  # the payload's machine is only the last run's
         row.update(run_info)
     fresh = {_row_key(r) for r in rows}
     payload["rows"] = [r for r in payload["rows"] if _row_key(r) not in fresh] + rows

@@ -88,6 +88,8 @@ def test_quality_summary_means_over_seeds_and_merge_replaces_by_key(tmp_path, mo
     payload = merge([short], {"profile": "full", "commit": "c"})
     assert sorted((r["model"], r["seed"]) for r in payload["rows"]) == [("m", 1), ("m, 20-item lists (1-epoch cap)", 0)]
     assert {r["cpu"] for r in payload["rows"]} == {quality.machine()["cpu"]}  # each row records its machine
+    env = payload["rows"][0]["environment"]  # and its software, for comparing rows measured in other sessions
+    assert {"lightgbm", "polars", "numpy", "scipy"} <= set(env["versions"]) and isinstance(env["cpu_flags"], list)
 
 
 def test_quality_table_names_the_machine_of_each_row_when_they_differ() -> None:
