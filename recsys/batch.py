@@ -121,9 +121,9 @@ class BatchConfig:
         Two-stage ranking for this job (:attr:`RecommenderConfig.cascade_top <recsys.pipeline.RecommenderConfig>`):
         the model's first fold ranker shortlists each user's best ``cascade_top`` candidates (at least ``k``) and
         only those get the whole ensemble's score. None (default): the model's own setting, saved with it (50
-        in models fitted since it became the default, off in older ones); 0: off. Part of the job's identity,
-        so a resume never mixes shards made with and without it. No effect on a model with one ranker instead
-        of a fold ensemble.
+        unless it was saved with None; a model saved before the setting existed loads with 50); 0: off. Part of
+        the job's identity, so a resume never mixes shards made with and without it. No effect on a model with
+        one ranker instead of a fold ensemble.
     """
 
     k: int = 10

@@ -240,7 +240,7 @@ def recommend(
         typer.Option(
             help="Two-stage ranking: the first fold ranker shortlists each user's best M candidates (at least K) "
             "and only those get the whole ensemble's score; faster, same top K in the benchmarks at M=50. "
-            "Default: the model's own setting (50 since recsys fits with it; off in older models); 0: off."
+            "Default: the model's own setting (50 unless the model was saved with it off); 0: off."
         ),
     ] = None,
 ) -> None:
