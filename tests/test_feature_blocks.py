@@ -45,6 +45,7 @@ from recsys.features import (
 from recsys.features import collaborative as collaborative_module
 from recsys.features.cooccurrence import _scale_symmetric, cooccurrence_counts
 from recsys.features.ranking import GROUPS, FeatureConfig, RankingFeatures
+from recsys.features.similarity import _Segments
 from recsys.features.transitions import recency_matrix
 from recsys.schema import ITEM_IDX
 
@@ -352,6 +353,18 @@ def test_text_similarity_matches_a_direct_computation_across_segments_and_blocks
         expected["sim_history"].append(float(profile(history) @ unit[i]))
     for name, values in expected.items():
         np.testing.assert_allclose(out[name].to_numpy(), values, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize(("counts", "width"), [([273], 91), ([100, 100, 100], 100), ([130, 130], 65), ([1, 1], 1)])
+def test_similarity_segments_split_a_mean_query_evenly(counts: list[int], width: int) -> None:
+    """A query of the mean size fills whole segments of at most 128 pairs (273 pairs: 3 x 91, not 128 + 128 +
+    17), and every pair keeps its slot in its query's segments."""
+    sorted_query = np.repeat(np.arange(len(counts)), counts)
+    segments = _Segments(sorted_query)
+    assert segments.width == width
+    slot = np.concatenate([np.arange(n) for n in counts])
+    np.testing.assert_array_equal(segments.column, slot % width)
+    np.testing.assert_array_equal(segments.query, sorted_query[segments.start[:-1]])
 
 
 def test_text_similarity_rejects_vectors_of_the_wrong_shape() -> None:

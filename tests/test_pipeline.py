@@ -22,7 +22,30 @@ from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
 from recsys.models.memory_net import MemoryNetConfig
 from recsys.models.ranker import RankerConfig, RankerEnsemble
 from recsys.models.text_encoder import TextEncoderConfig
-from recsys.pipeline import Recommender, RecommenderConfig, before_cutoff, ranking_settings, training_queries
+from recsys.pipeline import (
+    Recommender,
+    RecommenderConfig,
+    before_cutoff,
+    pair_dot,
+    ranking_settings,
+    training_queries,
+)
+
+
+def test_pair_dot_known_answer_and_the_same_bits_on_any_number_of_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``queries[rows] . vectors[cols]`` per pair; with blocks of 7 pairs spread over 1, 2 or 3 threads, the same
+    float32 bits."""
+    queries = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
+    vectors = np.array([[3.0, 4.0], [-1.0, 0.5]], np.float32)
+    np.testing.assert_array_equal(pair_dot(queries, vectors, np.array([0, 1, 1]), np.array([0, 0, 1])), [3, 8, 1])
+    rng = np.random.default_rng(0)
+    queries, vectors = rng.normal(size=(5, 16)).astype(np.float32), rng.normal(size=(9, 16)).astype(np.float32)
+    rows, cols = rng.integers(0, 5, size=100), rng.integers(0, 9, size=100)
+    monkeypatch.setattr("recsys.pipeline.PAIR_BLOCK", 7)
+    one = pair_dot(queries, vectors, rows, cols, n_threads=1)
+    np.testing.assert_allclose(one, np.sum(queries[rows] * vectors[cols], axis=1), rtol=1e-5)
+    for n_threads in (2, 3):
+        np.testing.assert_array_equal(pair_dot(queries, vectors, rows, cols, n_threads=n_threads), one)
 
 
 @pytest.fixture(scope="session")

@@ -134,6 +134,17 @@ def test_topk_positive_known_answer() -> None:
     np.testing.assert_array_equal(topk_positive(scores, 2, histories([[3], []])), [[4, 1], [-1, -1]])
 
 
+def test_topk_positive_long_rows_keep_seen_items_out_and_ties_in_order() -> None:
+    """A row longer than ``k`` plus its history: its best entries are a seen item (twice in the history) and
+    ties at the cut, and the answer is still the best unseen items, ties by the lower index."""
+    values = np.array([[5.0, 5.0, 4.0, 3.0, 3.0, 3.0, 1.0, 0.0]], dtype=np.float32)
+    scores = sp.csr_matrix(values)
+    np.testing.assert_array_equal(topk_positive(scores, 2, histories([[0, 0]]), dense_above=2.0), [[1, 2]])
+    np.testing.assert_array_equal(topk_positive(scores, 3, histories([[0, 0]]), dense_above=2.0), [[1, 2, 3]])
+    np.testing.assert_array_equal(topk_positive(scores, 4, dense_above=2.0), [[0, 1, 2, 3]])
+    np.testing.assert_array_equal(topk_positive(scores, 3, histories([[2]]), dense_above=2.0), [[0, 1, 3]])
+
+
 def test_topk_ranked_known_answer() -> None:
     order = np.array([2, 0, 3, 1])  # item 2 is the most popular
     np.testing.assert_array_equal(topk_ranked(order, 2, n_users=2), [[2, 0], [2, 0]])
