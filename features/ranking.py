@@ -20,8 +20,10 @@ catalogue has no category column), ``repeat``, ``timely`` (popularity in a windo
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -57,7 +59,11 @@ __all__ = [
     "RankingFeatures",
     "TransitionFeature",
     "feature_threads",
+    "thread_map",
 ]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 RETRIEVAL_SCORE = "retrieval_score"
 RETRIEVAL_RANK = "retrieval_rank"
@@ -132,6 +138,16 @@ def feature_threads() -> int:
     if value.strip().isdigit() and int(value) > 0:
         return int(value)
     return os.cpu_count() or 1
+
+
+def thread_map(function: Callable[[T], R], items: Sequence[T], n_threads: int | None = None) -> list[R]:
+    """``[function(item) for item in items]``, on up to ``n_threads`` threads (default :func:`feature_threads`)
+    when there is more than one item; for work that releases the GIL (numpy, scipy, polars)."""
+    workers = min(len(items), n_threads if n_threads is not None else feature_threads())
+    if workers <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(workers, thread_name_prefix="recsys-features") as pool:
+        return list(pool.map(function, items))
 
 
 class TransitionFeature(FeatureBlock):
@@ -285,12 +301,7 @@ class RankingFeatures:
         def columns(block: FeatureBlock) -> pl.DataFrame:
             return block.transform(candidates, histories).select(block.names)
 
-        workers = min(len(blocks), n_threads if n_threads is not None else feature_threads())
-        if workers > 1:
-            with ThreadPoolExecutor(workers, thread_name_prefix="recsys-features") as pool:
-                parts = list(pool.map(columns, blocks))
-        else:
-            parts = [columns(block) for block in blocks]
+        parts = thread_map(columns, blocks, n_threads)
         added = [name for part in parts for name in part.columns]
         out = pl.concat([candidates.drop(added, strict=False), *parts], how="horizontal")
         relative = self.blocks_.get("relative")  # type: ignore[union-attr]

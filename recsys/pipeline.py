@@ -11,7 +11,6 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -38,7 +37,7 @@ from recsys.features.ranking import (
     TRANSITION_RANK,
     FeatureConfig,
     RankingFeatures,
-    feature_threads,
+    thread_map,
 )
 from recsys.models.baselines import _append_events
 from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig, MemoryStates
@@ -326,7 +325,7 @@ def pair_dot(
     queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_threads: int | None = None
 ) -> np.ndarray:
     """float32 ``(n_pairs,)``: ``queries[rows] . vectors[cols]``, in blocks to bound memory, the blocks spread
-    over ``n_threads`` threads (default :func:`~recsys.features.ranking.feature_threads`; numpy's gathers and
+    over ``n_threads`` threads (:func:`~recsys.features.ranking.thread_map`; numpy's gathers and
     ``einsum`` release the GIL). Each block is computed the same way on any thread, so the result does not
     depend on ``n_threads``."""
     out = np.empty(len(rows), dtype=np.float32)
@@ -336,14 +335,7 @@ def pair_dot(
         r, c = rows[start : start + block], cols[start : start + block]
         out[start : start + block] = np.einsum("nd,nd->n", queries[r], vectors[c])  # (block,)
 
-    starts = range(0, len(rows), block)
-    workers = min(len(starts), n_threads if n_threads is not None else feature_threads())
-    if workers > 1:
-        with ThreadPoolExecutor(workers, thread_name_prefix="recsys-pair-dot") as pool:
-            list(pool.map(fill, starts))
-    else:
-        for start in starts:
-            fill(start)
+    thread_map(fill, range(0, len(rows), block), n_threads)
     return out
 
 
