@@ -155,29 +155,27 @@ def topk(
     return idx, vals
 
 
-def _row_best(
-    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, keep: np.ndarray, n_users: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The entries ``(rows, cols, vals)`` (grouped by row, as a csr matrix stores them) whose value is at least
-    their row's ``keep[row]``-th largest: every entry of a row with at most ``keep[row]`` of them, else its best
-    ``keep[row]`` and any ties with the last one.
+def _row_best(scores: sp.csr_matrix, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, cols, vals)`` of the positive stored entries of ``scores`` whose value is at least their row's
+    ``keep[row]``-th largest: every positive entry of a row with at most ``keep[row]`` of them, else its best
+    ``keep[row]`` and any ties with the last one. Grouped by row, as the csr matrix stores them.
 
     Each long row's threshold comes from ``np.partition`` on that row alone. A loop over rows, not one sort of
     every entry: a chunk of 2,048 users of a 10^5-item catalogue stores about 4,100 transition scores per user;
     sorting all 8.4 million of them made ``topk_positive`` take 3.2 s (k = 100, history excluded), 0.24 s with
-    these thresholds, for the same answer."""
-    counts = np.bincount(rows, minlength=n_users)  # (n_users,)
-    long_rows = np.flatnonzero(counts > keep)
-    if not long_rows.size:
-        return rows, cols, vals
-    starts = np.cumsum(counts) - counts  # each row's first entry
-    threshold = np.full(n_users, -np.inf, np.float32)
-    for row in long_rows:  # rows with more entries than they keep (at most the chunk's users)
-        segment = vals[starts[row] : starts[row] + counts[row]]
+    these thresholds, for the same answer. The threshold of a row is taken over all its stored entries: where
+    the row has ``keep`` positive ones it is their ``keep``-th largest, else it is at most 0 and every positive
+    entry passes. Only the survivors get row and column arrays (not all 8.4 million entries: 0.24 -> 0.1 s)."""
+    n_users, data = scores.shape[0], np.asarray(scores.data, np.float32)  # compared as float32, like the sort
+    counts = np.diff(scores.indptr)  # (n_users,)
+    threshold = np.zeros(n_users, np.float32)  # entries must be positive: above 0 at least
+    for row in np.flatnonzero(counts > keep):  # rows with more entries than they keep (at most the chunk's users)
+        segment = data[scores.indptr[row] : scores.indptr[row + 1]]
         cut = counts[row] - keep[row]
-        threshold[row] = np.partition(segment, cut)[cut]  # the keep-th largest
-    best = vals >= threshold[rows]
-    return rows[best], cols[best], vals[best]
+        threshold[row] = max(np.partition(segment, cut)[cut], 0.0)  # the keep-th largest
+    best = np.flatnonzero((data > 0) & (data >= np.repeat(threshold, counts)))  # (n_best,) positions
+    rows = np.searchsorted(scores.indptr, best, side="right") - 1  # the row holding each position
+    return rows, scores.indices[best].astype(np.int64), data[best]
 
 
 def topk_positive(
@@ -220,16 +218,11 @@ def topk_positive(
         rows, cols = np.nonzero((dense > 0) & (dense >= _kth_largest(dense, min(k, n_items))))
         vals = dense[rows, cols]
     else:
-        rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(scores.indptr))  # (nnz,)
-        cols = scores.indices.astype(np.int64)
-        vals = np.asarray(scores.data, np.float32)
-        keep = vals > 0
-        rows, cols, vals = rows[keep], cols[keep], vals[keep]
         # Only each row's best entries can make its top k: at most ``k`` plus as many as the row's history has
         # events (the excluded ones among them), ties at the last value included; the sort and the exclusion
         # below then touch a few hundred entries per row instead of every stored one.
         slack = exclude.lengths if exclude is not None else np.zeros(n_users, np.int64)
-        rows, cols, vals = _row_best(rows, cols, vals, k + slack, n_users)
+        rows, cols, vals = _row_best(scores, k + slack)
         if exclude is not None:
             seen = np.unique(exclude.event_user() * n_items + exclude.item_idx)  # (n_seen,) sorted pair keys
             keep = ~np.isin(rows * n_items + cols, seen, assume_unique=False)
