@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -187,6 +188,26 @@ def _compact(idx: np.ndarray, scores: np.ndarray, excluded: np.ndarray, k: int) 
     return idx, scores
 
 
+def _fetch_batches(lengths: np.ndarray, k: int, batch_size: int, min_batch: int = 64) -> Iterator[np.ndarray]:
+    """Query rows in batches of at most ``batch_size`` whose ``k + history length`` (the results a query must
+    fetch so that ``k`` survive the exclusion of its history) lie within a factor of 2 of each other, since a
+    batch fetches for its longest history: one batch of 2,048 users whose histories run from 2 to 1,694 events
+    made every query fetch 1,894 results (10^5 items, k = 200: search 0.97 -> 0.36 s per 4,096 users). A group
+    of fewer than ``min_batch`` queries joins the next (longer) one: many tiny FAISS calls cost more than they
+    save, and FAISS computes the inner products of fewer than 20 queries without BLAS (other rounding)."""
+    order = np.argsort(lengths, kind="stable")  # shortest history first
+    bucket = np.floor(np.log2((k + lengths[order]) / k)).astype(np.int64)  # 0: k + length < 2k, 1: < 4k, ...
+    pending = np.zeros(0, np.int64)
+    groups = np.split(order, np.flatnonzero(np.diff(bucket)) + 1)
+    for position, group in enumerate(groups):
+        pending = np.concatenate([pending, group])
+        if pending.size < min_batch and position < len(groups) - 1:
+            continue
+        for start in range(0, pending.size, batch_size):
+            yield pending[start : start + batch_size]
+        pending = np.zeros(0, np.int64)
+
+
 class _BaseIndex:
     """Batching, history exclusion and input checks shared by both indexes."""
 
@@ -227,9 +248,7 @@ class _BaseIndex:
         out_idx = np.full((len(queries), k), -1, dtype=np.int64)
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         lengths = exclude.lengths if exclude is not None else np.zeros(len(queries), np.int64)
-        order = np.argsort(lengths, kind="stable")  # similar history lengths share a batch
-        for start in range(0, len(queries), self.config.batch_size):
-            rows = order[start : start + self.config.batch_size]
+        for rows in _fetch_batches(lengths, k, self.config.batch_size):
             fetch = int(min(n_items, k + lengths[rows].max(initial=0)))
             if fetch == 0:  # empty catalogue: nothing to find (FAISS asserts on k=0)
                 continue

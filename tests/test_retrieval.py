@@ -10,7 +10,7 @@ from conftest import histories_from_rows as histories
 
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError, ModelFormatError, NotFittedError
-from recsys.retrieval import ExactIndex, FaissIndex, IndexConfig, as_float32_matrix
+from recsys.retrieval import ExactIndex, FaissIndex, IndexConfig, _fetch_batches, as_float32_matrix
 
 INDEXES = [ExactIndex, FaissIndex]
 
@@ -94,6 +94,33 @@ def test_everything_excluded_is_all_padding(index_class: type) -> None:
     idx, scores = index.search(np.ones((1, 1)), 3, exclude=histories([list(range(6))]))
     np.testing.assert_array_equal(idx, [[-1, -1, -1]])
     assert np.isneginf(scores).all()
+
+
+def test_fetch_batches_group_histories_of_similar_length() -> None:
+    # k = 10: k + length in [10, 20) -> group 0, [1000, 2000) -> 6, [2000, 4000) -> 7; shortest first
+    lengths = np.array([0, 5, 1000, 3, 2000, 9])
+    batches = [b.tolist() for b in _fetch_batches(lengths, 10, batch_size=2, min_batch=1)]
+    assert batches == [[0, 3], [1, 5], [2], [4]]
+    # a group under min_batch queries joins the next one; the last group goes out whatever its size
+    batches = [b.tolist() for b in _fetch_batches(lengths, 10, batch_size=8, min_batch=5)]
+    assert batches == [[0, 3, 1, 5, 2], [4]]
+    batches = [b.tolist() for b in _fetch_batches(lengths, 10, batch_size=8, min_batch=2)]
+    assert batches == [[0, 3, 1, 5], [2, 4]]
+    assert list(_fetch_batches(np.zeros(0, np.int64), 10, 8)) == []
+
+
+@pytest.mark.parametrize("index_class", INDEXES)
+def test_exclusion_is_exact_across_fetch_batches(index_class: type) -> None:
+    # histories from 0 to 150 events over 200 items: several fetch sizes, each user must still get the exact
+    # top 10 of the items it has not seen
+    rng = np.random.default_rng(11)
+    items, queries = normalized(rng, 200, 16), normalized(rng, 40, 16)
+    rows = [rng.choice(200, size=int(n), replace=False).tolist() for n in rng.integers(0, 150, 40)]
+    idx, _ = index_class(IndexConfig(batch_size=3)).fit(items).search(queries, 10, exclude=histories(rows))
+    full = queries @ items.T
+    for u, seen in enumerate(rows):
+        full[u, seen] = -np.inf
+    np.testing.assert_array_equal(idx, np.argsort(-full, axis=1, kind="stable")[:, :10])
 
 
 @pytest.mark.parametrize("index_class", INDEXES)
