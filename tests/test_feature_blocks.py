@@ -536,9 +536,10 @@ def test_cooccurrence_row_buffer_equals_the_binary_search(
     assert (got["cooc_max"].to_numpy() > 0).sum() > 100  # the pairs do co-occur: the test compares real values
 
 
+@pytest.mark.parametrize("touched", [30, 4])  # every row looked up (no copy), or 4 of the 30 (copied out)
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.6])
-def test_sparse_values_equal_dense_lookups(density: float) -> None:
-    """The binary search of the co-occurrence lookups against the dense matrix (the reference)."""
+def test_sparse_values_equal_dense_lookups(density: float, touched: int) -> None:
+    """The keyed lookups of the co-occurrence and transition features against the dense matrix (the reference)."""
     rng = np.random.default_rng(4)
     matrix = sp.random(30, 25, density=density, format="csr", dtype=np.float32, random_state=5)
     for r in range(matrix.shape[0]):
@@ -547,8 +548,9 @@ def test_sparse_values_equal_dense_lookups(density: float) -> None:
         matrix.indices[span], matrix.data[span] = matrix.indices[span][order], matrix.data[span][order]
     matrix.has_sorted_indices = False  # each row shuffled above
     dense = matrix.toarray()
-    rows, cols = rng.integers(0, 30, 2000), rng.integers(0, 25, 2000)
+    rows, cols = rng.choice(30, touched, replace=False)[rng.integers(0, touched, 2000)], rng.integers(0, 25, 2000)
     np.testing.assert_array_equal(_common.sparse_values(matrix, rows, cols), dense[rows, cols])
+    assert density == 0.0 or np.count_nonzero(dense[rows, cols]) > 20  # real values are compared
 
 
 @pytest.mark.parametrize(
