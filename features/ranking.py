@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError, ModelFormatError, SchemaError, check_is_fitted
@@ -176,13 +177,25 @@ class TransitionFeature(FeatureBlock):
         self.matrix_ = Transitions(self.config).fit(context.events, context.n_items).matrix_
         return self
 
-    def _transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:
+    def _transform(
+        self, candidates: pl.DataFrame, histories: Histories, scores: sp.csr_matrix | None = None
+    ) -> pl.DataFrame:
         score = self.model.score_pairs(
             histories,
             candidates[QUERY].to_numpy().astype(np.int64),
             candidates[ITEM_IDX].to_numpy().astype(np.int64),
+            scores=scores,
         )
         return candidates.with_columns(transition_score=pl.Series(score, dtype=pl.Float32))
+
+    def transform_from_scores(
+        self, candidates: pl.DataFrame, histories: Histories, scores: sp.csr_matrix
+    ) -> pl.DataFrame:
+        """:meth:`transform` reading the pairs from ``scores``, the csr ``(n_queries, n_items)`` of
+        ``self.model.score_sparse(histories)`` that the caller already holds (same values, one sparse product
+        less)."""
+        check_is_fitted(self, self.state_attributes)
+        return self._transform(candidates, histories, scores)
 
 
 class RankingFeatures:
@@ -285,12 +298,22 @@ class RankingFeatures:
         block = (self.blocks_ or {}).get("transition")
         return block.model if isinstance(block, TransitionFeature) else None
 
-    def transform(self, candidates: pl.DataFrame, histories: Histories, n_threads: int | None = None) -> pl.DataFrame:
+    def transform(
+        self,
+        candidates: pl.DataFrame,
+        histories: Histories,
+        n_threads: int | None = None,
+        *,
+        transition_scores: sp.csr_matrix | None = None,
+    ) -> pl.DataFrame:
         """Add every feature column to ``candidates`` (rows and their order kept).
 
         The blocks read only the candidate columns, so they run side by side on ``n_threads`` threads (default:
         :func:`feature_threads`); their numpy, scipy and polars work releases the GIL. The
         ``relative`` block compares their columns and runs last. The result does not depend on ``n_threads``.
+        ``transition_scores``: ``self.transitions.score_sparse(histories)`` when the caller already computed it
+        (the pipeline's transition candidate source does); the transition block then reads its pairs from it
+        instead of multiplying again, with the same values.
         """
         check_is_fitted(self)
         missing = [c for c in (*CANDIDATE_COLUMNS, *self.sources) if c not in candidates.columns]
@@ -299,6 +322,8 @@ class RankingFeatures:
         blocks = [b for g, b in self.blocks_.items() if g != "relative"]  # type: ignore[union-attr]
 
         def columns(block: FeatureBlock) -> pl.DataFrame:
+            if transition_scores is not None and isinstance(block, TransitionFeature):
+                return block.transform_from_scores(candidates, histories, transition_scores).select(block.names)
             return block.transform(candidates, histories).select(block.names)
 
         parts = thread_map(columns, blocks, n_threads)

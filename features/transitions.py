@@ -163,6 +163,7 @@ class Transitions:
         item_idx: np.ndarray,
         *,
         chunk_users: int = _PAIR_CHUNK_USERS,
+        scores: sp.csr_matrix | None = None,
     ) -> np.ndarray:
         """Scores of given (user, item) pairs without a dense catalogue-wide matrix.
 
@@ -176,6 +177,10 @@ class Transitions:
             int array of shape ``(n_pairs,)``: catalogue rows.
         chunk_users:
             Users per sparse ``W @ M`` block (bounds memory).
+        scores:
+            ``score_sparse(histories)`` when the caller already holds it (the pipeline's candidate stage ranks
+            by it): the pairs are read from it instead of multiplying ``W @ M`` again. Same values either way,
+            since each row of the product depends only on that user's row of ``W``.
 
         Returns
         -------
@@ -186,7 +191,14 @@ class Transitions:
         if isinstance(chunk_users, bool) or not isinstance(chunk_users, int) or chunk_users < 1:
             raise ConfigError(f"chunk_users must be a positive integer, got {chunk_users!r}.")
         user_pos, item_idx = _check_pairs(user_pos, item_idx, histories.n_users, self.n_items)
-        weights = self.user_weights(histories)
+        if scores is not None and scores.shape != (histories.n_users, self.n_items):
+            raise DataError(
+                f"scores has shape {scores.shape}; pass score_sparse(histories), shape "
+                f"({histories.n_users}, {self.n_items})."
+            )
+        if scores is not None and self.n_items > _common.DENSE_MAX_ITEMS:
+            return sparse_values(scores, user_pos, item_idx)
+        weights = self.user_weights(histories) if scores is None else None
         buffer = None  # up to DENSE_MAX_ITEMS items, the pairs read a chunk's score rows through a RowBuffer
         if self.n_items <= _common.DENSE_MAX_ITEMS:
             buffer = _common.RowBuffer(self.n_items, histories.n_users)
@@ -198,7 +210,10 @@ class Transitions:
         for c in np.nonzero(np.diff(bounds))[0]:
             sel = order[bounds[c] : bounds[c + 1]]
             start = int(starts[c])
-            block = (weights[start : start + chunk_users] @ self.matrix_).tocsr()  # (chunk, n_items)
+            if weights is not None:
+                block = (weights[start : start + chunk_users] @ self.matrix_).tocsr()  # (chunk, n_items)
+            else:
+                block = scores[start : start + chunk_users]  # type: ignore[index]
             if buffer is None:
                 out[sel] = sparse_values(block, user_pos[sel] - start, item_idx[sel])
                 continue

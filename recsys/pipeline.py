@@ -17,6 +17,7 @@ from typing import Any, Literal, cast
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from recsys._persist import config_from_dict, load_arrays, read_model_dir, write_model_dir
@@ -745,11 +746,13 @@ class Recommender:
         popularity: np.ndarray | None = None,
         retrieval: Retrieval | None = None,
         queries: np.ndarray | None = None,
-    ) -> tuple[pl.DataFrame, np.ndarray]:
+    ) -> tuple[pl.DataFrame, np.ndarray, sp.csr_matrix | None]:
         """Merged candidates ``query, item_idx, retrieval_score`` and one rank column per source, plus the
-        query vectors ``(n_queries, dim)``. ``popularity`` (default ``popularity_``) must come from the same
-        past events as ``features``; ``retrieval`` defaults to the fitted encoder and index; ``queries`` (default:
-        encode ``histories``) are precomputed query vectors (see :meth:`_stored_queries`)."""
+        query vectors ``(n_queries, dim)`` and the transition scores csr ``(n_queries, n_items)`` when the
+        transition source ran (None otherwise; ``features.transform`` reuses them). ``popularity`` (default
+        ``popularity_``) must come from the same past events as ``features``; ``retrieval`` defaults to the
+        fitted encoder and index; ``queries`` (default: encode ``histories``) are precomputed query vectors (see
+        :meth:`_stored_queries`)."""
         popularity = cast(np.ndarray, self.popularity_ if popularity is None else popularity)
         retrieval = retrieval or Retrieval(self.user_encoder_, self.item_vectors_, self.vector_index_)  # type: ignore[arg-type]
         if queries is None:
@@ -761,10 +764,11 @@ class Recommender:
         if len(cold):
             idx[cold] = self._popular(popularity, histories.select(cold), n_candidates, exclude_seen)
         sources = {RETRIEVAL_RANK: idx}
+        transition_scores = None
         if self.config.n_transition_candidates and features.transitions is not None:
-            scores = features.transitions.score_sparse(histories)  # csr (n_queries, n_items)
+            transition_scores = features.transitions.score_sparse(histories)  # csr (n_queries, n_items)
             # items without transition evidence (score 0) are not candidates
-            sources[TRANSITION_RANK] = topk_positive(scores, self.config.n_transition_candidates, exclude)
+            sources[TRANSITION_RANK] = topk_positive(transition_scores, self.config.n_transition_candidates, exclude)
         if self.config.n_popularity_candidates:
             sources[POPULARITY_RANK] = self._popular(
                 popularity, histories, self.config.n_popularity_candidates, exclude_seen
@@ -779,7 +783,7 @@ class Recommender:
             if name not in frame.columns:
                 frame = frame.with_columns(pl.lit(1, pl.UInt32).alias(name))  # source off: rank 0 + 1
         score = pair_dot(queries, retrieval.item_vectors, frame[QUERY].to_numpy(), frame[ITEM_IDX].to_numpy())
-        return frame.with_columns(pl.Series(RETRIEVAL_SCORE, score)), queries
+        return frame.with_columns(pl.Series(RETRIEVAL_SCORE, score)), queries, transition_scores
 
     @staticmethod
     def _popular(popularity: np.ndarray, histories: Histories, n: int, exclude_seen: bool) -> np.ndarray:
@@ -802,8 +806,10 @@ class Recommender:
         their histories; ``query`` is the position in ``users``."""
         histories = self._histories(users, history)
         queries = self._stored_queries(users, history) if retrieval is None else None
-        frame, _ = self._candidates(histories, features, exclude_seen, k, popularity, retrieval, queries)
-        frame = features.transform(frame, histories)
+        frame, _, transition_scores = self._candidates(
+            histories, features, exclude_seen, k, popularity, retrieval, queries
+        )
+        frame = features.transform(frame, histories, transition_scores=transition_scores)
         item_ids = self.index_.select(ITEM_IDX, ITEM_ID)  # type: ignore[union-attr]
         return frame.join(item_ids, on=ITEM_IDX, how="left", maintain_order="left"), histories
 
@@ -817,7 +823,7 @@ class Recommender:
         history = self._checked_history(history)
         histories = self._histories(users, history)
         queries = self._stored_queries(users, history)
-        frame, _ = self._candidates(histories, self.features_, exclude_seen=True, queries=queries)  # type: ignore[arg-type]
+        frame, _, _ = self._candidates(histories, self.features_, exclude_seen=True, queries=queries)  # type: ignore[arg-type]
         return self._with_ids(frame, users).select(USER_ID, ITEM_ID, RETRIEVAL_SCORE, *self._source_lengths())
 
     def _with_ids(self, frame: pl.DataFrame, users: pl.Series) -> pl.DataFrame:
@@ -1053,7 +1059,9 @@ class Recommender:
         rows), and duplicate rows get equal features."""
         histories = self._histories(users, history)
         stored = self._stored_queries(users, history)
-        sources, queries = self._candidates(histories, self.features_, exclude_seen=True, queries=stored)  # type: ignore[arg-type]
+        sources, queries, transition_scores = self._candidates(
+            histories, self.features_, exclude_seen=True, queries=stored
+        )  # type: ignore[arg-type]
         owners = pl.DataFrame({USER_ID: users}).with_row_index(QUERY)
         pairs = rows.join(owners, on=USER_ID, how="left").select("_row", QUERY, pl.col(ITEM_IDX).cast(pl.UInt32))
         ranks = sources.drop(RETRIEVAL_SCORE).unique([QUERY, ITEM_IDX], keep="first")
@@ -1062,7 +1070,8 @@ class Recommender:
         lengths = self._source_lengths()
         frame = frame.with_columns(pl.col(name).fill_null(n + 1).cast(pl.UInt32) for name, n in lengths.items())
         score = pair_dot(queries, self.item_vectors_, frame[QUERY].to_numpy(), frame[ITEM_IDX].to_numpy())  # type: ignore[arg-type]
-        frame = self.features_.transform(frame.with_columns(pl.Series(RETRIEVAL_SCORE, score)), histories)  # type: ignore[union-attr]
+        frame = frame.with_columns(pl.Series(RETRIEVAL_SCORE, score))
+        frame = self.features_.transform(frame, histories, transition_scores=transition_scores)  # type: ignore[union-attr]
         return pairs.join(frame, on=[QUERY, ITEM_IDX], how="left", maintain_order="left")
 
     def _with_new_items(self, items: pl.DataFrame) -> Recommender:

@@ -285,6 +285,17 @@ def test_transition_score_pairs_equals_dense_rows(max_items: int, cells: int, mo
     np.testing.assert_allclose(pairs, dense[users, items], rtol=1e-6)
     assert not dense[0].any()  # empty history
     assert (pairs > 0).sum() > 10
+    # the candidate stage's own score_sparse(h), read instead of multiplying again: bit for bit the same
+    reused = stage.score_pairs(h, users, items, chunk_users=2, scores=stage.score_sparse(h))
+    np.testing.assert_array_equal(reused, pairs)
+
+
+def test_transition_score_pairs_rejects_scores_of_other_histories() -> None:
+    h = chain_histories([[0, 1, 2], [3, 4]])
+    stage = Transitions().fit(h, 5)
+    other = stage.score_sparse(chain_histories([[0, 1]]))  # one user, not two
+    with pytest.raises(DataError, match=r"score_sparse\(histories\)"):
+        stage.score_pairs(h, np.array([0, 1]), np.array([1, 2]), scores=other)
 
 
 def test_zero_shot_encoder_recency_weighted_mean() -> None:

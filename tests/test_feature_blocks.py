@@ -810,6 +810,14 @@ def test_ranking_features_on_threads_equal_the_blocks_one_after_another(
     stale = features.transform(frame.with_columns(sim_last=pl.lit(9.0, pl.Float32)), histories, n_threads=2)
     assert stale.columns.count("sim_last") == 1
     np.testing.assert_array_equal(columns(stale, names), columns(expected, names))
+    # the transition scores the candidate stage already holds: read, not multiplied again; same columns
+    assert features.transitions is not None
+    scores = features.transitions.score_sparse(histories)
+    reused = features.transform(frame, histories, n_threads=2, transition_scores=scores)
+    np.testing.assert_array_equal(columns(reused, names), columns(expected, names))
+    assert (reused["transition_score"] > 0).sum() > 0
+    doubled = features.transform(frame, histories, n_threads=2, transition_scores=(scores * 2).tocsr())
+    np.testing.assert_array_equal(doubled["transition_score"], expected["transition_score"] * 2)  # it reads them
 
 
 def test_sparse_state_is_saved_with_int32_indices_and_loaded_without_a_copy(fit_context: FitContext) -> None:
