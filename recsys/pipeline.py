@@ -1061,7 +1061,7 @@ class Recommender:
         stored = self._stored_queries(users, history)
         sources, queries, transition_scores = self._candidates(
             histories, self.features_, exclude_seen=True, queries=stored
-        )  # type: ignore[arg-type]
+        )
         owners = pl.DataFrame({USER_ID: users}).with_row_index(QUERY)
         pairs = rows.join(owners, on=USER_ID, how="left").select("_row", QUERY, pl.col(ITEM_IDX).cast(pl.UInt32))
         ranks = sources.drop(RETRIEVAL_SCORE).unique([QUERY, ITEM_IDX], keep="first")
