@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -17,11 +18,13 @@ from recsys.schema import ITEM_IDX
 __all__ = [
     "DENSE_CELLS",
     "DENSE_MAX_ITEMS",
+    "LOOKUP_MAX_ITEMS",
     "PAIR_BLOCK",
     "RowBuffer",
     "check_history_items",
     "check_positive_float",
     "check_positive_int",
+    "derived",
     "event_positions",
     "float32_columns",
     "history_counts",
@@ -41,6 +44,23 @@ buffer into which the chunk's sparse score rows are written (then zeroed again);
 sparse rows (:func:`sparse_values`), because the buffer would hold too few queries per chunk."""
 DENSE_CELLS = 1 << 22
 """float32 cells of that buffer (16 MB)."""
+LOOKUP_MAX_ITEMS = 5_000
+"""Up to this many catalogue items, the similarity and co-occurrence blocks keep their item-item matrix dense (float32,
+at most 95 MiB each, derived on first use and never saved) and read each pair's values by direct lookups, age by
+age, instead of gathering vectors or sparse rows. Measured on the saved models, one chunk of 2,048 users, one
+thread: unisrec (4,385 items, 560,537 pairs) similarity 0.33 -> 0.13 s and co-occurrence 0.14 -> 0.08 s; ml-100k
+(1,682 items, 216,006 pairs) 0.14 -> 0.07 s and 0.10 -> 0.025 s."""
+
+
+def derived(owner: object, source: object, make: Callable[[Any], np.ndarray]) -> np.ndarray:
+    """``make(source)``, kept on ``owner`` for as long as ``source`` is the same object: a block's dense copy of
+    its fitted matrix, say. A copy of the block that gets a new ``source`` (``extend_items``, ``with_vectors``)
+    derives its own on first use instead of reading a stale one; a block holds one derived array."""
+    cached = owner.__dict__.get("_derived")
+    if cached is None or cached[0] is not source:
+        cached = (source, make(source))
+        owner.__dict__["_derived"] = cached
+    return cast(np.ndarray, cached[1])
 
 
 def check_positive_int(name: str, value: object, example: int) -> None:

@@ -23,6 +23,7 @@ from recsys.features._common import (
     check_history_items,
     check_positive_float,
     check_positive_int,
+    derived,
     event_positions,
     float32_columns,
     pair_arrays,
@@ -145,7 +146,9 @@ class CoOccurrence(FeatureBlock):
 
     def _transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:
         query, items = pair_arrays(candidates, histories, self.matrix_.shape[0])  # (n_pairs,) each
-        if self.matrix_.shape[0] <= _common.DENSE_MAX_ITEMS:
+        if self.matrix_.shape[0] <= _common.LOOKUP_MAX_ITEMS:
+            score, best = self._score_lookups(histories, query, items)
+        elif self.matrix_.shape[0] <= _common.DENSE_MAX_ITEMS:
             score, best = self._score_rows(histories, query, items)
         else:
             score = np.zeros(query.size, np.float32)
@@ -156,6 +159,29 @@ class CoOccurrence(FeatureBlock):
         return float32_columns(
             candidates, {"cooc_score": np.where(empty, np.nan, score), "cooc_max": np.where(empty, np.nan, best)}
         )
+
+    def _score_lookups(
+        self, histories: Histories, query: np.ndarray, items: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_score_block`'s sum and max for every pair, ``(n_pairs,)`` each, read from the dense matrix (small
+        catalogues, :data:`~recsys.features._common.LOOKUP_MAX_ITEMS`). The pairs are sorted by how many recent
+        events they have, so that age by age the pairs with an event of that age are a prefix; the sum adds the same
+        float32 terms in the same order, so the columns are equal."""
+        dense = derived(self, self.matrix_, lambda m: m.toarray())  # (n_items, n_items) float32
+        lengths = np.minimum(histories.lengths[query], self.config.recent)  # (n_pairs,) recent events per pair
+        order = np.argsort(-lengths, kind="stable")
+        newest = (histories.indptr[query + 1] - 1)[order]  # CSR position of each sorted pair's newest event
+        cand = items[order]
+        n_at_age = np.searchsorted(-lengths[order], -np.arange(self.config.recent), side="left")
+        score = np.zeros(query.size, np.float32)
+        best = np.zeros(query.size, np.float32)
+        for age, n in enumerate(n_at_age):  # the first n sorted pairs have more than `age` events
+            values = dense[histories.item_idx[newest[:n] - age], cand[:n]]  # (n,)
+            score[:n] += np.float32(0.5 ** (age / self.config.half_life)) * values
+            np.maximum(best[:n], values, out=best[:n])
+        unsorted_score, unsorted_best = np.empty_like(score), np.empty_like(best)
+        unsorted_score[order], unsorted_best[order] = score, best
+        return unsorted_score, unsorted_best
 
     def _score_rows(self, histories: Histories, query: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_score_block`'s sum and max for every pair, ``(n_pairs,)`` each, by rows instead of lookups.

@@ -3,6 +3,11 @@
 A profile is the L2-normalised mean of history item vectors (repeats count once per event); the cosine of a
 candidate to a profile is the dot product of unit vectors. Pairs are processed in blocks of
 :data:`~recsys.features._common.PAIR_BLOCK` so that memory stays bounded for millions of candidates.
+
+Up to :data:`~recsys.features._common.LOOKUP_MAX_ITEMS` items, every cosine is a lookup instead: the block keeps
+the catalogue's item-item cosine matrix (its Gram matrix, computed on first use) and sums or takes the maximum of
+the looked-up cosines of a pair's history items, so no candidate vector is gathered (the same values to float32
+rounding).
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import scipy.sparse as sp
 
 from recsys.data import Histories
 from recsys.errors import DataError, check_is_fitted
+from recsys.features import _common
 from recsys.features._common import (
     PAIR_BLOCK,
     check_positive_int,
+    derived,
     event_positions,
     float32_columns,
     history_counts,
@@ -118,6 +125,9 @@ class TextSimilarity(FeatureBlock):
             return float32_columns(candidates, {name: np.full(query.size, np.nan) for name in self.names})
         n_items, short = self.vectors_.shape[0], self.config.short_term
         bags = (history_counts(histories, n_items, short), history_counts(histories, n_items))  # (n_queries, n_items)
+        if n_items <= _common.LOOKUP_MAX_ITEMS:
+            columns = self._looked_up(query, items, histories, bags)
+            return self._named(candidates, histories, query, columns)
         order = np.argsort(query, kind="stable")  # pairs grouped by query
         segments = _Segments(query[order])
         dots = np.empty((query.size, short + 2), np.float32)  # per pair: recent items (newest first), 2 profiles
@@ -137,9 +147,53 @@ class TextSimilarity(FeatureBlock):
             np.where(ages, dots[:, :short], -np.inf).max(axis=1),
             dots[:, short + 1],
         ]
+        return self._named(candidates, histories, query, columns)
+
+    def _named(
+        self, candidates: pl.DataFrame, histories: Histories, query: np.ndarray, columns: list[np.ndarray]
+    ) -> pl.DataFrame:
+        """The four columns (in the order of ``names``) as Float32, NaN for queries without history."""
         empty = histories.lengths[query] == 0
         named = zip(self.names, columns, strict=True)
         return float32_columns(candidates, {name: np.where(empty, np.nan, column) for name, column in named})
+
+    def _looked_up(
+        self, query: np.ndarray, items: np.ndarray, histories: Histories, bags: tuple[sp.csr_matrix, sp.csr_matrix]
+    ) -> list[np.ndarray]:
+        """The four columns from the item-item cosines (small catalogues). The recent cosines are looked up age by
+        age (newest first) for the pairs whose history is that long; the whole-history sum reads the product of
+        the history counts and the cosine matrix, a block of queries at a time; each sum is divided by its
+        profile's norm (the norm of the summed unit vectors)."""
+        gram = derived(self, self.vectors_, lambda v: v @ v.T)  # (n_items, n_items) float32 cosines, symmetric
+        short = self.config.short_term
+        lengths = histories.lengths[query]  # (n_pairs,)
+        order = np.argsort(-np.minimum(lengths, short), kind="stable")  # pairs by recent length, longest first
+        newest = (histories.indptr[query + 1] - 1)[order]  # CSR position of each sorted pair's newest event
+        cand = items[order]
+        n_at_age = np.searchsorted(-np.minimum(lengths[order], short), -np.arange(short), side="left")
+        last, recent_sum = np.zeros(query.size, np.float32), np.zeros(query.size, np.float32)
+        recent_max = np.full(query.size, -np.inf, np.float32)
+        for age, n in enumerate(n_at_age):  # the first n sorted pairs have more than `age` events
+            cosine = gram[histories.item_idx[newest[:n] - age], cand[:n]]  # (n,)
+            recent_sum[:n] += cosine
+            np.maximum(recent_max[:n], cosine, out=recent_max[:n])
+            if age == 0:
+                last[:n] = cosine
+        history_sum = np.zeros(query.size, np.float32)
+        by_query = np.argsort(query, kind="stable")
+        rows, starts = np.unique(query[by_query], return_index=True)
+        per_block = max(1, _common.DENSE_CELLS // gram.shape[0])
+        for first in range(0, rows.size, per_block):
+            block = rows[first : first + per_block]
+            sums = np.asarray(bags[1][block] @ gram, dtype=np.float32)  # (len(block), n_items)
+            stop = starts[first + per_block] if first + per_block < rows.size else query.size
+            pairs = by_query[starts[first] : stop]
+            history_sum[pairs] = sums[np.searchsorted(block, query[pairs]), items[pairs]]
+        norms = [np.linalg.norm(np.asarray(bag @ self.vectors_, dtype=np.float32), axis=1) for bag in bags]
+        unsorted = np.empty_like(order)
+        unsorted[order] = np.arange(order.size)
+        recent_mean = _divided(recent_sum, norms[0][query[order]])[unsorted]
+        return [last[unsorted], recent_mean, recent_max[unsorted], _divided(history_sum, norms[1][query])]
 
     def _contexts(
         self, histories: Histories, rows: np.ndarray, bags: tuple[sp.csr_matrix, sp.csr_matrix]
@@ -152,6 +206,11 @@ class TextSimilarity(FeatureBlock):
             recent.append(self.vectors_[histories.item_idx[positions]] * valid[:, None])  # (n_rows, d)
         profiles = [_unit_rows(np.asarray(bag[rows] @ self.vectors_, dtype=np.float32)) for bag in bags]
         return np.stack(recent + profiles, axis=2)
+
+
+def _divided(sums: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """``sums / norms``, 0 where a norm is 0 (a profile of zero vectors has cosine 0 with everything)."""
+    return np.divide(sums, norms, out=np.zeros_like(sums), where=norms > 0)
 
 
 class LearnedSimilarity(TextSimilarity):

@@ -252,7 +252,16 @@ VECTORS = np.array(
 )  # item 4 is not unit length on purpose: the block normalises
 
 
-def test_text_similarity_known_answer() -> None:
+@pytest.fixture(params=["lookups", "vectors"])
+def similarity_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a similarity test on both paths: cosines looked up in the item-item matrix (small catalogues) and
+    computed from gathered candidate vectors (catalogues above ``LOOKUP_MAX_ITEMS``)."""
+    if request.param == "vectors":
+        monkeypatch.setattr("recsys.features._common.LOOKUP_MAX_ITEMS", 0)
+    return str(request.param)
+
+
+def test_text_similarity_known_answer(similarity_path: str) -> None:
     block = TextSimilarity(SimilarityConfig(short_term=2)).fit(context(histories_from_rows([[0]]), vectors=VECTORS))
     histories = histories_from_rows([[0, 1, 2], [4], []])
     out = block.transform(pairs([(0, 3), (0, 5), (1, 0), (2, 0)]), histories)
@@ -267,7 +276,26 @@ def test_text_similarity_known_answer() -> None:
     )
 
 
-def test_learned_similarity_reads_the_learned_space_under_its_own_names() -> None:
+def test_text_similarity_of_items_without_a_vector_is_zero(similarity_path: str) -> None:
+    """An item whose text vector is zero (no text) has cosine 0 to everything, and a history of only such items
+    has a zero profile: every column 0, not NaN (NaN is kept for empty histories)."""
+    vectors = np.vstack([VECTORS, np.zeros((1, 3), np.float32)])  # item 6: zero
+    catalogue = pl.DataFrame({"item_id": range(7), "text": ["x"] * 7})
+    fitted = context(histories_from_rows([[0]]), items=catalogue, vectors=vectors)
+    block = TextSimilarity(SimilarityConfig(short_term=2)).fit(fitted)
+    out = block.transform(pairs([(0, 0), (0, 6), (1, 6)]), histories_from_rows([[6, 6], [0, 6]]))
+    assert_columns(
+        out,
+        {
+            "sim_last": [0.0, 0.0, 0.0],
+            "sim_recent_mean": [0.0, 0.0, 0.0],
+            "sim_recent_max": [0.0, 0.0, 0.0],
+            "sim_history": [0.0, 0.0, 0.0],
+        },
+    )
+
+
+def test_learned_similarity_reads_the_learned_space_under_its_own_names(similarity_path: str) -> None:
     """The learned block computes TextSimilarity's cosines from ``learned_vectors``, not the text vectors."""
     events = histories_from_rows([[0]])
     text = np.eye(6, dtype=np.float32)  # every pair of different items at cosine 0 in the text space
@@ -318,10 +346,10 @@ def test_ranking_features_skip_the_learned_group_without_a_learned_space() -> No
 
 
 def test_text_similarity_matches_a_direct_computation_across_segments_and_blocks(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, similarity_path: str
 ) -> None:
     """Queries with 1 to 400 candidates (several padded segments each) in small blocks give the cosines that a
-    per-pair loop computes; pairs arrive shuffled."""
+    per-pair loop computes; pairs arrive shuffled. The lookups read the history sums in blocks of 2 queries."""
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(50, 8)).astype(np.float32)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -330,6 +358,7 @@ def test_text_similarity_matches_a_direct_computation_across_segments_and_blocks
     pair_list = [(q, int(i)) for q, n in enumerate(counts) for i in rng.integers(0, 50, size=n)]
     pair_list = [pair_list[j] for j in rng.permutation(len(pair_list))]
     monkeypatch.setattr("recsys.features.similarity.PAIR_BLOCK", 256)  # several blocks
+    monkeypatch.setattr("recsys.features._common.DENSE_CELLS", 100)  # 2 queries of 50 items per product
     catalogue = pl.DataFrame({"item_id": range(50), "text": ["x"] * 50})
     fit_context = context(histories_from_rows([[0]]), items=catalogue, vectors=vectors)
     block = TextSimilarity(SimilarityConfig(short_term=4)).fit(fit_context)
@@ -514,20 +543,26 @@ def test_cooccurrence_source_scores_are_the_feature_over_the_whole_catalogue() -
     assert scores[empty].nnz == 0 and np.isnan(feature[empty]).all()
 
 
-@pytest.mark.parametrize(("max_items", "cells"), [(0, 1 << 22), (1 << 17, 1 << 22), (1 << 17, 30), (1 << 17, 75)])
-def test_cooccurrence_row_buffer_equals_the_binary_search(
-    max_items: int, cells: int, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("lookup", "max_items", "cells"),
+    [(0, 0, 1 << 22), (0, 1 << 17, 1 << 22), (0, 1 << 17, 30), (0, 1 << 17, 75), (5_000, 1 << 17, 1 << 22)],
+)
+def test_cooccurrence_row_buffer_and_lookups_equal_the_binary_search(
+    lookup: int, max_items: int, cells: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both ways to read ``C[history item, candidate]`` give the same columns bit for bit, with 1, 2 or every
-    query per buffer chunk, queries repeated and out of order, and an explicit max over several ages."""
+    """The three ways to read ``C[history item, candidate]`` (binary search, row buffer, dense lookups) give the
+    same columns bit for bit, with 1, 2 or every query per buffer chunk, queries repeated and out of order, and
+    an explicit max over several ages."""
     rng = np.random.default_rng(5)
     events = histories_from_rows([list(rng.integers(0, 30, rng.integers(0, 25))) for _ in range(40)])
     block = CoOccurrence(CoOccurrenceConfig(window=4, recent=6)).fit(
         context(events, items=pl.DataFrame({"item_id": range(30)}))
     )
     frame = pairs(list(zip(rng.integers(0, 40, 600).tolist(), rng.integers(0, 30, 600).tolist(), strict=True)))
+    monkeypatch.setattr(_common, "LOOKUP_MAX_ITEMS", 0)
     monkeypatch.setattr(_common, "DENSE_MAX_ITEMS", 0)  # the binary search: the reference
     expected = block.transform(frame, events)
+    monkeypatch.setattr(_common, "LOOKUP_MAX_ITEMS", lookup)
     monkeypatch.setattr(_common, "DENSE_MAX_ITEMS", max_items)
     monkeypatch.setattr(_common, "DENSE_CELLS", cells)  # 30 cells: one query per chunk; 75: two
     got = block.transform(frame, events)
