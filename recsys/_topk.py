@@ -8,6 +8,7 @@ index ``-1`` (it is dropped by :func:`to_recommendations`).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -17,7 +18,24 @@ from recsys.data import Histories
 from recsys.errors import ConfigError, DataError
 from recsys.schema import ITEM_ID, RANK, SCORE, USER_ID, empty_recommendations
 
-__all__ = ["check_k", "mask_seen", "to_recommendations", "topk", "topk_positive", "topk_ranked"]
+__all__ = [
+    "MERGE_MAX_ITEMS",
+    "check_k",
+    "mask_seen",
+    "merge_top_lists",
+    "to_recommendations",
+    "topk",
+    "topk_positive",
+    "topk_ranked",
+]
+
+MERGE_CELLS = 1 << 18
+"""int64 cells of :func:`merge_top_lists`' table of (query, item) slots, queries per chunk times items: 2 MB stays
+in the cache (unisrec, 8,442 users, 2.7 million list entries: 0.12 s; 0.24 s with a 32 MB table)."""
+MERGE_MAX_ITEMS = 16_384
+"""Catalogues up to this size merge candidate lists by :func:`merge_top_lists` (at least 16 queries per chunk);
+larger ones by a polars ``group_by``, where a chunk would hold too few queries."""
+_SOURCE_SHIFT = 40  # a slot id is (source << 40) | (its row among that source's new rows)
 
 
 def check_k(k: object) -> int:
@@ -281,6 +299,70 @@ def topk_ranked(order: np.ndarray, k: int, exclude: Histories | None = None, n_u
     rows, cols = np.nonzero(free & (place < k))
     idx[rows, place[rows, cols]] = order[cols]
     return idx
+
+
+def merge_top_lists(lists: Sequence[np.ndarray], n_items: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The union of several sources' top lists, one row per (query, item), in order of first appearance.
+
+    Parameters
+    ----------
+    lists:
+        Each source's int ``(n_queries, k_s)`` item rows, best first, ``-1`` padding; an item at most once per
+        query and source (a top-k selection).
+    n_items:
+        Items in the catalogue (every listed item is below it).
+
+    Returns
+    -------
+    query, item:
+        int64 ``(n_rows,)``: the first source's entries query by query, then each later source's entries that no
+        earlier source listed for that query (query by query, best first): the order of a ``group_by(query,
+        item, maintain_order=True)`` over the sources' long frames stacked in turn.
+    ranks:
+        One uint32 ``(n_rows,)`` per source: the item's 1-based position in that source's list, ``k_s + 1``
+        where the source did not list it.
+
+    Each chunk of queries marks its (query, item) cells in a dense table of :data:`MERGE_CELLS` cells, so every
+    entry costs one lookup instead of a hash or a sort (the pipeline uses it up to :data:`MERGE_MAX_ITEMS`).
+    """
+    n_queries = lists[0].shape[0] if lists else 0
+    if any(top.ndim != 2 or top.shape[0] != n_queries for top in lists):
+        raise DataError(f"top lists must be 2-D with one row per query, got shapes {[t.shape for t in lists]}.")
+    per_chunk = max(1, MERGE_CELLS // max(n_items, 1))
+    table = np.full((min(per_chunk, max(n_queries, 1)), n_items), -1, np.int64)  # slot id of each marked cell
+    fresh_rows: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in lists]  # (query, item) of new entries
+    hits: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in lists]  # (slot id, rank) of every entry
+    n_new = [0] * len(lists)
+    for start in range(0, n_queries, per_chunk):
+        stop = min(start + per_chunk, n_queries)
+        marked = []
+        for s, top in enumerate(lists):
+            row, col = np.nonzero(top[start:stop] >= 0)  # row-major: query by query, best first
+            item = top[start:stop][row, col].astype(np.int64)
+            slot = table[row, item]  # (n,) -1 where no earlier source listed the item
+            new = np.flatnonzero(slot < 0)
+            ids = (s << _SOURCE_SHIFT) | (n_new[s] + np.arange(new.size, dtype=np.int64))
+            table[row[new], item[new]] = ids
+            if not np.array_equal(table[row[new], item[new]], ids):
+                raise DataError(f"top list {s} names an item twice for one query; pass top-k selections.")
+            slot[new] = ids
+            n_new[s] += new.size
+            fresh_rows[s].append((row[new] + start, item[new]))
+            hits[s].append((slot, (col + 1).astype(np.uint32)))
+            marked.append((row[new], item[new]))
+        for row, item in marked:  # clear only the cells this chunk wrote
+            table[row, item] = -1
+    offsets = np.concatenate([[0], np.cumsum(n_new)]).astype(np.int64)  # (n_sources + 1,)
+    n_rows = int(offsets[-1])
+    query = np.concatenate([q for rows in fresh_rows for q, _ in rows] or [np.zeros(0, np.int64)]).astype(np.int64)
+    item = np.concatenate([i for rows in fresh_rows for _, i in rows] or [np.zeros(0, np.int64)])
+    ranks = []
+    for s, top in enumerate(lists):
+        rank = np.full(n_rows, top.shape[1] + 1, np.uint32)
+        for slot, position in hits[s]:
+            rank[offsets[slot >> _SOURCE_SHIFT] + (slot & ((1 << _SOURCE_SHIFT) - 1))] = position
+        ranks.append(rank)
+    return query, item, ranks
 
 
 def to_recommendations(user_ids: pl.Series, idx: np.ndarray, vals: np.ndarray, item_ids: pl.Series) -> pl.DataFrame:

