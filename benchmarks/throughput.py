@@ -157,8 +157,9 @@ def candidate_sweep(
     (``"own": True``; that point is also the suite's stored-states speed), then the :func:`stage_split` at its own
     quotas. The saved model is loaded in this process and every fitted user is served from the memory state stored
     at fit time (no history is read again). These points serve with the plain ensemble (every fold ranker scores
-    every candidate), whatever ``cascade_top`` the model was saved with; with ``cascade_top``, one more point at
-    its own quotas is served by the two-stage ranker (``"cascade_top"``: the setting; the others hold None)."""
+    every candidate), whatever ``cascade_top`` the model was saved with; with ``cascade_top``, every quota is
+    served once more by the two-stage ranker (``"cascade_top"``: the setting; the plain points hold None), so the
+    two knobs' joint frontier shows."""
     from quality import SPLITS
 
     from recsys.datasets import load_dataset
@@ -173,7 +174,7 @@ def candidate_sweep(
     default = model.config
     own = (default.n_candidates, default.n_transition_candidates, default.n_popularity_candidates)
     settings: list[tuple[tuple[int, int, int], int | None]] = [(q, None) for q in sorted(set(QUOTAS) | {own})]
-    settings += [(own, cascade_top)] if cascade_top is not None else []
+    settings += [(q, cascade_top) for q, _ in settings] if cascade_top is not None else []
     points = []
     for (faiss, transitions, popularity), top in settings:
         model.config = dataclasses.replace(
@@ -257,11 +258,12 @@ def run(
         same_run = recbole_same_run(model_dir, best[2]["users"])
         sweep, stages = candidate_sweep(model_dir, dataset, repeats, data_dir, cascade_top)
         (own,) = [p for p in sweep if p["own"]]
+        own_quotas = tuple(own["quotas"])
         speed = own["users_per_second"]
         stored = {"model": "ours, stored states", "users": best[2]["users"], "users_per_second": speed}
         cascade = None
         if cascade_top is not None:
-            (point,) = [p for p in sweep if p["cascade_top"] == cascade_top]
+            (point,) = [p for p in sweep if p["cascade_top"] == cascade_top and tuple(p["quotas"]) == own_quotas]
             batch = min((batch_run(model_dir, 2, cascade_top) for _ in range(repeats)), key=lambda x: x["seconds"])
             cascade = {
                 "top": cascade_top,
@@ -393,21 +395,39 @@ def render(payload: dict[str, Any]) -> str:
             )
     for r in payload["rows"]:
         if r.get("candidate_sweep"):
-            lines += [
-                "",
-                f"Candidate quotas against speed and quality, {r['dataset']} ({r['profile']} model), ranker unchanged "
-                "(users/s from stored states; test targets, history masked):",
-                "",
-                "| quotas (FAISS, transitions, popularity) | users/s | NDCG@10 | Recall@10 |",
-                "|---|---:|---:|---:|",
-            ]
-            lines += [
-                f"| {', '.join(map(str, p['quotas']))} | {p['users_per_second']:.0f} | {p['ndcg@10']:.4f} | "
-                f"{p['recall@10']:.4f} |"
-                for p in r["candidate_sweep"]
-                if not p.get("cascade_top")  # the cascade's point is in its own table
-            ]
+            lines += _quota_table(r)
     return "\n".join([*lines, "", END])
+
+
+def _quota_table(r: dict[str, Any]) -> list[str]:
+    """The candidate-quota sweep of one row as a markdown table, with the two-stage columns where each quota has a
+    two-stage point (rows measured before that hold only the default quotas' one, which has its own table)."""
+    plain = [p for p in r["candidate_sweep"] if not p.get("cascade_top")]
+    two = {tuple(p["quotas"]): p for p in r["candidate_sweep"] if p.get("cascade_top")}
+    both = len(two) > 1
+    same = (r.get("recbole_same_run") or {}).get("users_per_second")
+    header = "| quotas (FAISS, transitions, popularity) | users/s | NDCG@10 | Recall@10 |"
+    header += " users/s, two-stage | NDCG@10, two-stage | two-stage / RecBole same run |" if both else ""
+    setting = f"; two-stage: `cascade_top` {next(iter(two.values()))['cascade_top']}" if both else ""
+    lines = [
+        "",
+        f"Candidate quotas against speed and quality, {r['dataset']} ({r['profile']} model), ranker unchanged "
+        f"(users/s from stored states; test targets, history masked{setting}):",
+        "",
+        header,
+        "|---|---:|---:|---:|" + ("---:|---:|---:|" if both else ""),
+    ]
+    for p in plain:
+        line = (
+            f"| {', '.join(map(str, p['quotas']))} | {p['users_per_second']:.0f} | {p['ndcg@10']:.4f} | "
+            f"{p['recall@10']:.4f} |"
+        )
+        t = two.get(tuple(p["quotas"]))
+        if both and t is not None:
+            ratio = f"{t['users_per_second'] / same:.2f}x" if same else "-"
+            line += f" {t['users_per_second']:.0f} | {t['ndcg@10']:.4f} | {ratio} |"
+        lines.append(line)
+    return lines
 
 
 def plot(payload: dict[str, Any], path: Path) -> None:
@@ -424,7 +444,11 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     for r in rows:
         sweep = [p for p in r["candidate_sweep"] if not p.get("cascade_top")]
         label = f"ours, {r['dataset']} ({r['profile']})"
-        ax.plot([p["users_per_second"] for p in sweep], [p["ndcg@10"] for p in sweep], "o-", label=label)
+        (line,) = ax.plot([p["users_per_second"] for p in sweep], [p["ndcg@10"] for p in sweep], "o-", label=label)
+        two = [p for p in r["candidate_sweep"] if p.get("cascade_top")]
+        if len(two) > 1:  # the same quotas with the two-stage ranker, dashed in the same colour
+            ax.plot([p["users_per_second"] for p in two], [p["ndcg@10"] for p in two], "x--", color=line.get_color(),
+                    label=f"{label}, two-stage")  # fmt: skip
         for p in sweep:
             ax.annotate(str(p["quotas"][0]), (p["users_per_second"], p["ndcg@10"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")  # fmt: skip

@@ -232,6 +232,33 @@ def test_throughput_cascade_table_and_headline_row_pair_it_with_the_plain_ensemb
     )
 
 
+def test_throughput_quota_table_pairs_each_quota_with_its_two_stage_point() -> None:
+    """Where every quota was also served by the two-stage ranker, each quota row carries that point's users/s,
+    NDCG@10 and its ratio to RecBole's same-run speed (1,500 / 3,000 users/s: 0.50x)."""
+    from throughput import render
+
+    def point(quotas: list[int], top: int | None, speed: float, ndcg: float) -> dict:
+        own = quotas == [200, 100, 20] and top is None
+        return {"quotas": quotas, "own": own, "cascade_top": top, "users_per_second": speed, "ndcg@10": ndcg,
+                "recall@10": 0.25}  # fmt: skip
+
+    sweep = [point([50, 25, 5], None, 1000.0, 0.1400), point([200, 100, 20], None, 600.0, 0.1434)]
+    sweep += [point([50, 25, 5], 50, 1500.0, 0.1401), point([200, 100, 20], 50, 900.0, 0.1431)]
+    row = {
+        "dataset": "ml-100k", "profile": "full", "users": 943, "users_per_second": 200.0, "thread_speedup": 1.1,
+        "peak_rss_mib": 800.0, "recbole": None, "ours_in_memory": None, "ratio_to_recbole": None,
+        "ours_stored_states": {"users_per_second": 600.0}, "stored_ratio_to_recbole_same_run": 0.2,
+        "recbole_same_run": {"model": "RecBole SASRec (untrained)", "users_per_second": 3000.0, "n_items": 1682},
+        "candidate_sweep": sweep, "stages": None,
+        "cascade": {"top": 50, "stored_states": sweep[3], "batch": {"users_per_second": 250.0},
+                    "stored_speedup": 1.5, "batch_speedup": 1.25, "stored_ratio_to_recbole_same_run": 0.3},
+    }  # fmt: skip
+    table = render({"command": "c", "commit": "abc", "machine": {"cpu": "x", "cores": 2}, "repeats": 2, "rows": [row]})
+    assert "| 50, 25, 5 | 1000 | 0.1400 | 0.2500 | 1500 | 0.1401 | 0.50x |" in table
+    assert "| 200, 100, 20 | 600 | 0.1434 | 0.2500 | 900 | 0.1431 | 0.30x |" in table
+    assert "two-stage: `cascade_top` 50" in table
+
+
 def test_headline_speed_rows_name_the_run_that_measured_them() -> None:
     from run import _speed_lines
 
