@@ -255,8 +255,11 @@ def run(
         best = {t: min(r, key=lambda x: x["seconds"]) for t, r in runs.items()}
         speeds = in_memory_speeds(dataset, profile)
         peer, mine = speeds.get("recbole"), speeds.get("ours")
-        same_run = recbole_same_run(model_dir, best[2]["users"])
+        before = recbole_same_run(model_dir, best[2]["users"])
         sweep, stages = candidate_sweep(model_dir, dataset, repeats, data_dir, cascade_top)
+        after = recbole_same_run(model_dir, best[2]["users"])  # RecBole's rate moves by tens of percent in minutes
+        same_run = max(before, after, key=lambda t: t["users_per_second"])  # its faster run: the stricter bar
+        same_run = same_run | {"runs_users_per_second": [before["users_per_second"], after["users_per_second"]]}
         (own,) = [p for p in sweep if p["own"]]
         own_quotas = tuple(own["quotas"])
         speed = own["users_per_second"]
@@ -319,7 +322,9 @@ def render(payload: dict[str, Any]) -> str:
         "on the same test users with the fitted model already loaded, both timed by the quality suite (history "
         "masked, top 50), same profile; ours reads each history inline. Stored states: every fitted user served "
         "from the memory state saved at fit time (model loaded here, best of the same repeats). RecBole, same run: "
-        "an untrained SASRec's `full_sort_topk` over the same catalogue size and user count, timed in this run. "
+        "an untrained SASRec's `full_sort_topk` over the same catalogue size and user count, timed in this run "
+        "(before and after our stored-states points, the faster of the two kept; rows measured before 2026-12-07 "
+        "hold one run). "
         "Both serve with the plain ensemble (every fold ranker scores every candidate; `--cascade-top 0` in rows "
         "measured after the two-stage ranker became the default), which has its own table below.",
         "",
