@@ -445,7 +445,7 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     rows = [r for r in payload["rows"] if r.get("candidate_sweep")]
     if not rows:
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for r in rows:
         sweep = [p for p in r["candidate_sweep"] if not p.get("cascade_top")]
         label = f"ours, {r['dataset']} ({r['profile']})"
@@ -465,7 +465,7 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("NDCG@10 (test, history masked)")
     ax.set_title("Serving speed against quality (labels: FAISS candidates per user)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: the lines stay visible
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
