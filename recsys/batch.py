@@ -39,6 +39,7 @@ model knows are always scored from their fitted events.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import io
 import logging
@@ -124,6 +125,14 @@ class BatchConfig:
         unless it was saved with None; a model saved before the setting existed loads with 50); 0: off. Part of
         the job's identity, so a resume never mixes shards made with and without it. No effect on a model with
         one ranker instead of a fold ensemble.
+    quotas:
+        Candidates per user for this job, ``(FAISS, transitions, popularity)``: the model's ``n_candidates``,
+        ``n_transition_candidates`` and ``n_popularity_candidates`` while it serves (FAISS at least 1, the others
+        at least 0 = that source off). None (default): the model's own (200, 100, 20 unless fitted otherwise).
+        Fewer candidates serve faster at some cost in quality, since the ranker was trained on the model's own
+        quotas (the throughput suite's sweep in ``benchmarks/README.md``: on unisrec, 20/10/2 with the two-stage
+        ranker serves 2.1x the default's users/s at NDCG@10 0.1072 against 0.1082). Part of the job's identity
+        when set.
     """
 
     k: int = 10
@@ -131,6 +140,7 @@ class BatchConfig:
     memory_budget_mb: float = 512.0
     show_progress: bool = True
     cascade_top: int | None = None
+    quotas: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
@@ -145,6 +155,26 @@ class BatchConfig:
                 f"BatchConfig.cascade_top={top!r} must be None (the model's setting), 0 (off) or a positive "
                 "integer (for example 50)."
             )
+        if self.quotas is not None:
+            quotas = tuple(self.quotas)
+            if (
+                len(quotas) != 3
+                or any(isinstance(q, bool) or not isinstance(q, int) for q in quotas)
+                or quotas[0] < 1
+                or min(quotas) < 0
+            ):
+                raise ConfigError(
+                    f"BatchConfig.quotas={self.quotas!r} must be three integers (FAISS, transitions, popularity), "
+                    "FAISS at least 1 and the others at least 0, for example (20, 10, 2); None keeps the model's."
+                )
+            object.__setattr__(self, "quotas", quotas)
+
+    def candidate_fields(self) -> dict[str, Any]:
+        """The ``RecommenderConfig`` candidate fields that this job sets on ``model`` (empty: the model's own)."""
+        if self.quotas is None:
+            return {}
+        names = ("n_candidates", "n_transition_candidates", "n_popularity_candidates")
+        return dict(zip(names, self.quotas, strict=True))
 
     def cascade_for(self, model: Recommender) -> int | None:
         """The ``cascade_top`` that ``model`` serves this job with: this job's where given (0: None), else its own;
@@ -155,9 +185,13 @@ class BatchConfig:
 
 def serve_shards(model: Recommender, config: BatchConfig, chunk_users: int) -> None:
     """Set ``model`` up to serve a job's shards: one ``recommend`` chunk per shard, no nested progress bar (the
-    job owns both), and the job's ``cascade_top``."""
+    job owns both), the job's ``cascade_top`` and its candidate ``quotas``."""
     model.config = dataclasses.replace(
-        model.config, chunk_users=chunk_users, show_progress=False, cascade_top=config.cascade_for(model)
+        model.config,
+        chunk_users=chunk_users,
+        show_progress=False,
+        cascade_top=config.cascade_for(model),
+        **config.candidate_fields(),
     )
 
 
@@ -214,8 +248,18 @@ def bytes_per_user(model: Recommender, k: int) -> int:
 
 
 def users_per_shard(model: Recommender, config: BatchConfig) -> int:
-    """Users per shard (= per chunk): ``floor(memory_budget_mb * 2**20 / bytes_per_user)``, at least 1."""
-    return max(1, int(config.memory_budget_mb * 2**20 // bytes_per_user(model, config.k)))
+    """Users per shard (= per chunk): ``floor(memory_budget_mb * 2**20 / bytes_per_user)``, at least 1, sized
+    at the job's candidate quotas."""
+    return max(1, int(config.memory_budget_mb * 2**20 // bytes_per_user(_serving_model(model, config), config.k)))
+
+
+def _serving_model(model: Recommender, config: BatchConfig) -> Recommender:
+    """``model`` itself, or a shallow copy whose config holds the job's candidate quotas (for sizing)."""
+    if config.quotas is None:
+        return model
+    twin = copy.copy(model)
+    twin.config = dataclasses.replace(model.config, **config.candidate_fields())
+    return twin
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -460,6 +504,7 @@ def job_identity(
         "k": config.k,
         "exclude_seen": config.exclude_seen,
         "cascade_top": config.cascade_for(model),
+        **({"quotas": list(config.quotas)} if config.quotas is not None else {}),  # absent: older jobs resume
         "shard_users": shard_users,
         "n_shards": math.ceil(users.len() / shard_users),
     }

@@ -182,6 +182,19 @@ def _dask_config(scheduler: str, partitions: int | None = None) -> DaskConfig:
     return config
 
 
+def _quotas(text: str | None) -> tuple[int, int, int] | None:
+    """``--quotas "20,10,2"`` as a tuple (checked by :class:`BatchConfig`); None when not given."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError as err:
+        raise ConfigError(
+            f"--quotas {text!r}: give three integers FAISS,TRANSITIONS,POPULARITY, for example 20,10,2."
+        ) from err
+    return values  # type: ignore[return-value]  # BatchConfig checks that there are three
+
+
 def _batch_job(config: BatchConfig, scheduler: str | None, partitions: int | None) -> BatchJob | DaskBatchJob:
     if scheduler is None:
         if partitions is not None:
@@ -243,6 +256,14 @@ def recommend(
             "Default: the model's own setting (50 unless the model was saved with it off); 0: off."
         ),
     ] = None,
+    quotas: Annotated[
+        str | None,
+        typer.Option(
+            help="Candidates per user as FAISS,TRANSITIONS,POPULARITY (for example 20,10,2): fewer serve faster "
+            "at some cost in quality (the ranker was trained on the model's own, by default 200,100,20; "
+            "benchmarks/README.md has the trade-off). Default: the model's own."
+        ),
+    ] = None,
 ) -> None:
     """Recommend the top K items for users with a saved model.
 
@@ -258,7 +279,11 @@ def recommend(
         if explain:
             raise ConfigError("--explain writes one table; give --out a .parquet file instead of a directory.")
         config = BatchConfig(
-            k=k, exclude_seen=not include_seen, memory_budget_mb=memory_budget_mb, cascade_top=cascade_top
+            k=k,
+            exclude_seen=not include_seen,
+            memory_budget_mb=memory_budget_mb,
+            cascade_top=cascade_top,
+            quotas=_quotas(quotas),
         )
         inline = read_table(history) if history is not None else None
         job = _batch_job(config, scheduler, partitions)
@@ -274,8 +299,10 @@ def recommend(
         if value is not None:
             raise ConfigError(f"{name} is for batch jobs; give --out a directory instead of a file.")
     recommender = Recommender.load(model)
-    serve = BatchConfig(k=k, cascade_top=cascade_top)  # checks --cascade-top the same way as the batch job
-    recommender.config = dataclasses.replace(recommender.config, cascade_top=serve.cascade_for(recommender))
+    serve = BatchConfig(k=k, cascade_top=cascade_top, quotas=_quotas(quotas))  # checked as for a batch job
+    recommender.config = dataclasses.replace(
+        recommender.config, cascade_top=serve.cascade_for(recommender), **serve.candidate_fields()
+    )
     recs = recommender.recommend(wanted, k=k, exclude_seen=not include_seen, explain=explain)
     _write_table(recs, out)
     typer.echo(f"wrote {recs.height:,} rows for {recs[USER_ID].n_unique():,} users to {out}")

@@ -149,6 +149,10 @@ def test_shards_are_fixed_slices_of_the_user_list(model: Recommender, model_dir:
         ({"memory_budget_mb": float("nan")}, "finite"),
         ({"cascade_top": -1}, "cascade_top=-1"),
         ({"cascade_top": True}, "cascade_top=True"),
+        ({"quotas": (0, 10, 2)}, "FAISS at least 1"),
+        ({"quotas": (20, -1, 2)}, r"quotas=\(20, -1, 2\)"),
+        ({"quotas": (20, 10)}, "three integers"),
+        ({"quotas": (20.0, 10, 2)}, "three integers"),
     ],
 )
 def test_bad_config_is_refused(kwargs: dict[str, object], match: str):
@@ -217,6 +221,46 @@ def test_cascade_top_serves_the_first_rankers_shortlist_and_is_part_of_the_job(
     assert (
         pl.read_parquet(table).select("user_id", "item_id", "rank").equals(every.select("user_id", "item_id", "rank"))
     )
+
+
+def test_quotas_serve_fewer_candidates_and_are_part_of_the_job(model: Recommender, model_dir: Path, tmp_path: Path):
+    """``quotas=(5, 2, 1)``: the job writes what ``recommend`` gives with those candidate fields set on the model
+    (lists that differ from the model's own 200/100/20), sizes its shards for them, records them in its identity
+    (a resume without them is another job), and the one-table command line takes ``--quotas 5,2,1``."""
+    users = list(range(30))
+    out = tmp_path / "out"
+    small = BatchConfig(k=K, memory_budget_mb=budget_for(model, 2.5), show_progress=False, quotas=(5, 2, 1))
+    BatchJob(small).run(model_dir, out, users)
+    twin = copy.copy(model)
+    twin.config = dataclasses.replace(
+        model.config, n_candidates=5, n_transition_candidates=2, n_popularity_candidates=1
+    )
+    expected = twin.recommend(users, k=K)
+    recs = read_output(out)
+    assert recs.select("user_id", "item_id", "rank").equals(expected.select("user_id", "item_id", "rank"))
+    plain = model.recommend(users, k=K)
+    assert not expected.select("user_id", "item_id").equals(plain.select("user_id", "item_id"))  # it changes lists
+    job = job_identity(model, "fp", pl.Series("user_id", users), None, small)
+    assert job["quotas"] == [5, 2, 1] and "quotas" not in job_identity(model, "fp", pl.Series("user_id", users), None,
+                                                                         BatchConfig(k=K))  # fmt: skip
+    assert users_per_shard(model, small) > users_per_shard(
+        model, BatchConfig(k=K, memory_budget_mb=small.memory_budget_mb)
+    )
+    with pytest.raises(ConfigError, match="--overwrite"):
+        run_job(model, model_dir, out, users)  # the model's own quotas: another job
+    table = tmp_path / "recs.parquet"
+    args = ["recommend", "--model", str(model_dir), "--out", str(table), "--k", str(K), "--quotas", "5,2,1"]
+    process = cli(*args, home=tmp_path, stderr=subprocess.PIPE)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    every = twin.recommend(None, k=K)
+    assert (
+        pl.read_parquet(table).select("user_id", "item_id", "rank").equals(every.select("user_id", "item_id", "rank"))
+    )
+    bad = cli("recommend", "--model", str(model_dir), "--out", str(table), "--quotas", "5;2;1", home=tmp_path,
+              stderr=subprocess.PIPE)  # fmt: skip
+    _, stderr = bad.communicate(timeout=120)
+    assert bad.returncode != 0 and "three integers FAISS,TRANSITIONS,POPULARITY" in stderr
 
 
 def test_cascade_top_of_a_one_ranker_model_is_no_setting(model: Recommender, caplog: pytest.LogCaptureFixture):
