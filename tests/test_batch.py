@@ -211,9 +211,14 @@ def test_cascade_top_serves_the_first_rankers_shortlist_and_is_part_of_the_job(
     assert not expected.select("user_id", "item_id").equals(plain.select("user_id", "item_id"))  # it changes lists
     with pytest.raises(ConfigError, match=r"cascade_top: 1 there, 50 now.*--overwrite"):
         run_job(model, model_dir, out, users)  # the model's own setting (the default 50): another job
-    # the command line's one-table output takes the same option
+    assert_one_table_serves_like(twin, model_dir, tmp_path, "--cascade-top", "1")  # the command line's option
+
+
+def assert_one_table_serves_like(twin: Recommender, model_dir: Path, tmp_path: Path, *options: str) -> None:
+    """``recsys recommend`` to one table with ``options`` writes what ``twin`` (the model with those settings)
+    recommends for every user."""
     table = tmp_path / "recs.parquet"
-    args = ["recommend", "--model", str(model_dir), "--out", str(table), "--k", str(K), "--cascade-top", "1"]
+    args = ["recommend", "--model", str(model_dir), "--out", str(table), "--k", str(K), *options]
     process = cli(*args, home=tmp_path, stderr=subprocess.PIPE)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
@@ -248,15 +253,8 @@ def test_quotas_serve_fewer_candidates_and_are_part_of_the_job(model: Recommende
     )
     with pytest.raises(ConfigError, match="--overwrite"):
         run_job(model, model_dir, out, users)  # the model's own quotas: another job
-    table = tmp_path / "recs.parquet"
-    args = ["recommend", "--model", str(model_dir), "--out", str(table), "--k", str(K), "--quotas", "5,2,1"]
-    process = cli(*args, home=tmp_path, stderr=subprocess.PIPE)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
-    every = twin.recommend(None, k=K)
-    assert (
-        pl.read_parquet(table).select("user_id", "item_id", "rank").equals(every.select("user_id", "item_id", "rank"))
-    )
+    assert_one_table_serves_like(twin, model_dir, tmp_path, "--quotas", "5,2,1")
+    table = tmp_path / "bad.parquet"
     bad = cli("recommend", "--model", str(model_dir), "--out", str(table), "--quotas", "5;2;1", home=tmp_path,
               stderr=subprocess.PIPE)  # fmt: skip
     _, stderr = bad.communicate(timeout=120)
