@@ -26,6 +26,7 @@ __all__ = [
     "check_positive_int",
     "derived",
     "event_positions",
+    "events_by_age",
     "float32_columns",
     "history_counts",
     "log_share_ratio",
@@ -128,6 +129,26 @@ def event_positions(histories: Histories, query: np.ndarray, age: int) -> tuple[
     valid = histories.lengths[query] > age
     positions = np.where(valid, histories.indptr[query + 1] - 1 - age, 0)
     return positions, valid
+
+
+def events_by_age(histories: Histories, query: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ordered so that, age by age, the pairs whose query has an event of that age form a prefix.
+
+    Returns
+    -------
+    order:
+        int64 ``(n_pairs,)``: the pairs by how many of their query's newest ``depth`` events exist, most first.
+    newest:
+        int64 ``(n_pairs,)``: the CSR position of each ordered pair's newest event (``newest - age`` is the event
+        ``age`` steps before it, valid for the first ``n_at_age[age]`` ordered pairs).
+    n_at_age:
+        int64 ``(depth,)``: how many ordered pairs have an event of each age ``0 .. depth - 1``.
+    """
+    recent = np.minimum(histories.lengths[query], depth)  # (n_pairs,) events of each pair's query, at most depth
+    order = np.argsort(-recent, kind="stable")
+    newest = (histories.indptr[query + 1] - 1)[order]
+    n_at_age = np.searchsorted(-recent[order], -np.arange(depth), side="left")
+    return order, newest, n_at_age
 
 
 def history_counts(histories: Histories, n_items: int, max_events: int | None = None) -> sp.csr_matrix:

@@ -25,6 +25,7 @@ from recsys.features._common import (
     check_positive_int,
     derived,
     event_positions,
+    events_by_age,
     float32_columns,
     pair_arrays,
     pair_blocks,
@@ -168,11 +169,8 @@ class CoOccurrence(FeatureBlock):
         events they have, so that age by age the pairs with an event of that age are a prefix; the sum adds the same
         float32 terms in the same order, so the columns are equal."""
         dense = derived(self, self.matrix_, lambda m: m.toarray())  # (n_items, n_items) float32
-        lengths = np.minimum(histories.lengths[query], self.config.recent)  # (n_pairs,) recent events per pair
-        order = np.argsort(-lengths, kind="stable")
-        newest = (histories.indptr[query + 1] - 1)[order]  # CSR position of each sorted pair's newest event
+        order, newest, n_at_age = events_by_age(histories, query, self.config.recent)
         cand = items[order]
-        n_at_age = np.searchsorted(-lengths[order], -np.arange(self.config.recent), side="left")
         score = np.zeros(query.size, np.float32)
         best = np.zeros(query.size, np.float32)
         for age, n in enumerate(n_at_age):  # the first n sorted pairs have more than `age` events

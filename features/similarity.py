@@ -29,6 +29,7 @@ from recsys.features._common import (
     check_positive_int,
     derived,
     event_positions,
+    events_by_age,
     float32_columns,
     history_counts,
     pair_arrays,
@@ -165,12 +166,8 @@ class TextSimilarity(FeatureBlock):
         the history counts and the cosine matrix, a block of queries at a time; each sum is divided by its
         profile's norm (the norm of the summed unit vectors)."""
         gram = derived(self, self.vectors_, lambda v: v @ v.T)  # (n_items, n_items) float32 cosines, symmetric
-        short = self.config.short_term
-        lengths = histories.lengths[query]  # (n_pairs,)
-        order = np.argsort(-np.minimum(lengths, short), kind="stable")  # pairs by recent length, longest first
-        newest = (histories.indptr[query + 1] - 1)[order]  # CSR position of each sorted pair's newest event
+        order, newest, n_at_age = events_by_age(histories, query, self.config.short_term)
         cand = items[order]
-        n_at_age = np.searchsorted(-np.minimum(lengths[order], short), -np.arange(short), side="left")
         last, recent_sum = np.zeros(query.size, np.float32), np.zeros(query.size, np.float32)
         recent_max = np.full(query.size, -np.inf, np.float32)
         for age, n in enumerate(n_at_age):  # the first n sorted pairs have more than `age` events
