@@ -170,7 +170,8 @@ class BatchConfig:
             object.__setattr__(self, "quotas", quotas)
 
     def candidate_fields(self) -> dict[str, Any]:
-        """The ``RecommenderConfig`` candidate fields that this job sets on ``model`` (empty: the model's own)."""
+        """The ``RecommenderConfig`` candidate fields that this job sets on the model it serves (empty: the
+        model's own quotas)."""
         if self.quotas is None:
             return {}
         names = ("n_candidates", "n_transition_candidates", "n_popularity_candidates")
