@@ -1,6 +1,6 @@
 """Feature blocks for the ranker (installed as ``recsys.features``): polars frames and numpy in, columns out."""
 
-from recsys.features.affinity import CategoryAffinity, CategoryConfig, RepeatSignals
+from recsys.features.affinity import BrandAffinity, BrandConfig, CategoryAffinity, CategoryConfig, RepeatSignals
 from recsys.features.base import QUERY, FeatureBlock, FitContext, query_now
 from recsys.features.collaborative import Collaborative, CollaborativeConfig
 from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
@@ -16,6 +16,8 @@ from recsys.features.user_stats import UserActivity
 
 __all__ = [
     "QUERY",
+    "BrandAffinity",
+    "BrandConfig",
     "CategoryAffinity",
     "CategoryConfig",
     "CoOccurrence",

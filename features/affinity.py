@@ -1,12 +1,15 @@
-"""How the candidate relates to what the query already consumed: its categories, and the item itself.
+"""How the candidate relates to what the query already consumed: its categories, its brand, and the item itself.
 
 :class:`CategoryAffinity` compares the candidate's categories (a catalogue column such as ``genres``) with the
-categories of the query's history events; :class:`RepeatSignals` says whether and how recently the query
-consumed the candidate itself.
+categories of the query's history events; :class:`BrandAffinity` says how much and how recently the query
+consumed the candidate's brand (any one-label catalogue column: maker, label, artist); :class:`RepeatSignals`
+says whether and how recently the query consumed the candidate itself.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -16,12 +19,20 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys.data import Histories
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, check_is_fitted
 from recsys.features._common import float32_columns, history_counts, pair_arrays, pair_blocks
 from recsys.features.base import QUERY, FeatureBlock, FitContext
 from recsys.schema import ITEM_IDX
 
-__all__ = ["CATEGORY_COLUMNS", "CategoryAffinity", "CategoryConfig", "RepeatSignals"]
+__all__ = [
+    "CATEGORY_COLUMNS",
+    "BrandAffinity",
+    "BrandConfig",
+    "CategoryAffinity",
+    "CategoryConfig",
+    "RepeatSignals",
+    "label_codes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +161,126 @@ class CategoryAffinity(FeatureBlock):
             {
                 "category_share_mean": np.where(undefined, np.nan, mean),
                 "category_share_max": np.where(undefined, np.nan, best),
+            },
+        )
+
+
+@dataclass(frozen=True)
+class BrandConfig:
+    """Settings of :class:`BrandAffinity`.
+
+    Parameters
+    ----------
+    column: catalogue column holding each item's one brand (a string; null or empty: none).
+    """
+
+    column: str = "brand"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.column, str) or not self.column:
+            raise ConfigError(f"BrandConfig.column must be a non-empty column name, got {self.column!r}.")
+
+
+def label_codes(values: pl.Series) -> np.ndarray:
+    """int64 array of shape ``(len(values),)``: a stable 64-bit code of each stripped, case-folded label (the
+    first 8 bytes of its BLAKE2b digest), 0 for a null or empty one. Stable across processes and catalogues, so an
+    item added after fitting gets the code of its brand's fitted items."""
+    labels = values.cast(pl.String).str.strip_chars().str.to_lowercase()
+    distinct = labels.drop_nulls().unique()
+    distinct = distinct.filter(distinct != "")
+    digests = b"".join(hashlib.blake2b(v.encode(), digest_size=8).digest() for v in distinct.to_list())
+    codes = np.frombuffer(digests, dtype="<i8").copy() if digests else np.zeros(0, np.int64)
+    codes[codes == 0] = 1  # 0 means "no label"
+    lookup = pl.DataFrame({"label": distinct, "code": codes}, schema={"label": pl.String, "code": pl.Int64})
+    joined = pl.DataFrame({"label": labels}).join(lookup, on="label", how="left", maintain_order="left")
+    return joined["code"].fill_null(0).to_numpy().astype(np.int64)
+
+
+class BrandAffinity(FeatureBlock):
+    """How much and how recently the query consumed the candidate's brand.
+
+    Columns (Float32):
+
+    - ``brand_share``: the fraction of the query's history events whose item has the candidate's brand (0 when
+      none has); NaN when the candidate has no brand or the history is empty.
+    - ``brand_events_since``: events after the query's last event of that brand (0: its newest event); NaN
+      when it never consumed the brand (or the candidate has none).
+
+    Attributes
+    ----------
+    item_brand_:
+        int64 array of shape ``(n_items,)``: each item's brand code (:func:`label_codes`; 0: no brand). Items
+        added later (:meth:`extend_items`) get their codes from their own column, so a new item of a known brand
+        matches its brand's history events.
+    """
+
+    group = "brand"
+    state_attributes = ("item_brand_",)
+
+    item_brand_: np.ndarray
+
+    def __init__(self, config: BrandConfig | None = None) -> None:
+        self.config = config if config is not None else BrandConfig()
+
+    @property
+    def names(self) -> list[str]:
+        return ["brand_share", "brand_events_since"]
+
+    def _codes(self, items: pl.DataFrame) -> np.ndarray:
+        column = self.config.column
+        if column not in items.columns:
+            raise ConfigError(
+                f"the catalogue has no brand column {column!r} (it has {items.columns}); "
+                "set BrandConfig(column=...) or leave the brand group out."
+            )
+        if isinstance(items[column].dtype, (pl.List, pl.Array, pl.Struct)):
+            raise ConfigError(f"brand column {column!r} must hold one label per item, got {items[column].dtype}.")
+        return label_codes(items[column])
+
+    def fit(self, context: FitContext) -> BrandAffinity:
+        """Code every catalogue item's brand. Returns ``self``.
+
+        Raises
+        ------
+        ConfigError
+            The catalogue has no column ``config.column``, or it holds lists.
+        """
+        self.item_brand_ = self._codes(context.items)
+        logger.info(
+            "brands: %d labels over %d items", np.unique(self.item_brand_[self.item_brand_ != 0]).size, context.n_items
+        )
+        return self
+
+    def extend_items(self, items: pl.DataFrame, item_vectors: np.ndarray, n_old: int) -> BrandAffinity:
+        """A copy whose new items (rows ``n_old`` on of ``items``) carry their own brand codes (0 where
+        ``items`` has no brand column)."""
+        check_is_fitted(self, self.state_attributes)
+        twin = copy.copy(self)
+        new = items.slice(n_old)
+        codes = self._codes(new) if self.config.column in new.columns else np.zeros(new.height, np.int64)
+        twin.item_brand_ = np.concatenate([self.item_brand_[:n_old], codes])
+        return twin
+
+    def _transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:
+        codes = self.item_brand_
+        query, items = pair_arrays(candidates, histories, codes.size)  # (n_pairs,) each
+        brand = codes[histories.item_idx]  # (n_events,)
+        known = brand != 0
+        events = pl.DataFrame(
+            {QUERY: histories.event_user()[known], "_brand": brand[known], "_age": histories.event_age()[known]},
+            schema={QUERY: pl.Int64, "_brand": pl.Int64, "_age": pl.Int64},
+        )
+        per_brand = events.group_by(QUERY, "_brand").agg(pl.len().alias("_n"), pl.col("_age").min().alias("_since"))
+        pairs = pl.DataFrame({QUERY: query, "_brand": codes[items]}, schema={QUERY: pl.Int64, "_brand": pl.Int64})
+        joined = pairs.join(per_brand, on=[QUERY, "_brand"], how="left", maintain_order="left")
+        n = histories.lengths[query].astype(np.float64)  # (n_pairs,)
+        count = joined["_n"].fill_null(0).to_numpy().astype(np.float64)
+        undefined = (codes[items] == 0) | (n == 0)
+        return float32_columns(
+            candidates,
+            {
+                "brand_share": np.where(undefined, np.nan, count / np.maximum(n, 1.0)),
+                "brand_events_since": joined["_since"].cast(pl.Float64).fill_null(np.nan).to_numpy(),
             },
         )
 

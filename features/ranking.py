@@ -12,9 +12,11 @@ and adds their columns. Groups (for ablations): ``interest`` (the interest-match
 ``source`` (the other sources' ranks), ``item``, ``user``, ``transition``, ``cooccurrence``, ``similarity``,
 ``learned`` (the similarity cosines in the user encoder's learned item space; skipped when the encoder has
 none), ``collaborative`` (EASE item-item regression over the whole history), ``category`` (skipped when the
-catalogue has no category column), ``repeat``, ``timely`` (popularity in a window ending at the query's own
-"now"; opt-in), ``taste`` (the candidate's popularity against the user's usual popularity; opt-in) and
-``relative`` (each of the main signals relative to the query's other candidates; applied last).
+catalogue has no category column), ``brand`` (how much and how recently the query consumed the candidate's
+brand; skipped when the catalogue has no brand column; opt-in), ``repeat``, ``timely`` (popularity in a window
+ending at the query's own "now"; opt-in), ``taste`` (the candidate's popularity against the user's usual
+popularity; opt-in) and ``relative`` (each of the main signals relative to the query's other candidates;
+applied last).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import scipy.sparse as sp
 
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError, ModelFormatError, SchemaError, check_is_fitted
-from recsys.features.affinity import CategoryAffinity, CategoryConfig, RepeatSignals
+from recsys.features.affinity import BrandAffinity, BrandConfig, CategoryAffinity, CategoryConfig, RepeatSignals
 from recsys.features.base import QUERY, FeatureBlock, FitContext
 from recsys.features.collaborative import Collaborative, CollaborativeConfig
 from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
@@ -87,12 +89,13 @@ GROUPS = (
     "learned",
     "collaborative",
     "category",
+    "brand",
     "repeat",
     "timely",
     "taste",
     "relative",  # last: it compares columns the other groups add
 )
-OPT_IN_GROUPS = ("learned", "timely", "taste")
+OPT_IN_GROUPS = ("learned", "timely", "taste", "brand")
 DEFAULT_GROUPS = tuple(g for g in GROUPS if g not in OPT_IN_GROUPS)
 """The groups a default :class:`FeatureConfig` enables: every group but ``learned``, which is opt-in until its
 full-pipeline benchmark (benchmarks/README.md) shows a gain. ``collaborative`` is on: paired, seed 0, NDCG@10
@@ -121,6 +124,7 @@ class FeatureConfig:
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
     collaborative: CollaborativeConfig = field(default_factory=CollaborativeConfig)
     category: CategoryConfig = field(default_factory=CategoryConfig)
+    brand: BrandConfig = field(default_factory=BrandConfig)
     relative: RelativeConfig = field(default_factory=RelativeConfig)
     timely: TimelyConfig = field(default_factory=TimelyConfig)
     taste: TasteConfig = field(default_factory=TasteConfig)
@@ -209,7 +213,7 @@ class RankingFeatures:
 
     Attributes
     ----------
-    blocks_: the fitted blocks by group (``category`` absent when the catalogue has no category column).
+    blocks_: the fitted blocks by group (``category`` and ``brand`` absent when the catalogue lacks their column).
     """
 
     blocks_: dict[str, FeatureBlock] | None = None
@@ -236,6 +240,7 @@ class RankingFeatures:
             "learned": lambda: LearnedSimilarity(cfg.similarity),
             "collaborative": lambda: Collaborative(cfg.collaborative),
             "category": lambda: CategoryAffinity(cfg.category),
+            "brand": lambda: BrandAffinity(cfg.brand),
             "repeat": RepeatSignals,
             "timely": lambda: TimelyPopularity(cfg.timely),
             "taste": lambda: PopularityTaste(cfg.taste),
@@ -254,6 +259,8 @@ class RankingFeatures:
             column = self.config.category.column or CategoryAffinity.detect_column(items)
             if column is None or column not in items.columns:
                 groups.remove("category")
+        if "brand" in groups and items is not None and self.config.brand.column not in items.columns:
+            groups.remove("brand")
         return groups
 
     def fit(self, context: FitContext) -> RankingFeatures:

@@ -53,6 +53,8 @@ PHRASES: dict[str, str] = {
     "ease_score": "is what people with histories like yours went on to pick",
     "category_share_mean": "is in categories you often choose",
     "category_share_max": "is in a category you often choose",
+    "brand_share": "is from a brand you often choose",
+    "brand_events_since": "is from a brand you chose recently",
     "times_consumed": "is something you came back to before",
     "events_since_consumed": "is due for a repeat",
     "user_repeat_ratio": "fits how often you repeat items",

@@ -21,6 +21,8 @@ from recsys.data import Histories
 from recsys.errors import ConfigError, DataError, NotFittedError
 from recsys.features import (
     QUERY,
+    BrandAffinity,
+    BrandConfig,
     CategoryAffinity,
     CategoryConfig,
     Collaborative,
@@ -453,6 +455,52 @@ def test_category_config_rejects(field: str, value: object) -> None:
         CategoryConfig(**{field: value})  # type: ignore[arg-type]
 
 
+# --------------------------------------------------------------------------------------- BrandAffinity
+BRANDS = ["Acme", "acme ", "Zed", None, "", "Kit"]
+
+
+def test_brand_affinity_known_answer() -> None:
+    block = BrandAffinity().fit(context(histories_from_rows([[0]]), items=catalogue(brand=BRANDS)))
+    # query 0 had items 2 (Zed), 0 (Acme), 1 (acme, the same brand), 3 (none): Acme 2/4, newest at age 1
+    histories = histories_from_rows([[2, 0, 1, 3], [], [5]])
+    out = block.transform(pairs([(0, 0), (0, 1), (0, 2), (0, 5), (0, 3), (0, 4), (1, 0), (2, 5), (2, 0)]), histories)
+    assert_columns(
+        out,
+        {
+            "brand_share": [0.5, 0.5, 0.25, 0.0, NAN, NAN, NAN, 1.0, 0.0],
+            "brand_events_since": [1.0, 1.0, 3.0, NAN, NAN, NAN, NAN, 0.0, NAN],
+        },
+    )
+    assert block.item_brand_[0] == block.item_brand_[1] != 0
+    assert block.item_brand_[3] == block.item_brand_[4] == 0
+
+
+def test_brand_affinity_new_items_match_their_brand() -> None:
+    """An item appended after fitting with a known brand counts the history events of that brand; an unknown
+    brand or a catalogue without the column gives it none."""
+    block = BrandAffinity().fit(context(histories_from_rows([[0]]), items=catalogue(brand=BRANDS)))
+    grown = pl.concat(
+        [catalogue(brand=BRANDS), pl.DataFrame({"item_id": [6, 7], "text": ["x", "y"], "brand": ["ZED", "New"]})]
+    )
+    twin = block.extend_items(grown, np.zeros((8, 4), np.float32), 6)
+    histories = histories_from_rows([[2, 2, 0]])
+    out = twin.transform(pairs([(0, 6), (0, 7)]), histories)
+    assert_columns(out, {"brand_share": [2 / 3, 0.0], "brand_events_since": [1.0, NAN]})
+    bare = block.extend_items(catalogue().vstack(pl.DataFrame({"item_id": [6], "text": ["x"]})), np.zeros((7, 4)), 6)
+    assert bare.item_brand_[6] == 0 and block.item_brand_.size == 6
+
+
+def test_brand_affinity_rejects_a_missing_or_list_column() -> None:
+    with pytest.raises(ConfigError, match="brand column 'brand'"):
+        BrandAffinity().fit(context(histories_from_rows([[0]]), items=catalogue()))
+    with pytest.raises(ConfigError, match="one label per item"):
+        BrandAffinity(BrandConfig(column="tags")).fit(
+            context(histories_from_rows([[0]]), items=catalogue(tags=[["a"]] * 6))
+        )
+    with pytest.raises(ConfigError, match="column"):
+        BrandConfig(column="")
+
+
 # --------------------------------------------------------------------------------------- RepeatSignals
 def test_repeat_signals_known_answer() -> None:
     histories = histories_from_rows([[2, 0, 2, 1], []])
@@ -695,6 +743,7 @@ FACTORIES: dict[str, Callable[[], FeatureBlock]] = {
     "user": UserActivity,
     "similarity": lambda: TextSimilarity(SimilarityConfig(short_term=3)),
     "category": CategoryAffinity,
+    "brand": BrandAffinity,
     "repeat": RepeatSignals,
     "timely": lambda: TimelyPopularity(TimelyConfig(n_bins=10, window_bins=2)),
     "taste": lambda: PopularityTaste(TasteConfig(recent=3)),
@@ -719,7 +768,8 @@ def fit_context() -> FitContext:
     rng = np.random.default_rng(0)
     labels = np.array(["a", "b", "c", "d", "e"])
     genres = ["|".join(rng.choice(labels, int(rng.integers(0, 3)), replace=False)) for _ in range(N_ITEMS)]
-    items = pl.DataFrame({"item_id": range(N_ITEMS), "text": ["x"] * N_ITEMS, "genres": genres})
+    brands = rng.choice(np.array(["acme", "zed", "kit", ""]), N_ITEMS).tolist()
+    items = pl.DataFrame({"item_id": range(N_ITEMS), "text": ["x"] * N_ITEMS, "genres": genres, "brand": brands})
     return FitContext(random_histories(rng, 50), items, rng.normal(size=(N_ITEMS, 8)).astype(np.float32))
 
 

@@ -99,11 +99,28 @@ def _check_windows(stacked: pl.DataFrame, sequences: pl.DataFrame) -> None:
         )
 
 
+_UNISREC_TEXT = r"^(?s)(.*)\. (Industrial & Scientific[^.]*)?\. (.*?)\.?$"
+"""``title. category path. brand.``: the category path (one leaf, its levels joined by spaces, so it cannot be
+split into levels) starts with the catalogue root or is empty (134 items); the brand may hold dots ("Mr. Heater")."""
+
+
 def _unisrec_items(text_path: Path, index_path: Path) -> pl.DataFrame:
-    """``item_id (Int64), text, asin``: the integer ids of the split files with their text."""
+    """``item_id (Int64), text, asin, brand (str), categories (list[str])``: the integer ids of the split files with
+    their text, and the brand and category path read back out of that text (null brand / empty list where the text
+    has none; the text itself is unchanged)."""
     index = read_tsv(index_path, columns=("asin", ITEM_ID)).with_columns(pl.col(ITEM_ID).cast(pl.Int64))
     text = read_atomic(text_path).rename({ITEM_ID: "asin"})
-    return index.join(text, on="asin", how="left").select(ITEM_ID, "text", "asin").sort(ITEM_ID)
+    items = index.join(text, on="asin", how="left").select(ITEM_ID, "text", "asin").sort(ITEM_ID)
+    parts = pl.col("text").str.strip_chars().str.extract_groups(_UNISREC_TEXT)
+    brand = parts.struct.field("3").str.strip_chars()
+    category = parts.struct.field("2").str.strip_chars()
+    return items.with_columns(
+        pl.when(brand != "").then(brand).alias("brand"),
+        pl.when(category != "")
+        .then(pl.concat_list(category))
+        .otherwise(pl.lit([], pl.List(pl.String)))
+        .alias("categories"),
+    )
 
 
 def _events(sequences: pl.DataFrame) -> pl.DataFrame:
