@@ -7,6 +7,7 @@ from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
 from recsys.features.item_stats import ItemStats, ItemStatsConfig
 from recsys.features.popularity import Popularity, PopularityConfig, item_popularity
 from recsys.features.ranking import FeatureConfig, RankingFeatures
+from recsys.features.ratings import ItemRatings, RatingConfig
 from recsys.features.relative import QueryRelative, RelativeConfig
 from recsys.features.similarity import LearnedSimilarity, SimilarityConfig, TextSimilarity
 from recsys.features.taste import PopularityTaste, TasteConfig
@@ -27,6 +28,7 @@ __all__ = [
     "FeatureBlock",
     "FeatureConfig",
     "FitContext",
+    "ItemRatings",
     "ItemStats",
     "ItemStatsConfig",
     "LearnedSimilarity",
@@ -35,6 +37,7 @@ __all__ = [
     "PopularityTaste",
     "QueryRelative",
     "RankingFeatures",
+    "RatingConfig",
     "RelativeConfig",
     "RepeatSignals",
     "SimilarityConfig",

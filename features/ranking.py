@@ -13,7 +13,8 @@ and adds their columns. Groups (for ablations): ``interest`` (the interest-match
 ``learned`` (the similarity cosines in the user encoder's learned item space; skipped when the encoder has
 none), ``collaborative`` (EASE item-item regression over the whole history), ``category`` (skipped when the
 catalogue has no category column), ``brand`` (how much and how recently the query consumed the candidate's
-brand; skipped when the catalogue has no brand column; opt-in), ``repeat``, ``timely`` (popularity in a window
+brand; skipped when the catalogue has no brand column; opt-in), ``rating`` (the candidate's shrunk mean
+interaction weight and its gap to the query's mean; opt-in), ``repeat``, ``timely`` (popularity in a window
 ending at the query's own "now"; opt-in), ``taste`` (the candidate's popularity against the user's usual
 popularity; opt-in) and ``relative`` (each of the main signals relative to the query's other candidates;
 applied last).
@@ -38,6 +39,7 @@ from recsys.features.base import QUERY, FeatureBlock, FitContext
 from recsys.features.collaborative import Collaborative, CollaborativeConfig
 from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
 from recsys.features.item_stats import ItemStats, ItemStatsConfig
+from recsys.features.ratings import ItemRatings, RatingConfig
 from recsys.features.relative import QueryRelative, RelativeConfig
 from recsys.features.similarity import LearnedSimilarity, SimilarityConfig, TextSimilarity
 from recsys.features.taste import PopularityTaste, TasteConfig
@@ -90,12 +92,13 @@ GROUPS = (
     "collaborative",
     "category",
     "brand",
+    "rating",
     "repeat",
     "timely",
     "taste",
     "relative",  # last: it compares columns the other groups add
 )
-OPT_IN_GROUPS = ("learned", "timely", "taste", "brand")
+OPT_IN_GROUPS = ("learned", "timely", "taste", "brand", "rating")
 DEFAULT_GROUPS = tuple(g for g in GROUPS if g not in OPT_IN_GROUPS)
 """The groups a default :class:`FeatureConfig` enables: every group but ``learned``, which is opt-in until its
 full-pipeline benchmark (benchmarks/README.md) shows a gain. ``collaborative`` is on: paired, seed 0, NDCG@10
@@ -125,6 +128,7 @@ class FeatureConfig:
     collaborative: CollaborativeConfig = field(default_factory=CollaborativeConfig)
     category: CategoryConfig = field(default_factory=CategoryConfig)
     brand: BrandConfig = field(default_factory=BrandConfig)
+    rating: RatingConfig = field(default_factory=RatingConfig)
     relative: RelativeConfig = field(default_factory=RelativeConfig)
     timely: TimelyConfig = field(default_factory=TimelyConfig)
     taste: TasteConfig = field(default_factory=TasteConfig)
@@ -241,6 +245,7 @@ class RankingFeatures:
             "collaborative": lambda: Collaborative(cfg.collaborative),
             "category": lambda: CategoryAffinity(cfg.category),
             "brand": lambda: BrandAffinity(cfg.brand),
+            "rating": lambda: ItemRatings(cfg.rating),
             "repeat": RepeatSignals,
             "timely": lambda: TimelyPopularity(cfg.timely),
             "taste": lambda: PopularityTaste(cfg.taste),

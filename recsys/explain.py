@@ -55,6 +55,8 @@ PHRASES: dict[str, str] = {
     "category_share_max": "is in a category you often choose",
     "brand_share": "is from a brand you often choose",
     "brand_events_since": "is from a brand you chose recently",
+    "item_mean_weight": "is well rated",
+    "item_weight_gap": "is rated above what you usually give",
     "times_consumed": "is something you came back to before",
     "events_since_consumed": "is due for a repeat",
     "user_repeat_ratio": "fits how often you repeat items",

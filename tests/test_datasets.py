@@ -210,6 +210,24 @@ def test_unisrec_recovers_histories_truncated_to_50() -> None:
 
 
 @pytest.mark.realdata
+def test_unisrec_reads_brand_and_category_path_out_of_the_text() -> None:
+    """Every text is ``title. category path. brand.``; a brand may hold dots, a category path may be empty."""
+    items = load_dataset(UNISREC, data_dir=require_data(*UNISREC_FILES)).items
+    assert items.schema["brand"] == pl.String and items.schema["categories"] == pl.List(pl.String)
+    assert items["brand"].null_count() == 12 and items["brand"].n_unique() == 1561  # 1,560 brands and null
+    assert items["categories"].list.len().value_counts().sort("categories").rows() == [(0, 134), (1, 4251)]
+    row = items.filter(pl.col("text").str.starts_with("Gorilla Original Gorilla Glue")).row(0, named=True)
+    assert row["brand"] == "Gorilla"
+    assert row["categories"] == ["Industrial & Scientific Tapes, Adhesives & Sealants Urethane Adhesives"]
+    assert items.filter(pl.col("brand") == "Mr. Heater").height > 0
+    rebuilt = items.select(
+        pl.format("{}. {}. ", pl.col("categories").list.first().fill_null(""), pl.col("brand").fill_null(""))
+    ).to_series()
+    assert (items["text"].str.strip_chars().str.len_chars() > 0).all()
+    assert items["text"].str.ends_with(rebuilt.str.strip_chars_end()).mean() > 0.99  # the tail is what was read
+
+
+@pytest.mark.realdata
 def test_unisrec_rejects_a_valid_row_that_disagrees_with_the_test_row(tmp_path: Path) -> None:
     data = require_data(*UNISREC_FILES)
     shutil.copytree(data / UNISREC, tmp_path / UNISREC)

@@ -31,10 +31,12 @@ from recsys.features import (
     CoOccurrenceConfig,
     FeatureBlock,
     FitContext,
+    ItemRatings,
     ItemStats,
     ItemStatsConfig,
     LearnedSimilarity,
     PopularityTaste,
+    RatingConfig,
     RepeatSignals,
     SimilarityConfig,
     TasteConfig,
@@ -501,6 +503,45 @@ def test_brand_affinity_rejects_a_missing_or_list_column() -> None:
         BrandConfig(column="")
 
 
+# ----------------------------------------------------------------------------------------- ItemRatings
+def weighted(rows: list[list[tuple[int, float]]]) -> Histories:
+    """Histories from ``(item_idx, weight)`` events, one time step apart."""
+    histories = timed([[(i, t) for t, (i, _) in enumerate(r)] for r in rows])
+    return dataclasses.replace(histories, weights=np.array([w for r in rows for _, w in r], dtype=np.float32))
+
+
+def test_item_ratings_known_answer() -> None:
+    # past events: item 0 rated 5, 5, 2 (sum 12, 3 events), item 1 rated 4 (sum 4), 8 events in all, mean 3.5
+    events = weighted([[(0, 5.0), (1, 4.0), (2, 1.0)], [(0, 5.0), (3, 3.0)], [(0, 2.0), (2, 4.0), (4, 4.0)]])
+    block = ItemRatings(RatingConfig(prior_events=2.0)).fit(context(events))
+    histories = weighted([[(1, 2.0), (3, 4.0)], []])  # query 0 rates 3 on average
+    out = block.transform(pairs([(0, 0), (0, 1), (0, 5), (1, 0)]), histories)
+    item0, item1 = (12 + 2 * 3.5) / 5, (4 + 2 * 3.5) / 3
+    assert_columns(
+        out,
+        {
+            "item_mean_weight": [item0, item1, 3.5, item0],  # item 5 has no events: the mean of all
+            "item_weight_gap": [item0 - 3.0, item1 - 3.0, 0.5, NAN],  # query 1 has no history
+        },
+    )
+
+
+def test_item_ratings_without_weights_are_nan() -> None:
+    """Implicit data (no weights at fit) gives NaN columns; so does the gap of a history without weights."""
+    unweighted = histories_from_rows([[0, 1], [2]])
+    out = ItemRatings().fit(context(unweighted)).transform(pairs([(0, 0), (1, 3)]), unweighted)
+    assert np.isnan(columns(out, ["item_mean_weight", "item_weight_gap"])).all()
+    fitted = ItemRatings().fit(context(weighted([[(0, 4.0), (1, 2.0)]])))
+    out = fitted.transform(pairs([(0, 0)]), unweighted)
+    assert_columns(out, {"item_mean_weight": [(4 + 10 * 3.0) / 11], "item_weight_gap": [NAN]})
+
+
+@pytest.mark.parametrize("prior", [0, -1.0, float("nan"), True, "10"])
+def test_rating_config_rejects(prior: object) -> None:
+    with pytest.raises(ConfigError, match="prior_events"):
+        RatingConfig(prior_events=prior)  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------------------- RepeatSignals
 def test_repeat_signals_known_answer() -> None:
     histories = histories_from_rows([[2, 0, 2, 1], []])
@@ -744,6 +785,7 @@ FACTORIES: dict[str, Callable[[], FeatureBlock]] = {
     "similarity": lambda: TextSimilarity(SimilarityConfig(short_term=3)),
     "category": CategoryAffinity,
     "brand": BrandAffinity,
+    "rating": lambda: ItemRatings(RatingConfig(prior_events=2.0)),
     "repeat": RepeatSignals,
     "timely": lambda: TimelyPopularity(TimelyConfig(n_bins=10, window_bins=2)),
     "taste": lambda: PopularityTaste(TasteConfig(recent=3)),
@@ -770,7 +812,9 @@ def fit_context() -> FitContext:
     genres = ["|".join(rng.choice(labels, int(rng.integers(0, 3)), replace=False)) for _ in range(N_ITEMS)]
     brands = rng.choice(np.array(["acme", "zed", "kit", ""]), N_ITEMS).tolist()
     items = pl.DataFrame({"item_id": range(N_ITEMS), "text": ["x"] * N_ITEMS, "genres": genres, "brand": brands})
-    return FitContext(random_histories(rng, 50), items, rng.normal(size=(N_ITEMS, 8)).astype(np.float32))
+    events = random_histories(rng, 50)
+    events = dataclasses.replace(events, weights=rng.integers(1, 6, events.item_idx.size).astype(np.float32))  # 1-5
+    return FitContext(events, items, rng.normal(size=(N_ITEMS, 8)).astype(np.float32))
 
 
 @pytest.fixture(scope="module")
