@@ -5,6 +5,7 @@ from recsys.features.base import QUERY, FeatureBlock, FitContext, query_now
 from recsys.features.collaborative import Collaborative, CollaborativeConfig
 from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
 from recsys.features.item_stats import ItemStats, ItemStatsConfig
+from recsys.features.lexical import LexicalConfig, LexicalSimilarity
 from recsys.features.popularity import Popularity, PopularityConfig, item_popularity
 from recsys.features.ranking import FeatureConfig, RankingFeatures
 from recsys.features.ratings import ItemRatings, RatingConfig
@@ -32,6 +33,8 @@ __all__ = [
     "ItemStats",
     "ItemStatsConfig",
     "LearnedSimilarity",
+    "LexicalConfig",
+    "LexicalSimilarity",
     "Popularity",
     "PopularityConfig",
     "PopularityTaste",

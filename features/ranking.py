@@ -11,13 +11,13 @@ candidate.
 and adds their columns. Groups (for ablations): ``interest`` (the interest-match score and its rank),
 ``source`` (the other sources' ranks), ``item``, ``user``, ``transition``, ``cooccurrence``, ``similarity``,
 ``learned`` (the similarity cosines in the user encoder's learned item space; skipped when the encoder has
-none), ``collaborative`` (EASE item-item regression over the whole history), ``category`` (skipped when the
-catalogue has no category column), ``brand`` (how much and how recently the query consumed the candidate's
-brand; skipped when the catalogue has no brand column; opt-in), ``rating`` (the candidate's shrunk mean
-interaction weight and its gap to the query's mean; opt-in), ``repeat``, ``timely`` (popularity in a window
-ending at the query's own "now"; opt-in), ``taste`` (the candidate's popularity against the user's usual
-popularity; opt-in) and ``relative`` (each of the main signals relative to the query's other candidates;
-applied last).
+none), ``lexical`` (the same cosines over the items' word TF-IDF vectors; opt-in), ``collaborative`` (EASE
+item-item regression over the whole history), ``category`` (skipped when the catalogue has no category column),
+``brand`` (how much and how recently the query consumed the candidate's brand; skipped when the catalogue has no
+brand column; opt-in), ``rating`` (the candidate's shrunk mean interaction weight and its gap to the query's
+mean; opt-in), ``repeat``, ``timely`` (popularity in a window ending at the query's own "now"; opt-in), ``taste``
+(the candidate's popularity against the user's usual popularity; opt-in) and ``relative`` (each of the main
+signals relative to the query's other candidates; applied last).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from recsys.features.base import QUERY, FeatureBlock, FitContext
 from recsys.features.collaborative import Collaborative, CollaborativeConfig
 from recsys.features.cooccurrence import CoOccurrence, CoOccurrenceConfig
 from recsys.features.item_stats import ItemStats, ItemStatsConfig
+from recsys.features.lexical import LexicalConfig, LexicalSimilarity
 from recsys.features.ratings import ItemRatings, RatingConfig
 from recsys.features.relative import QueryRelative, RelativeConfig
 from recsys.features.similarity import LearnedSimilarity, SimilarityConfig, TextSimilarity
@@ -89,6 +90,7 @@ GROUPS = (
     "cooccurrence",
     "similarity",
     "learned",
+    "lexical",
     "collaborative",
     "category",
     "brand",
@@ -98,7 +100,7 @@ GROUPS = (
     "taste",
     "relative",  # last: it compares columns the other groups add
 )
-OPT_IN_GROUPS = ("learned", "timely", "taste", "brand", "rating")
+OPT_IN_GROUPS = ("learned", "lexical", "timely", "taste", "brand", "rating")
 DEFAULT_GROUPS = tuple(g for g in GROUPS if g not in OPT_IN_GROUPS)
 """The groups a default :class:`FeatureConfig` enables: every group but ``learned``, which is opt-in until its
 full-pipeline benchmark (benchmarks/README.md) shows a gain. ``collaborative`` is on: paired, seed 0, NDCG@10
@@ -125,6 +127,7 @@ class FeatureConfig:
     transitions: TransitionConfig = field(default_factory=TransitionConfig)
     cooccurrence: CoOccurrenceConfig = field(default_factory=CoOccurrenceConfig)
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    lexical: LexicalConfig = field(default_factory=LexicalConfig)
     collaborative: CollaborativeConfig = field(default_factory=CollaborativeConfig)
     category: CategoryConfig = field(default_factory=CategoryConfig)
     brand: BrandConfig = field(default_factory=BrandConfig)
@@ -242,6 +245,7 @@ class RankingFeatures:
             "cooccurrence": lambda: CoOccurrence(cfg.cooccurrence),
             "similarity": lambda: TextSimilarity(cfg.similarity),
             "learned": lambda: LearnedSimilarity(cfg.similarity),
+            "lexical": lambda: LexicalSimilarity(cfg.lexical),
             "collaborative": lambda: Collaborative(cfg.collaborative),
             "category": lambda: CategoryAffinity(cfg.category),
             "brand": lambda: BrandAffinity(cfg.brand),

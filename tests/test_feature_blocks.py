@@ -35,6 +35,8 @@ from recsys.features import (
     ItemStats,
     ItemStatsConfig,
     LearnedSimilarity,
+    LexicalConfig,
+    LexicalSimilarity,
     PopularityTaste,
     RatingConfig,
     RepeatSignals,
@@ -45,6 +47,7 @@ from recsys.features import (
     TimelyPopularity,
     UserActivity,
     _common,
+    lexical,
 )
 from recsys.features import collaborative as collaborative_module
 from recsys.features.cooccurrence import _scale_symmetric, cooccurrence_counts
@@ -398,6 +401,54 @@ def test_similarity_segments_split_a_mean_query_evenly(counts: list[int], width:
     slot = np.concatenate([np.arange(n) for n in counts])
     np.testing.assert_array_equal(segments.column, slot % width)
     np.testing.assert_array_equal(segments.query, sorted_query[segments.start[:-1]])
+
+
+LEXICON = ["red apple pie", "red apple pie", "green pear tart", "", None, "pie apple red"]
+
+
+def exact_lexical_cosine(texts: list[str | None], a: int, b: int) -> float:
+    """The cosine of two texts' unprojected TF-IDF bags (sublinear counts, the catalogue's idf)."""
+    counts = lexical.hashed_counts(pl.Series(texts, dtype=pl.String))
+    n, frequency = counts.shape[0], np.bincount(counts.indices, minlength=lexical.N_HASHED)
+    counts.data = np.log1p(counts.data)
+    bags = (counts @ sp.diags(np.log((1.0 + n) / (1.0 + frequency)) + 1.0)).toarray()
+    return float(bags[a] @ bags[b] / (np.linalg.norm(bags[a]) * np.linalg.norm(bags[b])))
+
+
+def test_lexical_similarity_known_answer(similarity_path: str) -> None:
+    """Same words: cosine 1; no shared word: about 0; the same words in another order share the words but not
+    the word pairs, as the unprojected TF-IDF says (to the projection's error at 4,096 dimensions)."""
+    items = catalogue()
+    items = items.with_columns(text=pl.Series(LEXICON, dtype=pl.String))
+    block = LexicalSimilarity(LexicalConfig(short_term=2, dim=4096)).fit(context(histories_from_rows([[0]]), items))
+    histories = histories_from_rows([[2, 0], [3], []])
+    out = block.transform(pairs([(0, 1), (0, 2), (0, 5), (1, 0), (2, 0)]), histories)
+    np.testing.assert_allclose(out["lex_last"][0], 1.0, rtol=1e-5)
+    assert abs(out["lex_last"][1]) < 0.1  # green pear tart vs red apple pie
+    reordered = exact_lexical_cosine(LEXICON, 0, 5)
+    assert 0.3 < reordered < 0.9
+    np.testing.assert_allclose(out["lex_last"][2], reordered, atol=0.1)
+    np.testing.assert_allclose(out["lex_recent_max"][1], 1.0, rtol=1e-5)  # item 2 is among the last two
+    assert out["lex_last"][3] == 0.0  # an empty text has a zero vector
+    assert np.isnan(out["lex_last"][4])  # an empty history
+
+
+def test_lexical_similarity_new_items_get_vectors_from_their_text() -> None:
+    items = catalogue().with_columns(text=pl.Series(LEXICON, dtype=pl.String))
+    block = LexicalSimilarity(LexicalConfig(dim=256)).fit(context(histories_from_rows([[0]]), items))
+    grown = pl.concat([items, pl.DataFrame({"item_id": [6], "text": ["green pear tart"]})])
+    twin = block.extend_items(grown, np.zeros((7, 4), np.float32), 6)
+    np.testing.assert_array_equal(twin.vectors_[6], block.vectors_[2])
+    out = twin.transform(pairs([(0, 6)]), histories_from_rows([[2]]))
+    np.testing.assert_allclose(out["lex_last"].to_numpy(), [1.0], rtol=1e-5)
+    with pytest.raises(DataError, match="'text'"):
+        LexicalSimilarity().fit(context(histories_from_rows([[0]]), items.drop("text")))
+
+
+@pytest.mark.parametrize(("field", "value"), [("short_term", 0), ("dim", 0), ("dim", 2.5), ("seed", -1)])
+def test_lexical_config_rejects(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        LexicalConfig(**{field: value})  # type: ignore[arg-type]
 
 
 def test_text_similarity_rejects_vectors_of_the_wrong_shape() -> None:
@@ -785,6 +836,7 @@ FACTORIES: dict[str, Callable[[], FeatureBlock]] = {
     "similarity": lambda: TextSimilarity(SimilarityConfig(short_term=3)),
     "category": CategoryAffinity,
     "brand": BrandAffinity,
+    "lexical": lambda: LexicalSimilarity(LexicalConfig(short_term=3, dim=64)),
     "rating": lambda: ItemRatings(RatingConfig(prior_events=2.0)),
     "repeat": RepeatSignals,
     "timely": lambda: TimelyPopularity(TimelyConfig(n_bins=10, window_bins=2)),
@@ -811,7 +863,9 @@ def fit_context() -> FitContext:
     labels = np.array(["a", "b", "c", "d", "e"])
     genres = ["|".join(rng.choice(labels, int(rng.integers(0, 3)), replace=False)) for _ in range(N_ITEMS)]
     brands = rng.choice(np.array(["acme", "zed", "kit", ""]), N_ITEMS).tolist()
-    items = pl.DataFrame({"item_id": range(N_ITEMS), "text": ["x"] * N_ITEMS, "genres": genres, "brand": brands})
+    words = np.array(["grit", "roll", "glue", "tape", "drill", "bit", "3/8", "1.75mm"])
+    texts = [" ".join(rng.choice(words, int(rng.integers(1, 5)))) for _ in range(N_ITEMS)]
+    items = pl.DataFrame({"item_id": range(N_ITEMS), "text": texts, "genres": genres, "brand": brands})
     events = random_histories(rng, 50)
     events = dataclasses.replace(events, weights=rng.integers(1, 6, events.item_idx.size).astype(np.float32))  # 1-5
     return FitContext(events, items, rng.normal(size=(N_ITEMS, 8)).astype(np.float32))
