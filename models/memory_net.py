@@ -16,6 +16,9 @@ memory per user are linear in the history and constant per segment: nothing grow
 
 Items are scored through a learned projection of their (frozen) text embeddings plus, optionally, a learned
 residual per item seen in training (zero for new items, so a new item needs only its text).
+
+The architecture's settings, :class:`MemoryNetConfig`, live in :mod:`recsys.models.memory_config` (no torch
+there, so loading a saved model does not import it) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -28,46 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys.models.memory_config import MemoryNetConfig
+
 __all__ = ["EventBatch", "ItemTower", "MemoryNet", "MemoryNetConfig"]
 
 N_GAP_BUCKETS = 32
 N_POSITION_BUCKETS = 32
-
-
-@dataclass(frozen=True)
-class MemoryNetConfig:
-    """Architecture of :class:`MemoryNet`.
-
-    Parameters
-    ----------
-    text_dim: width of the item text embeddings (384 for all-MiniLM-L6-v2).
-    dim: width of the model and of the user/item embeddings (what FAISS indexes).
-    n_layers, n_heads: transformer layers and attention heads per layer.
-    segment_len: events per segment ``L``.
-    n_memory: memory slots ``M``.
-    dropout: dropout inside the transformer and on the inputs (training only).
-    id_residual: learn a residual embedding per item seen in training.
-    use_weights: feed the (standardised) interaction weight, e.g. the rating, as an input.
-    """
-
-    text_dim: int = 384
-    dim: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    segment_len: int = 32
-    n_memory: int = 8
-    dropout: float = 0.3
-    id_residual: bool = True
-    use_weights: bool = True
-
-    def __post_init__(self) -> None:
-        if self.dim % self.n_heads:
-            raise ValueError(f"dim={self.dim} must be divisible by n_heads={self.n_heads}.")
-        for name in ("text_dim", "dim", "n_layers", "n_heads", "segment_len", "n_memory"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
 
 
 @dataclass

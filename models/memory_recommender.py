@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -16,9 +17,12 @@ import polars as pl
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError
 from recsys.models.baselines import _PAIR_CHUNK, _check_chunk_size, _HistoryRecommender, _require_columns
-from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig
+from recsys.models.memory_config import MemoryEncoderConfig
 from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
 from recsys.schema import TEXT
+
+if TYPE_CHECKING:
+    from recsys.models.memory_encoder import MemoryEncoder
 
 __all__ = ["MemoryRecommender", "MemoryRecommenderConfig"]
 
@@ -87,6 +91,8 @@ class MemoryRecommender(_HistoryRecommender):
         text_vectors = ItemTextEncoder(self.config.text).encode(items[TEXT].to_list())
         histories = Histories.from_interactions(interactions, index)
         valid = None if self._valid is None else Histories.from_interactions(self._valid, index, histories.user_ids)
+        from recsys.models.memory_encoder import MemoryEncoder  # torch: only where an encoder is trained
+
         self.encoder_ = MemoryEncoder(self.config.encoder).fit(histories, text_vectors, valid)
         self.item_vectors_ = self.encoder_.item_vectors()
 

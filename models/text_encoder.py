@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -27,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
-import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from recsys.errors import ConfigError, DataError, check_is_fitted
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = ["ItemTextEncoder", "TextEncoderConfig"]
@@ -105,13 +106,15 @@ def _check_positive_int(name: str, value: object, hint: str) -> None:
         raise ConfigError(f"{name} must be a positive integer ({hint}), got {value!r}.")
 
 
+DEVICE = re.compile(r"(cpu|cuda|mps|xpu|hpu|npu|mtia|xla|meta)(:\d+)?")
+"""Torch device strings (checked without importing torch, which loading a saved model for serving never needs)."""
+
+
 def _check_device(device: object) -> None:
     if not isinstance(device, str):
         raise ConfigError(f"device must be a torch device string such as 'cpu' or 'cuda', got {device!r}.")
-    try:
-        torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'.") from exc
+    if not DEVICE.fullmatch(device):
+        raise ConfigError(f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'.")
 
 
 # ----------------------------------------------------------------------------- model folder
@@ -349,6 +352,7 @@ class ItemTextEncoder:
         return self
 
     def _load(self) -> None:
+        import torch
         from transformers import AutoModel, AutoTokenizer
 
         device = self.config.device
@@ -430,6 +434,8 @@ class ItemTextEncoder:
 
     def _encode_batch(self, batch: list[str]) -> np.ndarray:
         """One forward pass; float32 array of shape (len(batch), dim)."""
+        import torch
+
         check_is_fitted(self, ("model_", "tokenizer_"))
         model, tokenizer = cast(Any, self.model_), cast(Any, self.tokenizer_)
         inputs = tokenizer(

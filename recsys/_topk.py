@@ -7,6 +7,7 @@ index ``-1`` (it is dropped by :func:`to_recommendations`).
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
 
@@ -204,7 +205,10 @@ def topk_positive(
     The same answer as ``topk(scores.toarray(), k, exclude)`` followed by dropping the entries that are not
     positive. A sparse matrix (at most ``dense_above`` of its entries stored) is never made dense, so the cost
     follows the stored entries; a denser one takes the dense path, which is then the faster (a dense matrix is
-    at most ``1 / dense_above`` times the sparse one's size).
+    at most ``1 / dense_above`` times the sparse one's size), when torch is already loaded (its ``topk`` finds
+    the thresholds). A process that has not loaded it, a batch job serving stored memory states, takes the sparse
+    path rather than import torch for it (about 0.8 s): 0.049 against 0.043 s for the 943 ml-100k users' transition
+    scores (75% stored, k = 100), 0.067 against 0.060 s for 610 ml-latest-small users (32%).
 
     Parameters
     ----------
@@ -227,7 +231,7 @@ def topk_positive(
         raise DataError("scores hold NaN; fix the scoring stage or replace NaN with -inf before topk_positive.")
     if exclude is not None and exclude.n_users != n_users:
         raise DataError(f"scores has {n_users} rows but the exclusion histories have {exclude.n_users} users.")
-    if scores.nnz and scores.nnz >= dense_above * n_users * n_items:
+    if scores.nnz and scores.nnz >= dense_above * n_users * n_items and "torch" in sys.modules:
         dense = scores.toarray().astype(np.float32, copy=False)  # (n_users, n_items)
         if exclude is not None:
             mask_seen(dense, exclude)

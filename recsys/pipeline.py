@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -41,13 +41,16 @@ from recsys.features.ranking import (
     thread_map,
 )
 from recsys.models.baselines import _append_events
-from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig, MemoryStates
+from recsys.models.memory_config import MemoryEncoderConfig, MemoryStates
 from recsys.models.ranker import LambdaRanker, RankerConfig, RankerEnsemble, ranker_from_texts
 from recsys.models.text_encoder import ItemTextEncoder, TextEncoderConfig
 from recsys.models.zero_shot import ZeroShotConfig, ZeroShotUserEncoder
 from recsys.retrieval import FaissIndex, IndexConfig
 from recsys.schema import ITEM_ID, ITEM_IDX, RANK, SCORE, TEXT, USER_ID
 from recsys.update import OnChangedText, load_states, stored_queries, update_recommender
+
+if TYPE_CHECKING:
+    from recsys.models.memory_encoder import MemoryEncoder
 
 __all__ = ["Recommender", "RecommenderConfig"]
 
@@ -288,11 +291,51 @@ class RecommenderConfig:
             raise ConfigError(f"RecommenderConfig.valid_fraction={self.valid_fraction} must be in [0, 1).")
 
 
+def _memory_encoder_class() -> type[MemoryEncoder]:
+    """:class:`~recsys.models.memory_encoder.MemoryEncoder`, imported (with torch) only where one is trained."""
+    from recsys.models.memory_encoder import MemoryEncoder
+
+    return MemoryEncoder
+
+
+class SavedMemoryEncoder:
+    """A loaded model's memory encoder, built from its saved arrays on first use.
+
+    Serving users from the memory states stored at fit time reads no encoder, so a batch job that only does that
+    never imports torch (about 0.8 s of its start-up). Any attribute of
+    :class:`~recsys.models.memory_encoder.MemoryEncoder` (``encode``, ``update``, ``project_texts``...) builds
+    the encoder once and is answered by it.
+    """
+
+    def __init__(self, config: MemoryEncoderConfig, arrays: dict[str, np.ndarray]) -> None:
+        self.config = config
+        self._arrays: dict[str, np.ndarray] | None = arrays
+        self._encoder: MemoryEncoder | None = None
+
+    @property
+    def encoder(self) -> MemoryEncoder:
+        """The built encoder (built now if it was not yet)."""
+        if self._encoder is None:
+            self._encoder = _memory_encoder_class().from_arrays(self.config, cast(dict[str, np.ndarray], self._arrays))
+            self._arrays = None  # the encoder holds its own tensors
+        return self._encoder
+
+    @property
+    def built(self) -> bool:
+        """Whether the encoder has been built (torch imported)."""
+        return self._encoder is not None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_arrays", "_encoder", "config"):
+            raise AttributeError(name)  # copy and pickle probe these before __init__ ran
+        return getattr(self.encoder, name)
+
+
 @dataclass(frozen=True)
 class Retrieval:
     """Where interest-match candidates come from: a user encoder, the item vectors in its space, their index."""
 
-    encoder: ZeroShotUserEncoder | MemoryEncoder
+    encoder: ZeroShotUserEncoder | MemoryEncoder | SavedMemoryEncoder
     item_vectors: np.ndarray
     index: FaissIndex
 
@@ -436,7 +479,7 @@ class Recommender:
     index_: pl.DataFrame | None = None
     text_vectors_: np.ndarray | None = None
     item_vectors_: np.ndarray | None = None
-    user_encoder_: ZeroShotUserEncoder | MemoryEncoder | None = None
+    user_encoder_: ZeroShotUserEncoder | MemoryEncoder | SavedMemoryEncoder | None = None
     vector_index_: FaissIndex | None = None
     popularity_: np.ndarray | None = None
     folds_: dict[int, Retrieval] | None = None  # cross-fitted encoders for ranker training ({} when off)
@@ -465,7 +508,7 @@ class Recommender:
         folds: dict[int, Retrieval] = {}
         if self.config.user_encoder == "memory" and self.config.memory_crossfit:
             folds = self._crossfit_memory(interactions, self.text_vectors_)
-            self.user_encoder_ = MemoryEncoder(self.config.memory).fit(
+            self.user_encoder_ = _memory_encoder_class()(self.config.memory).fit(
                 self._histories_of(interactions), self.text_vectors_
             )
             self.item_vectors_ = self.user_encoder_.item_vectors()
@@ -480,9 +523,13 @@ class Recommender:
         self.popularity_ = item_popularity(interactions, self.index_)
         self._fit_ranking(interactions)
         self.interactions_ = interactions
-        if isinstance(self.user_encoder_, MemoryEncoder):
-            self.states_ = self.user_encoder_.states(self._histories_of(interactions))
+        if self._has_memory():
+            self.states_ = self.user_encoder_.states(self._histories_of(interactions))  # type: ignore[union-attr]
         return self
+
+    def _has_memory(self) -> bool:
+        """Whether the user encoder is a memory encoder (trained here or loaded), without importing torch."""
+        return self.user_encoder_ is not None and not isinstance(self.user_encoder_, ZeroShotUserEncoder)
 
     def _fit_ranking(self, interactions: pl.DataFrame) -> None:
         """The ranker on time-respecting cut-offs, then the feature blocks on every event (for serving)."""
@@ -562,7 +609,7 @@ class Recommender:
     def _context(self, events: pl.DataFrame) -> FitContext:
         """What the feature blocks learn from: ``events``, the catalogue, its text vectors and, for the memory
         encoder, its item vectors (the ``learned`` group's space)."""
-        learned = self.item_vectors_ if isinstance(self.user_encoder_, MemoryEncoder) else None
+        learned = self.item_vectors_ if self._has_memory() else None
         return FitContext(self._histories_of(events), self.items_, self.text_vectors_, learned)  # type: ignore[arg-type]
 
     def _histories_of(self, events: pl.DataFrame) -> Histories:
@@ -584,7 +631,7 @@ class Recommender:
         folds = {}
         for f in range(self.config.memory_crossfit):
             others = interactions.filter(self._fold(pl.col(USER_ID)) != f)
-            encoder = MemoryEncoder(self.config.memory).fit(self._histories_of(others), text_vectors)
+            encoder = _memory_encoder_class()(self.config.memory).fit(self._histories_of(others), text_vectors)
             vectors = encoder.item_vectors()
             folds[f] = Retrieval(encoder, vectors, FaissIndex(self.config.index).fit(vectors))
         return folds
@@ -597,7 +644,7 @@ class Recommender:
         first_cut = interactions.filter((pl.int_range(pl.len()).over(USER_ID) == cut) & (cut >= 1))
         histories = self._histories_of(past)
         valid = Histories.from_interactions(first_cut, self.index_, histories.user_ids)  # type: ignore[arg-type]
-        return MemoryEncoder(self.config.memory).fit(histories, text_vectors, valid)
+        return _memory_encoder_class()(self.config.memory).fit(histories, text_vectors, valid)
 
     def _fit_ranker(
         self, past: pl.DataFrame, history: pl.DataFrame, labels: pl.DataFrame, events: pl.DataFrame | None = None
@@ -1096,8 +1143,8 @@ class Recommender:
         if new[TEXT].null_count():
             raise DataError(f"items column 'text' has {new[TEXT].null_count()} null(s); new items need text.")
         text = ItemTextEncoder(self.config.text).encode(new[TEXT].to_list())  # (n_new, text_dim)
-        if isinstance(self.user_encoder_, MemoryEncoder):
-            vectors = self.user_encoder_.project_texts(text)
+        if self._has_memory():
+            vectors = self.user_encoder_.project_texts(text)  # type: ignore[union-attr]
         else:
             vectors = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
         twin = copy.copy(self)
@@ -1109,8 +1156,8 @@ class Recommender:
         n_old = cast(pl.DataFrame, self.index_).height
         features = cast(RankingFeatures, self.features_)
         twin.features_ = features.extend_items(twin.items_, twin.text_vectors_, n_old, twin.item_vectors_)
-        if isinstance(self.user_encoder_, MemoryEncoder):  # histories may hold the new items
-            twin.user_encoder_ = self.user_encoder_.add_items(text)
+        if self._has_memory():  # histories may hold the new items
+            twin.user_encoder_ = self.user_encoder_.add_items(text)  # type: ignore[union-attr]
         else:
             twin.user_encoder_ = ZeroShotUserEncoder(self.config.user).fit(twin.item_vectors_)  # type: ignore[arg-type]
         return twin
@@ -1166,8 +1213,8 @@ class Recommender:
         arrays = {
             "item_vectors": {"vectors": self.item_vectors_, "text": self.text_vectors_, "popularity": self.popularity_},
             **(
-                {"memory_encoder": self.user_encoder_.to_arrays()}
-                if isinstance(self.user_encoder_, MemoryEncoder)
+                {"memory_encoder": self.user_encoder_.to_arrays()}  # type: ignore[union-attr]
+                if self._has_memory()
                 else {}
             ),
             "features": features.state(),  # type: ignore[union-attr]
@@ -1205,7 +1252,7 @@ class Recommender:
         )
         if config.user_encoder == "memory":
             arrays = load_arrays(folder / "memory_encoder.safetensors")
-            self.user_encoder_ = MemoryEncoder.from_arrays(config.memory, arrays)
+            self.user_encoder_ = SavedMemoryEncoder(config.memory, arrays)  # built (torch imported) on first use
         else:
             self.user_encoder_ = ZeroShotUserEncoder(config.user).fit(self.item_vectors_)
         self.vector_index_ = FaissIndex.load(str(folder / "index.faiss"), config.index)

@@ -48,9 +48,12 @@ from recsys.data import DataConfig, DataWarning, Histories, validate_interaction
 from recsys.errors import ConfigError, DataError, ModelFormatError, SchemaError, check_is_fitted
 from recsys.features.popularity import item_popularity
 from recsys.models.baselines import _append_events
-from recsys.models.memory_encoder import MemoryEncoder, MemoryStates
+from recsys.models.memory_config import MemoryStates
 from recsys.retrieval import FaissIndex
 from recsys.schema import EVENT, ITEM_ID, TEXT, TIMESTAMP, USER_ID, WEIGHT
+
+if TYPE_CHECKING:
+    from recsys.models.memory_encoder import MemoryEncoder
 
 if TYPE_CHECKING:
     from recsys.pipeline import Recommender

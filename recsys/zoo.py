@@ -14,7 +14,7 @@ from recsys.models.baselines import (
     ZeroShotTextRecommender,
     ZeroShotTextRecommenderConfig,
 )
-from recsys.models.memory_encoder import MemoryEncoderConfig
+from recsys.models.memory_config import MemoryEncoderConfig
 from recsys.models.memory_recommender import MemoryRecommender, MemoryRecommenderConfig
 from recsys.models.text_encoder import TextEncoderConfig
 from recsys.pipeline import Recommender, RecommenderConfig

@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 import scipy.sparse as sp
+import torch  # noqa: F401  # topk_positive's dense path runs where torch is loaded
 from conftest import histories_from_rows as histories
 
 from recsys import _topk

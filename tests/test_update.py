@@ -218,6 +218,30 @@ def _rewrite_manifest(folder: Path) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
+def test_serving_stored_states_never_imports_torch(memory_model: Recommender, tmp_path: Path):
+    """A fresh process that loads a saved memory-encoder model and serves its fitted users (from their stored
+    states) never imports torch; a user given by a history builds the encoder, and gets the in-memory model's
+    answer."""
+    path = memory_model.save(tmp_path / "model")
+    users = memory_model.interactions_["user_id"].unique(maintain_order=True).head(5).to_list()
+    history = memory_model.interactions_.filter(pl.col("user_id") == users[0]).with_columns(pl.lit(-1).alias("user_id"))
+    history.write_parquet(history_file := tmp_path / "history.parquet")
+    script = f"""
+import sys
+import polars as pl
+from recsys.pipeline import Recommender
+model = Recommender.load({str(path)!r})
+recs = model.recommend(pl.Series("user_id", {users!r}), k=5)
+print(recs.height, "torch" in sys.modules, model.user_encoder_.built)
+inline = model.recommend(pl.Series("user_id", [-1]), k=5, history=pl.read_parquet({str(history_file)!r}))
+print(inline["item_id"].to_list(), "torch" in sys.modules, model.user_encoder_.built)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == f"{5 * len(users)} False False"
+    expected = memory_model.recommend(pl.Series("user_id", [-1]), k=5, history=history)["item_id"].to_list()
+    assert out[1] == f"{expected} True True"
+
+
 def test_load_refuses_missing_or_corrupt_states(memory_model: Recommender, tmp_path: Path):
     path = memory_model.save(tmp_path / "model")
     states_file = path / "memory_states.safetensors"
