@@ -26,6 +26,7 @@ import logging
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +67,15 @@ def variants(
     ranker: list[str],
     stage: list[str] | None = None,
     combined: bool = True,
+    together: Sequence[str] = (),
 ) -> dict[str, Variant]:
     """Variant name -> :data:`Variant`: the shipped set, then each added group alone, each removed group alone,
     all additions together when there are several, each ``key=value`` ranker setting alone (shipped groups),
     each ``key=value`` ranking-stage setting alone (``stage``; a candidate quota whose feature group is not
     shipped gets that group too, :data:`recsys.pipeline.SOURCE_GROUPS`), and with settings and more than one change,
     everything together (unless ``combined`` is off or a key is given twice: ``n_cutoffs=3 n_cutoffs=8`` are two
-    values to compare)."""
+    values to compare); ``together``: groups added as one variant only (none alone), e.g. to confirm on more seeds
+    a combination already screened."""
     out: dict[str, Variant] = {"shipped": (shipped, {}, {})}
     for group in add:
         out[f"+ {group}"] = ((*shipped, group), {}, {})
@@ -80,6 +83,8 @@ def variants(
         out[f"- {group}"] = (tuple(g for g in shipped if g != group), {}, {})
     if len(add) > 1:
         out["+ " + " + ".join(add)] = ((*shipped, *add), {}, {})
+    if together:
+        out["+ " + " + ".join(together)] = ((*shipped, *together), {}, {})
     settings: dict[str, Any] = {}
     for setting in ranker:
         key, _, value = setting.partition("=")
@@ -117,6 +122,7 @@ def run(
     stage: list[str] | None = None,
     targets: str = "test",
     combined: bool = True,
+    together: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Fit the shipped pipeline once, retrain its ranker per variant, score each on the ``targets`` events.
 
@@ -136,7 +142,7 @@ def run(
     fit_seconds = time.perf_counter() - started
     logger.info("%s seed %d: fitted in %.0f s", name, seed, fit_seconds)
     rows: list[dict[str, Any]] = []
-    tried = variants(model.config.features.groups, add, drop, ranker, stage, combined)
+    tried = variants(model.config.features.groups, add, drop, ranker, stage, combined, together)
     for variant, (groups, settings, stages) in tried.items():
         started = time.perf_counter()
         config = dataclasses.replace(model.config.ranker, **settings)
@@ -272,6 +278,9 @@ def main() -> None:
     parser.add_argument("--add", nargs="*", choices=GROUPS, default=["learned"], help="groups to add, one by one")
     parser.add_argument("--drop", nargs="*", choices=GROUPS, default=[], help="groups to remove, one by one")
     parser.add_argument(
+        "--together", nargs="*", choices=GROUPS, default=[], help="groups to add as one variant only (none alone)"
+    )
+    parser.add_argument(
         "--ranker", nargs="*", default=[], metavar="KEY=VALUE", help="RankerConfig settings to try, one by one"
     )
     parser.add_argument(
@@ -304,7 +313,8 @@ def main() -> None:
     for name in args.datasets:
         for seed in args.seeds:
             combined = not args.no_combined
-            rows = run(name, seed, args.add, args.drop, args.ranker, args.cache_dir, args.set, args.targets, combined)
+            options = (args.cache_dir, args.set, args.targets, combined, args.together)
+            rows = run(name, seed, args.add, args.drop, args.ranker, *options)
             rows = [r | {"command": command, "commit": commit, "cpu": machine()["cpu"]} for r in rows]
             old = json.loads(RESULTS.read_text())["results"] if RESULTS.exists() else []
             payload = {"machine": machine(), "results": merge_rows(old, rows)}
