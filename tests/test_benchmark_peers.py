@@ -448,6 +448,8 @@ def test_feature_group_variants_try_each_stage_setting_alone_then_everything() -
     values = variants((), [], [], ["num_leaves=7"], ["n_cutoffs=3", "n_cutoffs=8"])  # one key twice: no mix
     assert list(values) == ["shipped", "ranker num_leaves=7", "set n_cutoffs=3", "set n_cutoffs=8"]
     assert values["set n_cutoffs=3"][2] == {"n_cutoffs": 3} and values["set n_cutoffs=8"][2] == {"n_cutoffs": 8}
+    pair = variants(("interest",), [], [], [], None, True, ["lexical", "brand"])  # together only, neither alone
+    assert pair == {"shipped": (("interest",), {}, {}), "+ lexical + brand": (("interest", "lexical", "brand"), {}, {})}
     alone = variants((), [], [], ["base_feature=retrieval_score"], ["memory_crossfit=5"], combined=False)
     assert list(alone) == ["shipped", "ranker base_feature=retrieval_score", "set memory_crossfit=5"]
     assert alone["ranker base_feature=retrieval_score"][1] == {"base_feature": "retrieval_score"}
