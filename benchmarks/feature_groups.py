@@ -75,7 +75,7 @@ def variants(
     shipped gets that group too, :data:`recsys.pipeline.SOURCE_GROUPS`), and with settings and more than one change,
     everything together (unless ``combined`` is off or a key is given twice: ``n_cutoffs=3 n_cutoffs=8`` are two
     values to compare); ``together``: groups added as one variant only (none alone), e.g. to confirm on more seeds
-    a combination already screened."""
+    a combination already screened; with settings, the everything-together variant has them too."""
     out: dict[str, Variant] = {"shipped": (shipped, {}, {})}
     for group in add:
         out[f"+ {group}"] = ((*shipped, group), {}, {})
@@ -101,10 +101,12 @@ def variants(
         else:
             out[f"set {key}={value}"] = (shipped, {}, {key: stages[key]})
     distinct = len(settings) == len(ranker) and len(stages) == len(stage or [])  # two values of a key: no mix
-    if combined and (ranker or stage) and distinct and len(add) + len(ranker) + len(stage or []) > 1:  # together
-        parts = ["+ " + " + ".join(add)] if add else []
+    joined = [*add, *together]  # the groups of the combined variant
+    changes = len(add) + bool(together) + len(ranker) + len(stage or [])
+    if combined and (ranker or stage) and distinct and changes > 1:  # everything together
+        parts = ["+ " + " + ".join(joined)] if joined else []
         parts += [*(f"ranker {s}" for s in ranker), *(f"set {s}" for s in stage or [])]
-        groups = (*shipped, *add)
+        groups = (*shipped, *joined)
         wanted = [needs[k] for k, v in stages.items() if k in needs and v and needs[k] not in groups]
         groups += tuple(dict.fromkeys(wanted))
         if (groups, settings, stages) not in out.values():  # not already a variant (one quota that adds its group)

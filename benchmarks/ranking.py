@@ -55,6 +55,8 @@ SOURCES = {
     "popularity_rank": "popularity",
     "cooc_rank": "co-occurrence",
     "ease_rank": "EASE",
+    "similar_rank": "similar text",
+    "lexical_rank": "similar words",
 }
 
 
@@ -71,6 +73,8 @@ def candidate_recall(model: Recommender, dataset: Any, split_kind: str) -> dict[
         "popularity_rank": cfg.n_popularity_candidates,
         "cooc_rank": cfg.n_cooccurrence_candidates,
         "ease_rank": cfg.n_ease_candidates,
+        "similar_rank": cfg.n_similar_candidates,
+        "lexical_rank": cfg.n_lexical_candidates,
     }
     out: dict[str, Any] = {"n_targets": hits.height, "mean_candidates": cands.height / max(len(users), 1)}
     for column, label in SOURCES.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -53,15 +53,15 @@ thread: unisrec (4,385 items, 560,537 pairs) similarity 0.33 -> 0.13 s and co-oc
 (1,682 items, 216,006 pairs) 0.14 -> 0.07 s and 0.10 -> 0.025 s."""
 
 
-def derived(owner: object, source: object, make: Callable[[Any], np.ndarray]) -> np.ndarray:
+def derived(owner: object, source: object, make: Callable[[Any], Any], slot: str = "_derived") -> Any:
     """``make(source)``, kept on ``owner`` for as long as ``source`` is the same object: a block's dense copy of
     its fitted matrix, say. A copy of the block that gets a new ``source`` (``extend_items``, ``with_vectors``)
-    derives its own on first use instead of reading a stale one; a block holds one derived array."""
-    cached = owner.__dict__.get("_derived")
+    derives its own on first use instead of reading a stale one; a block holds one derived value per ``slot``."""
+    cached = owner.__dict__.get(slot)
     if cached is None or cached[0] is not source:
         cached = (source, make(source))
-        owner.__dict__["_derived"] = cached
-    return cast(np.ndarray, cached[1])
+        owner.__dict__[slot] = cached
+    return cached[1]
 
 
 def check_positive_int(name: str, value: object, example: int) -> None:

@@ -1,8 +1,9 @@
 """The ranker's feature set: candidate-source columns plus the feature blocks, composed by group.
 
 The pipeline builds a candidate frame ``query (u32), item_idx (u32), retrieval_score (f32), retrieval_rank
-(u32), transition_rank (u32), popularity_rank (u32)`` (and ``cooc_rank (u32)``, ``ease_rank (u32)`` when the
-co-occurrence or EASE source is on) whose ``query`` is a row of the :class:`~recsys.data.Histories` passed
+(u32), transition_rank (u32), popularity_rank (u32)`` (and ``cooc_rank``, ``ease_rank``, ``similar_rank``,
+``lexical_rank`` (u32) when the co-occurrence, EASE, similar-text or similar-words source is on) whose ``query``
+is a row of the :class:`~recsys.data.Histories` passed
 beside it (the query's events before its cut-off). A source rank is the item's position in that source's list,
 or the list length + 1 when the source did not propose it, so the ranks also say which sources proposed a
 candidate.
@@ -55,11 +56,13 @@ __all__ = [
     "DEFAULT_GROUPS",
     "EASE_RANK",
     "GROUPS",
+    "LEXICAL_RANK",
     "OPT_IN_GROUPS",
     "POPULARITY_RANK",
     "QUERY",
     "RETRIEVAL_RANK",
     "RETRIEVAL_SCORE",
+    "SIMILAR_RANK",
     "TRANSITION_RANK",
     "FeatureConfig",
     "RankingFeatures",
@@ -77,7 +80,9 @@ TRANSITION_RANK = "transition_rank"
 POPULARITY_RANK = "popularity_rank"
 COOCCURRENCE_RANK = "cooc_rank"
 EASE_RANK = "ease_rank"
-OPTIONAL_SOURCES = (COOCCURRENCE_RANK, EASE_RANK)
+SIMILAR_RANK = "similar_rank"
+LEXICAL_RANK = "lexical_rank"
+OPTIONAL_SOURCES = (COOCCURRENCE_RANK, EASE_RANK, SIMILAR_RANK, LEXICAL_RANK)
 """Source rank columns that exist only where their source is on (``RankingFeatures(sources=...)``)."""
 CANDIDATE_COLUMNS = (QUERY, ITEM_IDX, RETRIEVAL_SCORE, RETRIEVAL_RANK, TRANSITION_RANK, POPULARITY_RANK)
 SOURCE_COLUMNS = {"interest": [RETRIEVAL_SCORE, RETRIEVAL_RANK], "source": [TRANSITION_RANK, POPULARITY_RANK]}
@@ -307,6 +312,18 @@ class RankingFeatures:
         """The fitted EASE block when its group is enabled (also the EASE candidate source)."""
         block = (self.blocks_ or {}).get("collaborative")
         return block if isinstance(block, Collaborative) else None
+
+    @property
+    def similarity(self) -> TextSimilarity | None:
+        """The fitted text-similarity block when its group is enabled (also the similar-text candidate source)."""
+        block = (self.blocks_ or {}).get("similarity")
+        return block if isinstance(block, TextSimilarity) else None
+
+    @property
+    def lexical(self) -> LexicalSimilarity | None:
+        """The fitted word-overlap block when its group is enabled (also the similar-words candidate source)."""
+        block = (self.blocks_ or {}).get("lexical")
+        return block if isinstance(block, LexicalSimilarity) else None
 
     @property
     def transitions(self) -> Transitions | None:

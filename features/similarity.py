@@ -16,6 +16,7 @@ import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -26,6 +27,7 @@ from recsys.errors import DataError, check_is_fitted
 from recsys.features import _common
 from recsys.features._common import (
     PAIR_BLOCK,
+    check_history_items,
     check_positive_int,
     derived,
     event_positions,
@@ -35,6 +37,7 @@ from recsys.features._common import (
     pair_arrays,
 )
 from recsys.features.base import FeatureBlock, FitContext
+from recsys.retrieval import FaissIndex, IndexConfig
 
 __all__ = ["LearnedSimilarity", "SimilarityConfig", "TextSimilarity"]
 
@@ -120,6 +123,22 @@ class TextSimilarity(FeatureBlock):
         twin.vectors_ = np.concatenate([self.vectors_, _unit_rows(np.asarray(item_vectors[n_old:], np.float32))])
         return twin
 
+    def top_items(self, histories: Histories, k: int, exclude: Histories | None = None) -> np.ndarray:
+        """int64 ``(n_queries, k)``: each query's ``k`` items of highest ``sim_recent_mean`` (``lex_recent_mean``
+        in the lexical block): the cosine to the normalised mean of its last ``short_term`` items, best first,
+        ``-1`` where the catalogue runs out and for empty histories (the pipeline's similar-items candidate
+        sources). ``exclude``: histories of the same queries whose items are never chosen. Inner-product search
+        over a FAISS index of the vectors (exact up to :attr:`~recsys.retrieval.IndexConfig.auto_min_items`
+        items, IVF above), built on first use and never saved."""
+        check_is_fitted(self, self.state_attributes)
+        check_history_items(histories, self.vectors_.shape[0])
+        index = derived(self, self.vectors_, _search_index, slot="_search_index")
+        recent = history_counts(histories, self.vectors_.shape[0], self.config.short_term)  # (n_queries, n_items)
+        profiles = _unit_rows(np.asarray(recent @ self.vectors_, dtype=np.float32))  # (n_queries, d)
+        idx, _ = index.search(profiles, k, exclude=exclude)
+        idx[histories.lengths == 0] = -1  # no history, no profile: nothing is similar
+        return cast(np.ndarray, idx)
+
     def _transform(self, candidates: pl.DataFrame, histories: Histories) -> pl.DataFrame:
         query, items = pair_arrays(candidates, histories, self.vectors_.shape[0])  # (n_pairs,) each
         if histories.item_idx.size == 0:  # every history is empty
@@ -203,6 +222,11 @@ class TextSimilarity(FeatureBlock):
             recent.append(self.vectors_[histories.item_idx[positions]] * valid[:, None])  # (n_rows, d)
         profiles = [_unit_rows(np.asarray(bag[rows] @ self.vectors_, dtype=np.float32)) for bag in bags]
         return np.stack(recent + profiles, axis=2)
+
+
+def _search_index(vectors: np.ndarray) -> FaissIndex:
+    """An inner-product index over ``vectors`` (the catalogue's unit vectors), for :meth:`TextSimilarity.top_items`."""
+    return FaissIndex(IndexConfig(kind="auto")).fit(vectors)
 
 
 def _divided(sums: np.ndarray, norms: np.ndarray) -> np.ndarray:

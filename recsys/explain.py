@@ -30,6 +30,8 @@ PHRASES: dict[str, str] = {
     "popularity_rank": "is among the most popular items",
     "cooc_rank": "is among the items most often consumed together with your recent ones",
     "ease_rank": "is among the items people with histories like yours went on to pick",
+    "similar_rank": "is among the items whose description is closest to your recent ones",
+    "lexical_rank": "is among the items that share the most telling words with your recent ones",
     "log_popularity": "is popular",
     "log_popularity_recent": "is popular lately",
     "popularity_trend": "is gaining popularity",

@@ -31,10 +31,12 @@ from recsys.features.popularity import item_popularity
 from recsys.features.ranking import (
     COOCCURRENCE_RANK,
     EASE_RANK,
+    LEXICAL_RANK,
     POPULARITY_RANK,
     QUERY,
     RETRIEVAL_RANK,
     RETRIEVAL_SCORE,
+    SIMILAR_RANK,
     TRANSITION_RANK,
     FeatureConfig,
     RankingFeatures,
@@ -63,6 +65,8 @@ RANKING_SETTINGS = (
     "n_popularity_candidates",
     "n_cooccurrence_candidates",
     "n_ease_candidates",
+    "n_similar_candidates",
+    "n_lexical_candidates",
     "cutoff_statistics",
     "label_window",
     "train_with_seen",
@@ -116,12 +120,16 @@ _MINIMUMS = {
     "n_popularity_candidates": 0,
     "n_cooccurrence_candidates": 0,
     "n_ease_candidates": 0,
+    "n_similar_candidates": 0,
+    "n_lexical_candidates": 0,
 }
 
 SOURCE_GROUPS = {
     "transition": ("n_transition_candidates", "transition"),
     "co-occurrence": ("n_cooccurrence_candidates", "cooccurrence"),
     "EASE": ("n_ease_candidates", "collaborative"),
+    "similar-text": ("n_similar_candidates", "similarity"),
+    "similar-words": ("n_lexical_candidates", "lexical"),
 }
 """Each feature-backed candidate source: its quota field and the feature group that scores it."""
 
@@ -154,6 +162,17 @@ class RecommenderConfig:
         the group, NDCG@10 (seed 0, same encoders, ranker retrained) on validation targets Scientific 0.1082 ->
         0.1093 and ml-100k 0.1532 -> 0.1541, but on test 0.1089 -> 0.1095 and 0.1436 -> 0.1365, for about 50
         more candidates per user to score.
+    n_similar_candidates:
+        Items added per user from text similarity to the recent history: the items of highest
+        ``sim_recent_mean`` (the cosine of their text vector to the normalised mean of the last
+        ``features.similarity.short_term`` history items), found by a FAISS index of the text vectors built on
+        first use (0, the default, turns the source off; the ranker then has no ``similar_rank`` column). Needs
+        the ``similarity`` group. The interest score reads the whole history through the memory encoder; this
+        source proposes what resembles the last few items (an accessory of the product just bought).
+    n_lexical_candidates:
+        The same over the ``lexical`` group's word TF-IDF vectors (``lex_recent_mean``; column
+        ``lexical_rank``): items that share telling words (a brand, a model number) with the recent history.
+        Needs the ``lexical`` group.
     n_cutoffs:
         Training queries per user for the ranker: the last ``n_cutoffs`` events of each user's history,
         each predicted from the events before it. Feature statistics use, per cut-off, the events before that
@@ -252,6 +271,8 @@ class RecommenderConfig:
     n_popularity_candidates: int = 20
     n_cooccurrence_candidates: int = 0
     n_ease_candidates: int = 0
+    n_similar_candidates: int = 0
+    n_lexical_candidates: int = 0
     n_cutoffs: int = 5
     cutoff_statistics: Literal["shared", "per_cutoff"] = "per_cutoff"
     label_window: int = 1
@@ -548,7 +569,12 @@ class Recommender:
     def _optional_lengths(self) -> dict[str, int]:
         """Each optional candidate source's rank column and list length (0: off)."""
         cfg = self.config
-        return {COOCCURRENCE_RANK: cfg.n_cooccurrence_candidates, EASE_RANK: cfg.n_ease_candidates}
+        return {
+            COOCCURRENCE_RANK: cfg.n_cooccurrence_candidates,
+            EASE_RANK: cfg.n_ease_candidates,
+            SIMILAR_RANK: cfg.n_similar_candidates,
+            LEXICAL_RANK: cfg.n_lexical_candidates,
+        }
 
     def _source_lengths(self) -> dict[str, int]:
         """Each candidate source's rank column and list length (a rank of length + 1: not proposed)."""
@@ -830,17 +856,30 @@ class Recommender:
             sources[POPULARITY_RANK] = self._popular(
                 popularity, histories, self.config.n_popularity_candidates, exclude_seen
             )
-        if self.config.n_cooccurrence_candidates and features.cooccurrence is not None:
-            scores = features.cooccurrence.score_sparse(histories)  # csr (n_queries, n_items): cooc_score
-            sources[COOCCURRENCE_RANK] = topk_positive(scores, self.config.n_cooccurrence_candidates, exclude)
-        if self.config.n_ease_candidates and features.collaborative is not None:
-            sources[EASE_RANK] = features.collaborative.top_items(histories, self.config.n_ease_candidates, exclude)
+        sources |= self._optional_candidates(histories, features, exclude)
         frame = merge_sources(sources, self.index_.height)  # type: ignore[union-attr]
         for name in (TRANSITION_RANK, POPULARITY_RANK):
             if name not in frame.columns:
                 frame = frame.with_columns(pl.lit(1, pl.UInt32).alias(name))  # source off: rank 0 + 1
         score = pair_dot(queries, retrieval.item_vectors, frame[QUERY].to_numpy(), frame[ITEM_IDX].to_numpy())
         return frame.with_columns(pl.Series(RETRIEVAL_SCORE, score)), queries, transition_scores
+
+    def _optional_candidates(
+        self, histories: Histories, features: RankingFeatures, exclude: Histories | None
+    ) -> dict[str, np.ndarray]:
+        """The optional sources that are on, each an int64 ``(n_queries, quota)`` top list (-1 pads) by its rank
+        column: co-occurrence, EASE, similar text, similar words."""
+        cfg, sources = self.config, {}
+        if cfg.n_cooccurrence_candidates and features.cooccurrence is not None:
+            scores = features.cooccurrence.score_sparse(histories)  # csr (n_queries, n_items): cooc_score
+            sources[COOCCURRENCE_RANK] = topk_positive(scores, cfg.n_cooccurrence_candidates, exclude)
+        if cfg.n_ease_candidates and features.collaborative is not None:
+            sources[EASE_RANK] = features.collaborative.top_items(histories, cfg.n_ease_candidates, exclude)
+        if cfg.n_similar_candidates and features.similarity is not None:
+            sources[SIMILAR_RANK] = features.similarity.top_items(histories, cfg.n_similar_candidates, exclude)
+        if cfg.n_lexical_candidates and features.lexical is not None:
+            sources[LEXICAL_RANK] = features.lexical.top_items(histories, cfg.n_lexical_candidates, exclude)
+        return sources
 
     @staticmethod
     def _popular(popularity: np.ndarray, histories: Histories, n: int, exclude_seen: bool) -> np.ndarray:

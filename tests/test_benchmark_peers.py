@@ -450,6 +450,21 @@ def test_feature_group_variants_try_each_stage_setting_alone_then_everything() -
     assert values["set n_cutoffs=3"][2] == {"n_cutoffs": 3} and values["set n_cutoffs=8"][2] == {"n_cutoffs": 8}
     pair = variants(("interest",), [], [], [], None, True, ["lexical", "brand"])  # together only, neither alone
     assert pair == {"shipped": (("interest",), {}, {}), "+ lexical + brand": (("interest", "lexical", "brand"), {}, {})}
+    sources = variants(
+        ("similarity",), [], [], [], ["n_similar_candidates=50", "n_lexical_candidates=50"], True, ["brand"]
+    )
+    assert list(sources) == [
+        "shipped",
+        "+ brand",
+        "set n_similar_candidates=50",
+        "set n_lexical_candidates=50 + lexical",  # the quota brings its group
+        "+ brand + set n_similar_candidates=50 + set n_lexical_candidates=50",  # together with the settings
+    ]
+    assert sources["+ brand + set n_similar_candidates=50 + set n_lexical_candidates=50"][0] == (
+        "similarity",
+        "brand",
+        "lexical",
+    )
     alone = variants((), [], [], ["base_feature=retrieval_score"], ["memory_crossfit=5"], combined=False)
     assert list(alone) == ["shipped", "ranker base_feature=retrieval_score", "set memory_crossfit=5"]
     assert alone["ranker base_feature=retrieval_score"][1] == {"base_feature": "retrieval_score"}

@@ -445,6 +445,33 @@ def test_lexical_similarity_new_items_get_vectors_from_their_text() -> None:
         LexicalSimilarity().fit(context(histories_from_rows([[0]]), items.drop("text")))
 
 
+def test_text_similarity_top_items_known_answer() -> None:
+    """The similar-items source: each query's items by cosine to the normalised mean of its last ``short_term``
+    items, best first; history items excluded when asked, -1 where the catalogue runs out or the history is
+    empty."""
+    block = TextSimilarity(SimilarityConfig(short_term=2)).fit(context(histories_from_rows([[0]]), vectors=VECTORS))
+    histories = histories_from_rows([[0, 1, 2], [4], []])
+    got = block.top_items(histories, 5, exclude=histories)
+    # query 0: profile (0, 1, 1) / sqrt(2); left after excluding 0, 1, 2: item 5 (1.0), 3 (0.5), 4 (0.0)
+    np.testing.assert_array_equal(got[0], [5, 3, 4, -1, -1])
+    np.testing.assert_array_equal(got[1, :2], [0, 3])  # profile (1, 0, 0): item 0 (1.0), then 3 (1 / sqrt(2))
+    np.testing.assert_array_equal(got[2], [-1] * 5)
+    unmasked = block.top_items(histories, 3)
+    assert unmasked[0, 0] == 5 and set(unmasked[0, 1:].tolist()) == {1, 2}  # tied at 1 / sqrt(2)
+    assert unmasked[1, :2].tolist() in ([0, 4], [4, 0])  # item 4 is item 0's direction
+    with pytest.raises(DataError, match="item rows"):
+        block.top_items(histories_from_rows([[9]]), 2)
+
+
+def test_lexical_top_items_propose_items_sharing_words() -> None:
+    items = catalogue().with_columns(text=pl.Series(LEXICON, dtype=pl.String))
+    block = LexicalSimilarity(LexicalConfig(dim=4096)).fit(context(histories_from_rows([[0]]), items))
+    histories = histories_from_rows([[0], [2]])
+    got = block.top_items(histories, 2, exclude=histories)
+    assert got[0].tolist() == [1, 5]  # the same text, then the same words in another order
+    assert got[1, 0] != 2  # the history item itself is excluded
+
+
 @pytest.mark.parametrize(("field", "value"), [("short_term", 0), ("dim", 0), ("dim", 2.5), ("seed", -1)])
 def test_lexical_config_rejects(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):

@@ -505,6 +505,39 @@ def test_ease_source_proposes_the_top_ease_scores_and_round_trips(fitted: Recomm
         RecommenderConfig(features=without, n_ease_candidates=5)
 
 
+def test_similar_text_and_word_sources_propose_the_closest_items_and_round_trip(
+    fitted: Recommender, topic_data, tmp_path
+):
+    """With ``n_similar_candidates``, each user's ``similar_rank`` 1..k are the unseen items of highest
+    ``sim_recent_mean`` (the feature's own values); ``n_lexical_candidates`` (with the ``lexical`` group) adds
+    ``lexical_rank`` the same way; the ranker reads both and the model saves and loads."""
+    interactions, _ = topic_data
+    groups = (*fitted.config.features.groups, "lexical")
+    model = fitted.with_features(FeatureConfig(groups=groups), n_similar_candidates=3, n_lexical_candidates=3)
+    assert {"similar_rank", "lexical_rank"} <= set(model.ranker_.feature_names_)
+    assert model.features_.groups_of()["source"][-2:] == ["similar_rank", "lexical_rank"]
+    users = [0, 12, 25]
+    cands = model.candidates(users)
+    assert cands.columns[-2:] == ["similar_rank", "lexical_rank"]
+    every = pl.DataFrame({"user_id": users}).join(model.index_.select("item_id"), how="cross")
+    featured = model.score(every, with_features=True)
+    for rank, feature in (("similar_rank", "sim_recent_mean"), ("lexical_rank", "lex_recent_mean")):
+        for user in users:
+            mine = cands.filter((pl.col("user_id") == user) & (pl.col(rank) <= 3)).sort(rank)
+            seen = interactions.filter(pl.col("user_id") == user)["item_id"]
+            values = featured.filter((pl.col("user_id") == user) & ~pl.col("item_id").is_in(seen.implode()))
+            expected = values[feature].sort(descending=True).head(3).to_numpy()
+            got = mine.join(values, on="item_id", how="left", maintain_order="left")[feature].to_numpy()
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    loaded = Recommender.load(model.save(tmp_path / "similar"))
+    assert loaded.recommend(users, k=3).equals(model.recommend(users, k=3))
+    with pytest.raises(ConfigError, match="lexical"):
+        RecommenderConfig(n_lexical_candidates=5)  # the group is opt-in
+    without = FeatureConfig(groups=tuple(g for g in fitted.config.features.groups if g != "similarity"))
+    with pytest.raises(ConfigError, match="similarity"):
+        RecommenderConfig(features=without, n_similar_candidates=5)
+
+
 def test_explanations_name_real_history_items(fitted: Recommender, topic_data):
     interactions, _ = topic_data
     recs = fitted.recommend([0, 12], k=2, explain=True)
