@@ -97,7 +97,15 @@ PROFILES = {
 }
 
 
-DATASET_SETTINGS: dict[str, dict[str, Any]] = {}
+DATASET_SETTINGS: dict[str, dict[str, Any]] = {
+    # unisrec validation targets, seeds 0 / 1, paired (a316bc9): +0.0019 / +0.0021 NDCG@10, the only variant
+    # screened there that gained more than 0.0015 on both seeds (benchmarks/README.md, "Feature groups, paired")
+    "amazon-scientific-unisrec": {
+        "groups": ("learned", "lexical", "brand"),
+        "n_similar_candidates": 50,
+        "n_lexical_candidates": 50,
+    },
+}
 """Per-dataset settings of our pipeline in the ``full`` profile, each chosen on that dataset's validation targets
 (``feature_groups.py --targets valid``, the test events unused) and confirmed on the test split: ``groups`` adds
 opt-in feature groups, every other key is a :class:`RecommenderConfig` field. Datasets not listed run the library
