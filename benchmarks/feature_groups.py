@@ -277,7 +277,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", choices=sorted(SPLITS), default=["amazon-scientific-unisrec"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--add", nargs="*", choices=GROUPS, default=[], help="groups to add, one by one (none by default)")
+    parser.add_argument("--add", nargs="*", choices=GROUPS, default=[], help="groups to add, one by one (or none)")
     parser.add_argument("--drop", nargs="*", choices=GROUPS, default=[], help="groups to remove, one by one")
     parser.add_argument(
         "--together", nargs="*", choices=GROUPS, default=[], help="groups to add as one variant only (none alone)"

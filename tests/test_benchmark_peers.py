@@ -107,6 +107,39 @@ def test_quality_table_names_the_machine_of_each_row_when_they_differ() -> None:
     assert "Machine: A, 2 cores" in one and "Measured on" not in one
 
 
+def test_dataset_settings_reach_our_pipeline_and_the_table_in_the_full_profile_only() -> None:
+    """``DATASET_SETTINGS`` add their groups and settings to our pipeline for that dataset (full profile), the
+    other datasets and the fast profile keep the library defaults, and the table names what our rows used."""
+    import quality
+    from quality import PROFILES, dataset_settings, describe_settings, ours, render
+
+    full, fast = PROFILES["full"], PROFILES["fast"]
+    settings = {"groups": ("lexical",), "n_lexical_candidates": 7}
+    original = dict(quality.DATASET_SETTINGS)
+    quality.DATASET_SETTINGS.clear()
+    quality.DATASET_SETTINGS["d"] = settings
+    try:
+        tuned, plain = ours(full, 0, None, "d").config, ours(full, 0, None, "other").config
+        assert "lexical" in tuned.features.groups and tuned.n_lexical_candidates == 7
+        assert "lexical" not in plain.features.groups and plain.n_lexical_candidates == 0
+        assert dataset_settings(fast, "d") == {} and dataset_settings(full, None) == {}
+        assert ours(fast, 0, None, "d").config.n_lexical_candidates == 0
+    finally:
+        quality.DATASET_SETTINGS.clear()
+        quality.DATASET_SETTINGS.update(original)
+    described = describe_settings(settings)
+    assert described == "+ lexical, n_lexical_candidates=7"
+    metrics = dict.fromkeys(METRICS, 0.0)
+    row = {"dataset": "d", "model": "ours (pipeline-memory, tuned)", "seed": 0, "protocol": "masked"}
+    row["metrics"] = metrics
+    row |= {"cpu": "A", "fit_seconds": 1.0, "predict_seconds": 2.0, "profile": "full", "command": "q", "commit": "c"}
+    info = {"cpu": "A", "cores": 2, "torch_threads": 2}
+    text = render({"rows": [row | {"settings": described}], "machine": info}, "full")
+    line = "ours (pipeline-memory, tuned) on d (settings chosen on its validation targets): + lexical, n_lexical"
+    assert line in text and "(ours or the peers missing" in text  # the tuned row is no peer (and not ours)
+    assert "settings chosen" not in render({"rows": [row], "machine": info}, "full")
+
+
 def test_the_encoder_alone_row_is_no_peer_but_is_compared_with_ours() -> None:
     """``ours (encoder alone)`` (the same fitted pipeline's first stage) is never "the best peer"; the table's
     verdict and the headline compare ours with it against the issue's 10% bar."""
