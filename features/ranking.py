@@ -3,10 +3,9 @@
 The pipeline builds a candidate frame ``query (u32), item_idx (u32), retrieval_score (f32), retrieval_rank
 (u32), transition_rank (u32), popularity_rank (u32)`` (and ``cooc_rank``, ``ease_rank``, ``similar_rank``,
 ``lexical_rank`` (u32) when the co-occurrence, EASE, similar-text or similar-words source is on) whose ``query``
-is a row of the :class:`~recsys.data.Histories` passed
-beside it (the query's events before its cut-off). A source rank is the item's position in that source's list,
-or the list length + 1 when the source did not propose it, so the ranks also say which sources proposed a
-candidate.
+is a row of the :class:`~recsys.data.Histories` passed beside it (the query's events before its cut-off). A
+source rank is the item's position in that source's list, or the list length + 1 when the source did not
+propose it, so the ranks also say which sources proposed a candidate.
 
 :class:`RankingFeatures` fits every enabled block on past events (:class:`~recsys.features.base.FitContext`)
 and adds their columns. Groups (for ablations): ``interest`` (the interest-match score and its rank),
@@ -73,6 +72,7 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R")
+B = TypeVar("B", bound=FeatureBlock)
 
 RETRIEVAL_SCORE = "retrieval_score"
 RETRIEVAL_RANK = "retrieval_rank"
@@ -301,29 +301,30 @@ class RankingFeatures:
         out = {g: self._source_columns(g) for g in self.config.groups if g in SOURCE_COLUMNS}
         return out | {g: block.names for g, block in self.blocks_.items()}  # type: ignore[union-attr]
 
+    def _block(self, group: str, kind: type[B]) -> B | None:
+        """The fitted block of ``group`` when the group is enabled and its block is a ``kind``, else None."""
+        block = (self.blocks_ or {}).get(group)
+        return block if isinstance(block, kind) else None
+
     @property
     def cooccurrence(self) -> CoOccurrence | None:
         """The fitted co-occurrence block when its group is enabled (also the co-occurrence candidate source)."""
-        block = (self.blocks_ or {}).get("cooccurrence")
-        return block if isinstance(block, CoOccurrence) else None
+        return self._block("cooccurrence", CoOccurrence)
 
     @property
     def collaborative(self) -> Collaborative | None:
         """The fitted EASE block when its group is enabled (also the EASE candidate source)."""
-        block = (self.blocks_ or {}).get("collaborative")
-        return block if isinstance(block, Collaborative) else None
+        return self._block("collaborative", Collaborative)
 
     @property
     def similarity(self) -> TextSimilarity | None:
         """The fitted text-similarity block when its group is enabled (also the similar-text candidate source)."""
-        block = (self.blocks_ or {}).get("similarity")
-        return block if isinstance(block, TextSimilarity) else None
+        return self._block("similarity", TextSimilarity)
 
     @property
     def lexical(self) -> LexicalSimilarity | None:
         """The fitted word-overlap block when its group is enabled (also the similar-words candidate source)."""
-        block = (self.blocks_ or {}).get("lexical")
-        return block if isinstance(block, LexicalSimilarity) else None
+        return self._block("lexical", LexicalSimilarity)
 
     @property
     def transitions(self) -> Transitions | None:
