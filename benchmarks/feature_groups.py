@@ -68,6 +68,7 @@ def variants(
     stage: list[str] | None = None,
     combined: bool = True,
     together: Sequence[str] = (),
+    alone: bool = True,
 ) -> dict[str, Variant]:
     """Variant name -> :data:`Variant`: the shipped set, then each added group alone, each removed group alone,
     all additions together when there are several, each ``key=value`` ranker setting alone (shipped groups),
@@ -75,7 +76,9 @@ def variants(
     shipped gets that group too, :data:`recsys.pipeline.SOURCE_GROUPS`), and with settings and more than one change,
     everything together (unless ``combined`` is off or a key is given twice: ``n_cutoffs=3 n_cutoffs=8`` are two
     values to compare); ``together``: groups added as one variant only (none alone), e.g. to confirm on more seeds
-    a combination already screened; with settings, the everything-together variant has them too."""
+    a combination already screened; with settings, the everything-together variant has them too. ``alone`` off:
+    only the shipped set and the everything-together variant (to confirm a combination of settings already
+    screened one by one, e.g. a dataset's tuned settings plus one more)."""
     out: dict[str, Variant] = {"shipped": (shipped, {}, {})}
     for group in add:
         out[f"+ {group}"] = ((*shipped, group), {}, {})
@@ -111,6 +114,12 @@ def variants(
         groups += tuple(dict.fromkeys(wanted))
         if (groups, settings, stages) not in out.values():  # not already a variant (one quota that adds its group)
             out[" + ".join(parts)] = (groups, settings, stages)
+        if not alone:
+            return {"shipped": out["shipped"], " + ".join(parts): (groups, settings, stages)}
+    if not alone:
+        raise ValueError(
+            "only the combined variant asked for, but there is none: it needs settings (--ranker or --set), more than one change and no --no-combined"
+        )
     return out
 
 
@@ -125,6 +134,7 @@ def run(
     targets: str = "test",
     combined: bool = True,
     together: Sequence[str] = (),
+    alone: bool = True,
 ) -> list[dict[str, Any]]:
     """Fit the shipped pipeline once, retrain its ranker per variant, score each on the ``targets`` events.
 
@@ -144,7 +154,7 @@ def run(
     fit_seconds = time.perf_counter() - started
     logger.info("%s seed %d: fitted in %.0f s", name, seed, fit_seconds)
     rows: list[dict[str, Any]] = []
-    tried = variants(model.config.features.groups, add, drop, ranker, stage, combined, together)
+    tried = variants(model.config.features.groups, add, drop, ranker, stage, combined, together, alone)
     for variant, (groups, settings, stages) in tried.items():
         started = time.perf_counter()
         config = dataclasses.replace(model.config.ranker, **settings)
@@ -305,6 +315,11 @@ def main() -> None:
         action="store_true",
         help="skip the variant with every change together (each change alone only)",
     )
+    parser.add_argument(
+        "--only-combined",
+        action="store_true",
+        help="the shipped set and the everything-together variant only (no change alone)",
+    )
     parser.add_argument("--cache-dir", default=None, help="text embedding cache (default: the library's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -315,7 +330,7 @@ def main() -> None:
     for name in args.datasets:
         for seed in args.seeds:
             combined = not args.no_combined
-            options = (args.cache_dir, args.set, args.targets, combined, args.together)
+            options = (args.cache_dir, args.set, args.targets, combined, args.together, not args.only_combined)
             rows = run(name, seed, args.add, args.drop, args.ranker, *options)
             rows = [r | {"command": command, "commit": commit, "cpu": machine()["cpu"]} for r in rows]
             old = json.loads(RESULTS.read_text())["results"] if RESULTS.exists() else []

@@ -498,6 +498,24 @@ def test_feature_group_variants_try_each_stage_setting_alone_then_everything() -
         "brand",
         "lexical",
     )
+    tuned = variants(
+        ("collaborative",),
+        [],
+        [],
+        [],
+        ["n_similar_candidates=50", "n_ease_candidates=50"],
+        True,
+        ["brand"],
+        alone=False,
+    )
+    assert list(tuned) == ["shipped", "+ brand + set n_similar_candidates=50 + set n_ease_candidates=50"]
+    assert tuned["+ brand + set n_similar_candidates=50 + set n_ease_candidates=50"] == (
+        ("collaborative", "brand", "similarity"),
+        {},
+        {"n_similar_candidates": 50, "n_ease_candidates": 50},
+    )
+    with pytest.raises(ValueError, match="no --no-combined"):
+        variants(("interest",), [], [], [], ["n_ease_candidates=50"], True, (), alone=False)  # one change: no mix
     alone = variants((), [], [], ["base_feature=retrieval_score"], ["memory_crossfit=5"], combined=False)
     assert list(alone) == ["shipped", "ranker base_feature=retrieval_score", "set memory_crossfit=5"]
     assert alone["ranker base_feature=retrieval_score"][1] == {"base_feature": "retrieval_score"}
