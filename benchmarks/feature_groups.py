@@ -93,9 +93,29 @@ def variants(
         key, _, value = setting.partition("=")
         settings[key] = _value(value)
         out[f"ranker {key}={value}"] = (shipped, {key: settings[key]}, {})
+    stages = _stage_variants(shipped, stage or [], out)
+    distinct = len(settings) == len(ranker) and len(stages) == len(stage or [])  # two values of a key: no mix
+    changes = len(add) + bool(together) + len(ranker) + len(stage or [])
+    if combined and (ranker or stage) and distinct and changes > 1:  # everything together
+        name, variant = _everything(shipped, [*add, *together], ranker, stage or [], settings, stages)
+        if not alone:
+            return {"shipped": out["shipped"], name: variant}
+        if variant not in out.values():  # not already a variant (one quota that adds its group)
+            out[name] = variant
+    elif not alone:
+        raise ValueError(
+            "only the combined variant asked for, but there is none: it needs settings (--ranker or --set), "
+            "more than one change and no --no-combined"
+        )
+    return out
+
+
+def _stage_variants(shipped: tuple[str, ...], stage: list[str], out: dict[str, Variant]) -> dict[str, Any]:
+    """Add each ranking-stage setting alone to ``out`` (a candidate quota brings the feature group it needs);
+    return the settings as a dict."""
     stages: dict[str, Any] = {}
-    needs = {quota: group for quota, group in SOURCE_GROUPS.values()}  # a candidate quota needs its feature group
-    for setting in stage or []:
+    needs = {quota: group for quota, group in SOURCE_GROUPS.values()}
+    for setting in stage:
         key, _, value = setting.partition("=")
         stages[key] = _value(value)
         needed = needs.get(key)
@@ -103,24 +123,26 @@ def variants(
             out[f"set {key}={value} + {needed}"] = ((*shipped, needed), {}, {key: stages[key]})
         else:
             out[f"set {key}={value}"] = (shipped, {}, {key: stages[key]})
-    distinct = len(settings) == len(ranker) and len(stages) == len(stage or [])  # two values of a key: no mix
-    joined = [*add, *together]  # the groups of the combined variant
-    changes = len(add) + bool(together) + len(ranker) + len(stage or [])
-    if combined and (ranker or stage) and distinct and changes > 1:  # everything together
-        parts = ["+ " + " + ".join(joined)] if joined else []
-        parts += [*(f"ranker {s}" for s in ranker), *(f"set {s}" for s in stage or [])]
-        groups = (*shipped, *joined)
-        wanted = [needs[k] for k, v in stages.items() if k in needs and v and needs[k] not in groups]
-        groups += tuple(dict.fromkeys(wanted))
-        if (groups, settings, stages) not in out.values():  # not already a variant (one quota that adds its group)
-            out[" + ".join(parts)] = (groups, settings, stages)
-        if not alone:
-            return {"shipped": out["shipped"], " + ".join(parts): (groups, settings, stages)}
-    if not alone:
-        raise ValueError(
-            "only the combined variant asked for, but there is none: it needs settings (--ranker or --set), more than one change and no --no-combined"
-        )
-    return out
+    return stages
+
+
+def _everything(
+    shipped: tuple[str, ...],
+    joined: list[str],
+    ranker: list[str],
+    stage: list[str],
+    settings: dict[str, Any],
+    stages: dict[str, Any],
+) -> tuple[str, Variant]:
+    """The everything-together variant's name and value: ``joined`` groups, every setting, and the feature group
+    each candidate quota needs."""
+    needs = {quota: group for quota, group in SOURCE_GROUPS.values()}
+    parts = ["+ " + " + ".join(joined)] if joined else []
+    parts += [*(f"ranker {s}" for s in ranker), *(f"set {s}" for s in stage)]
+    groups = (*shipped, *joined)
+    wanted = [needs[k] for k, v in stages.items() if k in needs and v and needs[k] not in groups]
+    groups += tuple(dict.fromkeys(wanted))
+    return " + ".join(parts), (groups, settings, stages)
 
 
 def run(
