@@ -49,6 +49,8 @@ logger = logging.getLogger("feature_groups")
 
 
 Variant = tuple[tuple[str, ...], dict[str, Any], dict[str, Any]]
+NEEDS = {quota: group for quota, group in SOURCE_GROUPS.values()}
+"""Candidate quota (a ``RecommenderConfig`` field) -> the feature group its source needs."""
 """Enabled groups, ranker settings changed, ranking-stage (``RecommenderConfig``) settings changed."""
 
 
@@ -114,11 +116,10 @@ def _stage_variants(shipped: tuple[str, ...], stage: list[str], out: dict[str, V
     """Add each ranking-stage setting alone to ``out`` (a candidate quota brings the feature group it needs);
     return the settings as a dict."""
     stages: dict[str, Any] = {}
-    needs = {quota: group for quota, group in SOURCE_GROUPS.values()}
     for setting in stage:
         key, _, value = setting.partition("=")
         stages[key] = _value(value)
-        needed = needs.get(key)
+        needed = NEEDS.get(key)
         if needed is not None and needed not in shipped and stages[key]:
             out[f"set {key}={value} + {needed}"] = ((*shipped, needed), {}, {key: stages[key]})
         else:
@@ -136,11 +137,10 @@ def _everything(
 ) -> tuple[str, Variant]:
     """The everything-together variant's name and value: ``joined`` groups, every setting, and the feature group
     each candidate quota needs."""
-    needs = {quota: group for quota, group in SOURCE_GROUPS.values()}
     parts = ["+ " + " + ".join(joined)] if joined else []
     parts += [*(f"ranker {s}" for s in ranker), *(f"set {s}" for s in stage)]
     groups = (*shipped, *joined)
-    wanted = [needs[k] for k, v in stages.items() if k in needs and v and needs[k] not in groups]
+    wanted = [NEEDS[k] for k, v in stages.items() if k in NEEDS and v and NEEDS[k] not in groups]
     groups += tuple(dict.fromkeys(wanted))
     return " + ".join(parts), (groups, settings, stages)
 
