@@ -14,7 +14,7 @@ STAMP := $(VENV)/.recsys-installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev,plot,dask,bench]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[dev,plot,dask,bench,fast]"
 	touch $(STAMP)
 
 install: $(STAMP)

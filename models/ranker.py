@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from recsys.errors import ConfigError, DataError, SchemaError, check_is_fitted
+from recsys.models.compiled import COMPILE_MIN_ROWS, PREDICTORS, CompiledForest, compiled_available
 
 __all__ = ["LambdaRanker", "RankerConfig", "RankerEnsemble", "ndcg_at", "query_ndcg", "ranker_from_texts"]
 
@@ -59,7 +60,12 @@ class RankerConfig:
         (``retrieval_score``, weight 10; ml-100k validation targets, paired, same encoders): NDCG@10 +0.0029 and
         -0.0027 (seeds 0, 1) with about twice the trees, so the pipeline does not use it by default.
     n_threads:
-        LightGBM threads (fixed for determinism).
+        LightGBM threads (fixed for determinism), and the compiled predictor's.
+    predictor:
+        What scores candidate rows (:mod:`recsys.models.compiled`): ``"auto"`` (the trees compiled to native code
+        by lleaves once a call scores at least ``COMPILE_MIN_ROWS`` rows, when the ``fast`` extra is installed;
+        LightGBM otherwise), ``"compiled"`` (always; an error without lleaves) or ``"lightgbm"``. The same scores
+        either way, up to the summation order of the trees' outputs (~1e-15). Saved with the model.
     seed:
         Seed of every random choice.
     """
@@ -77,6 +83,7 @@ class RankerConfig:
     base_weight: float = 10.0
     n_threads: int = 2
     seed: int = 0
+    predictor: str = "auto"
 
     def __post_init__(self) -> None:
         if self.n_estimators < 1:
@@ -89,6 +96,8 @@ class RankerConfig:
             raise ConfigError(f"RankerConfig.truncation_level={self.truncation_level} must be >= 1.")
         if not self.base_weight > 0:
             raise ConfigError(f"RankerConfig.base_weight={self.base_weight} must be > 0.")
+        if self.predictor not in PREDICTORS:
+            raise ConfigError(f"RankerConfig.predictor={self.predictor!r}; use one of {list(PREDICTORS)}.")
         if self.objective not in ("lambdarank", "rank_xendcg"):
             raise ConfigError(f"RankerConfig.objective={self.objective!r}; use 'lambdarank' or 'rank_xendcg'.")
 
@@ -195,6 +204,8 @@ class LambdaRanker:
 
     booster_: Any = None
     feature_names_: list[str] | None = None
+    _forest: CompiledForest | None = None  # the booster compiled for scoring (not state: built on first need)
+    _forest_failed = False
 
     def __init__(self, config: RankerConfig | None = None) -> None:
         self.config = config or RankerConfig()
@@ -245,6 +256,7 @@ class LambdaRanker:
         logger.info("ranker: %d trees (best iteration %s)", booster.num_trees(), booster.best_iteration)
         self.booster_ = booster
         self.feature_names_ = list(features)
+        self._forest, self._forest_failed = None, False
         return self
 
     def score(self, frame: pl.DataFrame) -> np.ndarray:
@@ -260,7 +272,11 @@ class LambdaRanker:
     def _predict(self, matrix: np.ndarray, **kwargs: Any) -> np.ndarray:
         """The booster's output on a feature matrix ``(n_rows, n_features)`` in ``feature_names_`` order, plus the
         starting score (``config.base_feature``; with ``pred_contrib``, in that feature's column)."""
-        out = self.booster_.predict(matrix, num_iteration=self.booster_.best_iteration or None, **kwargs)
+        compiled = None if kwargs else self._compiled(len(matrix))
+        if compiled is not None:
+            out = compiled.predict(matrix, self.config.n_threads)
+        else:
+            out = self.booster_.predict(matrix, num_iteration=self.booster_.best_iteration or None, **kwargs)
         features = self.feature_names_ or []
         start = start_scores(self.config, matrix, features)  # (n_rows,) or None
         if start is None:
@@ -269,6 +285,31 @@ class LambdaRanker:
             out[:, _base_column(self.config, features)] += start
             return out
         return out + start
+
+    def _compiled(self, rows: int) -> CompiledForest | None:
+        """The compiled forest that scores a call of ``rows`` rows, compiled on first need (``config.predictor``,
+        see :mod:`recsys.models.compiled`); None: LightGBM scores it."""
+        predictor = self.config.predictor
+        forest = self._forest
+        if predictor == "lightgbm" or (forest is None and predictor == "auto" and rows < COMPILE_MIN_ROWS):
+            return None
+        if forest is None and not self._forest_failed:
+            if predictor == "auto" and not compiled_available():
+                self._forest_failed = True
+                return None
+            text = self.booster_.model_to_string(num_iteration=self.booster_.best_iteration or None)
+            try:
+                forest = self._forest = CompiledForest(text)
+            except ConfigError:
+                raise
+            except Exception as err:  # an lleaves / llvmlite mismatch: LightGBM scores instead (auto only)
+                if predictor == "compiled":
+                    raise ConfigError(
+                        f"the ranker's trees could not be compiled ({err!r}); use predictor='lightgbm'."
+                    ) from err
+                logger.warning("ranker: compiling the trees failed (%r); LightGBM scores instead", err)
+                self._forest_failed = True
+        return forest
 
     def ndcg(self, frame: pl.DataFrame, query: str = "query", label: str = "label", at: int | None = None) -> float:
         """Mean NDCG@``at`` (default ``config.eval_at``) of this ranker's order of ``frame``'s queries (see
