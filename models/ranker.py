@@ -63,7 +63,7 @@ class RankerConfig:
         LightGBM threads (fixed for determinism), and the compiled predictor's.
     predictor:
         What scores candidate rows (:mod:`recsys.models.compiled`): ``"auto"`` (the trees compiled to native code
-        by lleaves once a call scores at least ``COMPILE_MIN_ROWS`` rows, when the ``fast`` extra is installed;
+        by lleaves once it has scored ``COMPILE_MIN_ROWS`` rows in all, when the ``fast`` extra is installed;
         LightGBM otherwise), ``"compiled"`` (always; an error without lleaves) or ``"lightgbm"``. The same scores
         either way, up to the summation order of the trees' outputs (~1e-15). Saved with the model.
     seed:
@@ -189,10 +189,20 @@ def start_scores(config: RankerConfig, matrix: np.ndarray, features: Sequence[st
 
 
 def _matrix(frame: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
+    """The float32 feature matrix ``(frame.height, len(features))`` that the booster trains on."""
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise SchemaError(f"candidate frame lacks feature column(s) {missing}; it has {frame.columns}.")
     return frame.select(pl.col(list(features)).cast(pl.Float32)).to_numpy()
+
+
+def _rows(frame: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
+    """:func:`_matrix`'s values as a row-major float64 array, the layout the compiled forest reads (LightGBM
+    scores it identically: float32 -> float64 is exact), built once per scoring call."""
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise SchemaError(f"candidate frame lacks feature column(s) {missing}; it has {frame.columns}.")
+    return frame.select(pl.col(list(features)).cast(pl.Float32).cast(pl.Float64)).to_numpy(order="c")
 
 
 class LambdaRanker:
@@ -206,6 +216,7 @@ class LambdaRanker:
     feature_names_: list[str] | None = None
     _forest: CompiledForest | None = None  # the booster compiled for scoring (not state: built on first need)
     _forest_failed = False
+    _rows_scored = 0  # rows LightGBM scored so far (``predictor="auto"`` compiles once they reach COMPILE_MIN_ROWS)
 
     def __init__(self, config: RankerConfig | None = None) -> None:
         self.config = config or RankerConfig()
@@ -256,7 +267,7 @@ class LambdaRanker:
         logger.info("ranker: %d trees (best iteration %s)", booster.num_trees(), booster.best_iteration)
         self.booster_ = booster
         self.feature_names_ = list(features)
-        self._forest, self._forest_failed = None, False
+        self._forest, self._forest_failed, self._rows_scored = None, False, 0
         return self
 
     def score(self, frame: pl.DataFrame) -> np.ndarray:
@@ -267,7 +278,7 @@ class LambdaRanker:
             raise SchemaError(f"the booster's features {names} differ from the ranker's {self.feature_names_}.")
         if frame.height == 0:
             return np.zeros(0)
-        return self._predict(_matrix(frame, names))
+        return self._predict(_rows(frame, names))
 
     def _predict(self, matrix: np.ndarray, **kwargs: Any) -> np.ndarray:
         """The booster's output on a feature matrix ``(n_rows, n_features)`` in ``feature_names_`` order, plus the
@@ -288,11 +299,16 @@ class LambdaRanker:
 
     def _compiled(self, rows: int) -> CompiledForest | None:
         """The compiled forest that scores a call of ``rows`` rows, compiled on first need (``config.predictor``,
-        see :mod:`recsys.models.compiled`); None: LightGBM scores it."""
+        see :mod:`recsys.models.compiled`; ``"auto"``: once this call and the earlier ones reach
+        ``COMPILE_MIN_ROWS`` rows in all); None: LightGBM scores it."""
         predictor = self.config.predictor
         forest = self._forest
-        if predictor == "lightgbm" or (forest is None and predictor == "auto" and rows < COMPILE_MIN_ROWS):
+        if predictor == "lightgbm":
             return None
+        if forest is None and predictor == "auto":
+            self._rows_scored += rows
+            if self._rows_scored < COMPILE_MIN_ROWS:
+                return None
         if forest is None and not self._forest_failed:
             if predictor == "auto" and not compiled_available():
                 self._forest_failed = True
@@ -388,7 +404,7 @@ class RankerEnsemble:
         """float64 array of shape ``(frame.height,)``: the members' mean score (higher is better)."""
         if frame.height == 0:
             return np.zeros(0)
-        matrix = _matrix(frame, self.feature_names_ or [])  # built once for every member
+        matrix = _rows(frame, self.feature_names_ or [])  # built once for every member
         return np.mean([m._predict(matrix) for m in self.members_], axis=0)
 
     def score_top(self, frame: pl.DataFrame, query: str, keep: int) -> np.ndarray:
@@ -398,7 +414,7 @@ class RankerEnsemble:
         with ``m`` members it costs about ``1 + (m - 1) * keep / rows`` boosters' time instead of ``m``."""
         if frame.height == 0:
             return np.zeros(0)
-        matrix = _matrix(frame, self.feature_names_ or [])
+        matrix = _rows(frame, self.feature_names_ or [])
         first = self.members_[0]._predict(matrix)  # (n_rows,)
         best = pl.DataFrame({"q": frame[query], "s": first}).select(
             pl.col("s").rank("ordinal", descending=True).over("q") <= keep

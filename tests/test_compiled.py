@@ -84,17 +84,21 @@ def test_lightgbm_predictor_never_compiles(data: dict[str, pl.DataFrame]) -> Non
     assert ranker._forest is None
 
 
-def test_auto_compiles_once_a_call_is_large(data: dict[str, pl.DataFrame], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_compiles_once_the_rows_scored_reach_the_threshold(
+    data: dict[str, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
     ranker = fitted(data, "auto")
-    test = data["test"]
-    small = ranker.score(test.head(500))
-    assert ranker._forest is None  # below COMPILE_MIN_ROWS: LightGBM
+    test = data["test"]  # 4,000 rows
     monkeypatch.setattr(ranker_module, "COMPILE_MIN_ROWS", 1000)
-    large = ranker.score(test)  # 4,000 rows
+    small = ranker.score(test.head(600))
+    assert ranker._forest is None  # 600 rows so far: LightGBM
+    second = ranker.score(test.slice(600, 600))  # 1,200 in all: this call compiles
     assert ranker._forest is not None
-    again = ranker.score(test.head(500))  # compiled from then on, whatever the size
-    np.testing.assert_allclose(again, small, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(large[:500], small, rtol=0, atol=1e-12)
+    whole = ranker.score(test)
+    np.testing.assert_allclose(whole[:600], small, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(whole[600:1200], second, rtol=0, atol=1e-12)
+    ranker.fit(data["train"], data["valid"], FEATURES)  # a new booster: its own count and forest
+    assert ranker._forest is None and ranker._rows_scored == 0
 
 
 def test_text_round_trip_compiles_the_same_forest(data: dict[str, pl.DataFrame]) -> None:
