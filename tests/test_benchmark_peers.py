@@ -299,6 +299,33 @@ def test_throughput_quota_table_pairs_each_quota_with_its_two_stage_point() -> N
     )
 
 
+def test_headline_names_the_fastest_quotas_that_keep_the_default_quality() -> None:
+    """Beside the fastest quota point (20/10/2 here, -0.0030 NDCG@10), the fastest one within 0.001 NDCG@10 of
+    the default quotas' point: 50/25/5 (-0.0008), not 100/50/10 (slower); 4,000 / 3,200 users/s = 1.25x."""
+    from run import _same_quality_quotas_line
+
+    def point(quotas: list[int], speed: float, ndcg: float) -> dict:
+        return {"quotas": quotas, "own": False, "cascade_top": 50, "users_per_second": speed, "ndcg@10": ndcg}
+
+    default = point([200, 100, 20], 1600.0, 0.1080)
+    sweep = [
+        point([20, 10, 2], 5000.0, 0.1050),
+        point([50, 25, 5], 4000.0, 0.1072),
+        point([100, 50, 10], 3000.0, 0.1085),
+    ]
+    row = {"dataset": "unisrec", "candidate_sweep": [*sweep, default], "recbole_same_run": {"users_per_second": 3200.0}}
+    assert _same_quality_quotas_line(row, default) == [
+        "| unisrec: users/s >= RecBole's, two-stage ranker, the fastest quotas within 0.001 NDCG@10 of the "
+        "default's (`--quotas 50,25,5`) | same run: ours 4000 users/s from stored states, NDCG@10 0.1072 against "
+        "0.1080 at the default quotas | 1.25x | yes |"
+    ]
+    sweep[0]["ndcg@10"] = 0.1079  # the fastest point keeps the quality: its own row says so, no second row
+    assert _same_quality_quotas_line(row, default) == []
+    for p in sweep:
+        p["ndcg@10"] = 0.1000  # every smaller quota costs more than the tolerance: nothing to report
+    assert _same_quality_quotas_line(row, default) == []
+
+
 def test_headline_speed_rows_name_the_run_that_measured_them() -> None:
     from run import _speed_lines
 
