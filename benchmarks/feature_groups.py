@@ -15,6 +15,7 @@ own rows); table: ``README.md`` (between the ``feature-groups`` markers).
     python benchmarks/feature_groups.py --add --set n_cooccurrence_candidates=100   # a ranking-stage setting
     python benchmarks/feature_groups.py --add --ranker truncation_level=100 --targets valid   # choose on valid
     python benchmarks/feature_groups.py --add --set memory_crossfit=5   # other fold encoders, same serving one
+    python benchmarks/feature_groups.py --add --set features.relative.ranks=false   # a feature block setting
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import polars as pl
 
 from recsys.datasets import load_dataset
 from recsys.evaluation import make_split
-from recsys.features.ranking import GROUPS
+from recsys.features.ranking import GROUPS, FeatureConfig
 from recsys.pipeline import SOURCE_GROUPS
 from recsys.schema import USER_ID
 
@@ -52,6 +53,30 @@ Variant = tuple[tuple[str, ...], dict[str, Any], dict[str, Any]]
 NEEDS = {quota: group for quota, group in SOURCE_GROUPS.values()}
 """Candidate quota (a ``RecommenderConfig`` field) -> the feature group its source needs."""
 """Enabled groups, ranker settings changed, ranking-stage (``RecommenderConfig``) settings changed."""
+
+
+FEATURE_PREFIX = "features."
+"""A ``--set`` key ``features.<block>.<field>`` changes one feature block's setting (``FeatureConfig``), e.g.
+``features.relative.ranks=false``; the other keys are ranking-stage ``RecommenderConfig`` settings."""
+
+
+def feature_config(config: FeatureConfig, settings: dict[str, Any]) -> FeatureConfig:
+    """``config`` with each ``features.<block>.<field>`` setting of ``settings`` applied.
+
+    Raises
+    ------
+    ValueError
+        A key does not name a block config of :class:`FeatureConfig` and one of its fields.
+    """
+    for key, value in settings.items():
+        block, _, name = key.removeprefix(FEATURE_PREFIX).partition(".")
+        current: Any = getattr(config, block, None)
+        if isinstance(current, type) or not dataclasses.is_dataclass(current):
+            current = None
+        if current is None or name not in {f.name for f in dataclasses.fields(current)}:
+            raise ValueError(f"--set {key}: FeatureConfig has no block setting {block}.{name}")
+        config = dataclasses.replace(config, **{block: dataclasses.replace(current, **{name: value})})
+    return config
 
 
 def _value(text: str) -> Any:
@@ -180,8 +205,10 @@ def run(
     for variant, (groups, settings, stages) in tried.items():
         started = time.perf_counter()
         config = dataclasses.replace(model.config.ranker, **settings)
-        features = dataclasses.replace(model.config.features, groups=groups)
-        twin = model if variant == "shipped" else model.with_features(features, config, **stages)
+        blocks = {k: v for k, v in stages.items() if k.startswith(FEATURE_PREFIX)}
+        features = feature_config(dataclasses.replace(model.config.features, groups=groups), blocks)
+        ranking = {k: v for k, v in stages.items() if k not in blocks}
+        twin = model if variant == "shipped" else model.with_features(features, config, **ranking)
         ranker_seconds = time.perf_counter() - started
         recs = twin.recommend(users, k=max(KS), history=history)
         metrics = _metrics(recs, truth, dataset.items.height)
@@ -323,7 +350,8 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="ranking-stage RecommenderConfig settings to try, one by one (recsys.pipeline.ranking_settings: "
-        "RANKING_SETTINGS, and n_cutoffs and memory_crossfit with a cross-fitted encoder)",
+        "RANKING_SETTINGS, and n_cutoffs and memory_crossfit with a cross-fitted encoder), or a feature block's "
+        "setting as features.<block>.<field>, e.g. features.relative.ranks=false",
     )
     parser.add_argument(
         "--targets",

@@ -472,6 +472,24 @@ def test_scale_counts_an_interrupted_batch_attempt_to_its_last_shard(tmp_path) -
     assert [a["finished"] for a in attempts] == [True, False, False]
 
 
+def test_feature_group_set_reaches_a_feature_blocks_setting() -> None:
+    """``--set features.relative.ranks=false`` turns the relative block's ranks off and leaves everything else;
+    a key naming no block setting is an error, not a silent no-op."""
+    from feature_groups import feature_config, variants
+
+    from recsys.features.ranking import FeatureConfig
+
+    shipped = FeatureConfig()
+    changed = feature_config(shipped, {"features.relative.ranks": False})
+    assert changed.relative.ranks is False and shipped.relative.ranks is True
+    assert changed.relative.columns == shipped.relative.columns and changed.groups == shipped.groups
+    tried = variants(shipped.groups, [], [], [], ["features.relative.ranks=false"], combined=False)
+    assert tried["set features.relative.ranks=false"] == (shipped.groups, {}, {"features.relative.ranks": False})
+    for key in ("features.relative.rank", "features.groups.x", "features.nothing.ranks"):
+        with pytest.raises(ValueError, match="no block setting"):
+            feature_config(shipped, {key: False})
+
+
 def test_feature_group_variants_try_each_stage_setting_alone_then_everything() -> None:
     from feature_groups import variants
 
