@@ -188,21 +188,23 @@ def start_scores(config: RankerConfig, matrix: np.ndarray, features: Sequence[st
     return None if base is None else config.base_weight * matrix[:, base].astype(np.float64)
 
 
-def _matrix(frame: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
-    """The float32 feature matrix ``(frame.height, len(features))`` that the booster trains on."""
+def _features(frame: pl.DataFrame, features: Sequence[str]) -> pl.Expr:
+    """The feature columns rounded to float32, the precision the booster trains on (checked present)."""
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise SchemaError(f"candidate frame lacks feature column(s) {missing}; it has {frame.columns}.")
-    return frame.select(pl.col(list(features)).cast(pl.Float32)).to_numpy()
+    return pl.col(list(features)).cast(pl.Float32)
+
+
+def _matrix(frame: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
+    """The float32 feature matrix ``(frame.height, len(features))`` that the booster trains on."""
+    return frame.select(_features(frame, features)).to_numpy()
 
 
 def _rows(frame: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
     """:func:`_matrix`'s values as a row-major float64 array, the layout the compiled forest reads (LightGBM
     scores it identically: float32 -> float64 is exact), built once per scoring call."""
-    missing = [f for f in features if f not in frame.columns]
-    if missing:
-        raise SchemaError(f"candidate frame lacks feature column(s) {missing}; it has {frame.columns}.")
-    return frame.select(pl.col(list(features)).cast(pl.Float32).cast(pl.Float64)).to_numpy(order="c")
+    return frame.select(_features(frame, features).cast(pl.Float64)).to_numpy(order="c")
 
 
 class LambdaRanker:
