@@ -151,6 +151,11 @@ def stage_split(model: Any, users: pl.Series, repeats: int) -> dict[str, Any]:
     }
 
 
+def _rankers(model: Any) -> list[Any]:
+    """The model's LightGBM rankers: an ensemble's members, or its one ranker."""
+    return list(getattr(model.ranker_, "members_", [model.ranker_]))
+
+
 def steady_state(model: Any) -> Any:
     """``model`` with its rankers compiled at the first call (``predictor="compiled"`` where lleaves is installed),
     so that the warm-up call compiles them and every timed point scores as a long-running process does: the
@@ -159,7 +164,7 @@ def steady_state(model: Any) -> Any:
     from recsys.models.compiled import compiled_available
 
     if compiled_available():
-        for member in getattr(model.ranker_, "members_", [model.ranker_]):
+        for member in _rankers(model):
             member.config = dataclasses.replace(member.config, predictor="compiled")
     return model
 
@@ -168,8 +173,7 @@ def ranker_predictor(model: Any) -> dict[str, Any]:
     """What scored the candidates (``"compiled"``: the trees compiled by lleaves, ``recsys.models.compiled``;
     ``"lightgbm"``) and the seconds this process spent compiling them (once, in the first large call; the
     best-of-repeats timings leave it out, the batch job's fresh processes pay it)."""
-    members = getattr(model.ranker_, "members_", [model.ranker_])
-    forests = [m._forest for m in members]
+    forests = [m._forest for m in _rankers(model)]
     if all(f is not None for f in forests):
         return {"ranker_predictor": "compiled", "compile_seconds": sum(f.compile_seconds for f in forests)}
     return {"ranker_predictor": "lightgbm", "compile_seconds": None}

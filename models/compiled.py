@@ -75,7 +75,6 @@ class CompiledForest:
             self._model.compile()  # float64 thresholds and outputs, as LightGBM
         finally:
             os.unlink(path)
-        self.n_features = int(self._model.num_feature())
         self.compile_seconds = time.perf_counter() - started
         logger.info("ranker: %d trees compiled in %.2f s", self._model.num_trees(), self.compile_seconds)
 

@@ -304,30 +304,35 @@ class LambdaRanker:
         see :mod:`recsys.models.compiled`; ``"auto"``: once this call and the earlier ones reach
         ``COMPILE_MIN_ROWS`` rows in all); None: LightGBM scores it."""
         predictor = self.config.predictor
-        forest = self._forest
-        if predictor == "lightgbm":
+        if predictor == "lightgbm" or self._forest_failed:
             return None
-        if forest is None and predictor == "auto":
+        if self._forest is None and predictor == "auto":
             self._rows_scored += rows
             if self._rows_scored < COMPILE_MIN_ROWS:
                 return None
-        if forest is None and not self._forest_failed:
-            if predictor == "auto" and not compiled_available():
+            if not compiled_available():  # the fast extra is not installed: LightGBM, nothing to warn about
                 self._forest_failed = True
                 return None
-            text = self.booster_.model_to_string(num_iteration=self.booster_.best_iteration or None)
-            try:
-                forest = self._forest = CompiledForest(text)
-            except ConfigError:
-                raise
-            except Exception as err:  # an lleaves / llvmlite mismatch: LightGBM scores instead (auto only)
-                if predictor == "compiled":
-                    raise ConfigError(
-                        f"the ranker's trees could not be compiled ({err!r}); use predictor='lightgbm'."
-                    ) from err
-                logger.warning("ranker: compiling the trees failed (%r); LightGBM scores instead", err)
-                self._forest_failed = True
-        return forest
+        if self._forest is None:
+            self._forest = self._compile()
+        return self._forest
+
+    def _compile(self) -> CompiledForest | None:
+        """The booster's best iteration compiled; None (and LightGBM from then on) where ``"auto"`` fails to
+        compile it (an lleaves / llvmlite mismatch), a :class:`ConfigError` where ``"compiled"`` does."""
+        text = self.booster_.model_to_string(num_iteration=self.booster_.best_iteration or None)
+        try:
+            return CompiledForest(text)
+        except ConfigError:
+            raise
+        except Exception as err:
+            if self.config.predictor == "compiled":
+                raise ConfigError(
+                    f"the ranker's trees could not be compiled ({err!r}); use predictor='lightgbm'."
+                ) from err
+            logger.warning("ranker: compiling the trees failed (%r); LightGBM scores instead", err)
+            self._forest_failed = True
+            return None
 
     def ndcg(self, frame: pl.DataFrame, query: str = "query", label: str = "label", at: int | None = None) -> float:
         """Mean NDCG@``at`` (default ``config.eval_at``) of this ranker's order of ``frame``'s queries (see
