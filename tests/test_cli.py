@@ -88,6 +88,16 @@ def test_fit_then_recommend(files: Path, tmp_path: Path):
     assert recs.columns == ["user_id", "item_id", "score", "rank"]
     assert sorted(recs["user_id"].unique().to_list()) == [0, 10, 777]
     assert recs.height == 9
+    # the batch job's process imports LightGBM without scikit-learn and pandas (see _import_lightgbm_lean)
+    code = (
+        "import sys; from recsys.cli import app; "
+        f"app(['recommend', '--model', {str(model)!r}, '--out', {str(tmp_path / 'job')!r}], standalone_mode=False); "
+        "print(sorted(m for m in ('sklearn', 'pandas', 'lightgbm') if m in sys.modules))"
+    )
+    job = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert job.returncode == 0, job.stderr
+    assert job.stdout.strip().splitlines()[-1] == "['lightgbm']"
+    assert pl.read_parquet(tmp_path / "job" / "part-*.parquet")["user_id"].n_unique() == len(TOPICS) * 10
     explained = tmp_path / "explained.parquet"
     args = ("recommend", "--model", str(model), "--users", str(files / "users.csv"), "--k", "2", "--explain")
     rec = run(*args, "--show", "2", "--out", str(explained), cache=tmp_path)
@@ -146,3 +156,25 @@ def test_not_a_model_dir_exit_4(tmp_path: Path):
     result = run("recommend", "--model", str(tmp_path), "--out", str(tmp_path / "r.parquet"), cache=tmp_path)
     assert result.returncode == 4
     assert "manifest.json" in result.stderr
+
+
+def test_lean_lightgbm_import_leaves_its_integrations_importable():
+    code = (
+        "import sys; from recsys.cli import _import_lightgbm_lean; _import_lightgbm_lean(); "
+        "import lightgbm; print(lightgbm.compat.SKLEARN_INSTALLED, 'sklearn' in sys.modules); "
+        "import sklearn, pandas; print(sklearn.__name__, pandas.__name__)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "sklearn", "pandas"]
+
+
+def test_lean_lightgbm_import_is_a_no_op_once_lightgbm_is_imported():
+    import lightgbm
+
+    from recsys.cli import _import_lightgbm_lean
+
+    before = dict(sys.modules)
+    _import_lightgbm_lean()
+    assert sys.modules == before
+    assert lightgbm.compat.SKLEARN_INSTALLED  # this process's LightGBM keeps its scikit-learn API
