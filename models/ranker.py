@@ -7,6 +7,7 @@ a group holds at most 10,000 rows, and the feature names are checked again at sc
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from recsys.models.compiled import COMPILE_MIN_ROWS, PREDICTORS, CompiledForest,
 __all__ = ["LambdaRanker", "RankerConfig", "RankerEnsemble", "ndcg_at", "query_ndcg", "ranker_from_texts"]
 
 logger = logging.getLogger(__name__)
+_COMPILE_LOCK = threading.Lock()  # counts rows and compiles for every ranker of the process, one at a time
 
 MAX_GROUP_ROWS = 10_000
 
@@ -302,9 +304,18 @@ class LambdaRanker:
     def _compiled(self, rows: int) -> CompiledForest | None:
         """The compiled forest that scores a call of ``rows`` rows, compiled on first need (``config.predictor``,
         see :mod:`recsys.models.compiled`; ``"auto"``: once this call and the earlier ones reach
-        ``COMPILE_MIN_ROWS`` rows in all); None: LightGBM scores it."""
+        ``COMPILE_MIN_ROWS`` rows in all); None: LightGBM scores it. Chunks served side by side call it at
+        once: the count and the compile hold :data:`_COMPILE_LOCK` (one compile; the other call waits for it)."""
         predictor = self.config.predictor
         if predictor == "lightgbm" or self._forest_failed:
+            return None
+        if self._forest is not None:
+            return self._forest
+        with _COMPILE_LOCK:
+            return self._count_or_compile(rows, predictor)
+
+    def _count_or_compile(self, rows: int, predictor: str) -> CompiledForest | None:
+        if self._forest_failed:
             return None
         if self._forest is None and predictor == "auto":
             self._rows_scored += rows

@@ -160,3 +160,29 @@ def test_a_failed_compile_falls_back_to_lightgbm_under_auto(
 def test_config_rejects_an_unknown_predictor() -> None:
     with pytest.raises(ConfigError, match="predictor"):
         RankerConfig(predictor="treelite")
+
+
+def test_calls_at_once_compile_once_and_count_every_row(
+    data: dict[str, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks served side by side score one ranker from several threads: the row count misses no call, the
+    forest is compiled once, and every call gets LightGBM's scores."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ranker = fitted(data, "auto")
+    expected = fitted(data, "lightgbm").score(data["test"])  # the same seed: the same booster
+    built = []
+
+    class Counted(compiled.CompiledForest):
+        def __init__(self, text: str) -> None:
+            built.append(text)
+            super().__init__(text)
+
+    monkeypatch.setattr(ranker_module, "CompiledForest", Counted)
+    monkeypatch.setattr(ranker_module, "COMPILE_MIN_ROWS", 4 * data["test"].height)
+    with ThreadPoolExecutor(4) as pool:
+        scores = list(pool.map(lambda _: ranker.score(data["test"]), range(8)))
+    assert len(built) == 1  # the 4th call reaches the threshold; the others find the forest or wait for it
+    assert ranker._rows_scored == 4 * data["test"].height
+    for score in scores:
+        np.testing.assert_allclose(score, expected, rtol=0, atol=1e-12)

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from conftest import TOPICS, require_data
 
+import recsys.pipeline as pipeline_module
 from recsys.data import Dataset
 from recsys.datasets import load_dataset
 from recsys.errors import ConfigError, DataError, ModelFormatError, NotFittedError
@@ -578,7 +579,7 @@ def test_sampled_metrics_for_the_pipeline(topic_data: tuple[pl.DataFrame, pl.Dat
 
 
 def test_pipeline_with_the_memory_encoder_round_trips(
-    topic_data: tuple[pl.DataFrame, pl.DataFrame], cache_dir: str, tmp_path
+    topic_data: tuple[pl.DataFrame, pl.DataFrame], cache_dir: str, tmp_path, monkeypatch: pytest.MonkeyPatch
 ):
     """The learned encoder replaces the zero-shot user vector with no other change; save/load keeps it."""
     interactions, items = topic_data
@@ -593,6 +594,15 @@ def test_pipeline_with_the_memory_encoder_round_trips(
     assert recs.height == 36 * 3
     loaded = Recommender.load(model.save(tmp_path / "memory-model"))
     assert loaded.recommend(None, k=3).equals(recs)
+    # histories given inline: the saved encoder is built on first use, once, by chunks served side by side
+    inline = Recommender.load(tmp_path / "memory-model")
+    monkeypatch.setattr(pipeline_module, "MIN_PARALLEL_CHUNK_USERS", 1)
+    inline.config = dataclasses.replace(inline.config, serve_workers=3, chunk_users=12)
+    assert not inline.user_encoder_.built
+    side = inline.recommend(None, k=3, history=interactions)
+    assert inline.user_encoder_.built
+    loaded.config = dataclasses.replace(loaded.config, serve_workers=1)
+    assert side.equals(loaded.recommend(None, k=3, history=interactions))
 
 
 def test_valid_events_are_appended_to_training(topic_data, cache_dir: str):
@@ -803,3 +813,25 @@ def test_cascade_top_serves_the_ensemble_on_the_first_rankers_shortlist(fitted: 
     with pytest.raises(ConfigError, match="cascade_top=0"):
         RecommenderConfig(cascade_top=0)
     assert RecommenderConfig().cascade_top == 50  # the default, chosen on the throughput suite's paired runs
+
+
+def test_serving_chunks_split_the_users_in_flight():
+    two = Recommender(RecommenderConfig(serve_workers=2))
+    assert two._serving_chunks(8442) == (1024, 2)  # 2,048 users in flight, as in one chunk
+    assert two._serving_chunks(943) == (472, 2)
+    assert two._serving_chunks(300) == (2048, 1)  # 150 a chunk is below MIN_PARALLEL_CHUNK_USERS
+    assert Recommender(RecommenderConfig(serve_workers=1))._serving_chunks(8442) == (2048, 1)
+    with pytest.raises(ConfigError, match="serve_workers"):
+        RecommenderConfig(serve_workers=0)
+
+
+def test_chunks_served_side_by_side_give_the_same_lists(fitted: Recommender, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(pipeline_module, "MIN_PARALLEL_CHUNK_USERS", 1)
+    serial, side = copy.copy(fitted), copy.copy(fitted)
+    serial.config = dataclasses.replace(fitted.config, serve_workers=1, chunk_users=5)
+    side.config = dataclasses.replace(fitted.config, serve_workers=3, chunk_users=15)
+    assert side._serving_chunks(36) == (5, 3)
+    for explain in (False, True):
+        expected = serial.recommend(None, k=4, explain=explain)
+        assert expected.height == 36 * 4
+        assert side.recommend(None, k=4, explain=explain).equals(expected)
