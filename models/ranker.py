@@ -315,6 +315,7 @@ class LambdaRanker:
             return self._count_or_compile(rows, predictor)
 
     def _count_or_compile(self, rows: int, predictor: str) -> CompiledForest | None:
+        """:meth:`_compiled`'s decision under the lock: count the rows, compile once they suffice."""
         if self._forest_failed:
             return None
         if self._forest is None and predictor == "auto":

@@ -265,8 +265,8 @@ class RecommenderConfig:
         A call with fewer users than ``serve_workers * MIN_PARALLEL_CHUNK_USERS`` (within one chunk) runs as one
         chunk. The lists do not depend on it. Why: the stages between the feature blocks (candidate merging,
         top-k, the query-relative block) leave a core idle; two chunks at once fill it. Measured on 2 cores
-        (the saved seed-0 models, stored states, paired): unisrec 5.4-6.2 s -> 4.6-4.9 s per call, ml-100k
-        0.81-0.90 -> 0.67-0.70 s.
+        (the saved seed-0 models, stored states, every user, three paired alternations): unisrec 5.2-5.9 s ->
+        4.4-4.8 s per call, ml-100k 0.76-0.91 -> 0.64-0.70 s.
     cascade_top:
         Serving with a fold-ranker ensemble (``ranker_ensemble``): the first member scores every candidate and
         the whole ensemble only each user's best ``cascade_top`` by it (at least ``k``), see
