@@ -312,22 +312,16 @@ class LambdaRanker:
         if self._forest is not None:
             return self._forest
         with _COMPILE_LOCK:
-            return self._count_or_compile(rows, predictor)
-
-    def _count_or_compile(self, rows: int, predictor: str) -> CompiledForest | None:
-        """:meth:`_compiled`'s decision under the lock: count the rows, compile once they suffice."""
-        if self._forest_failed:
-            return None
-        if self._forest is None and predictor == "auto":
-            self._rows_scored += rows
-            if self._rows_scored < COMPILE_MIN_ROWS:
-                return None
-            if not compiled_available():  # the fast extra is not installed: LightGBM, nothing to warn about
-                self._forest_failed = True
-                return None
-        if self._forest is None:
-            self._forest = self._compile()
-        return self._forest
+            if self._forest is None and not self._forest_failed:  # another call may have decided meanwhile
+                if predictor == "auto":
+                    self._rows_scored += rows
+                    if self._rows_scored < COMPILE_MIN_ROWS:
+                        return None
+                    if not compiled_available():  # the fast extra is not installed: LightGBM, nothing to warn
+                        self._forest_failed = True
+                        return None
+                self._forest = self._compile()
+            return self._forest
 
     def _compile(self) -> CompiledForest | None:
         """The booster's best iteration compiled; None (and LightGBM from then on) where ``"auto"`` fails to
