@@ -82,6 +82,9 @@ class MemoryEncoderConfig:
         events *plus* the validation events, at ``learning_rate * refit_lr_scale``. The validation events are
         every user's most recent ones; without this pass the model never learns from them (0 turns it off).
     learning_rate, weight_decay: AdamW settings.
+    ema_decay: keep an exponential moving average of the weights (this decay per optimizer step, bias-corrected:
+        about the last ``1 / (1 - ema_decay)`` steps); validation, early stopping and the kept weights use the
+        average instead of the last step's weights. The refit passes train those weights on as usual. None: off.
     max_valid_users: validation users scored per epoch (a fixed random subset when there are more).
     n_threads: torch threads (None keeps torch's default).
     seed: seeds torch and numpy (training is deterministic for a fixed seed and thread count).
@@ -102,6 +105,7 @@ class MemoryEncoderConfig:
     refit_lr_scale: float = 0.3
     learning_rate: float = 5e-4
     weight_decay: float = 1e-4
+    ema_decay: float | None = None
     max_valid_users: int = 5000
     n_threads: int | None = None
     seed: int = 0
@@ -126,6 +130,8 @@ class MemoryEncoderConfig:
             raise ConfigError(f"MemoryEncoderConfig.refit_lr_scale={self.refit_lr_scale} must be in (0, 1].")
         if not self.temperature > 0:
             raise ConfigError(f"MemoryEncoderConfig.temperature={self.temperature} must be > 0.")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"MemoryEncoderConfig.ema_decay={self.ema_decay} must be in (0, 1) or None.")
         if self.max_epoch_users is not None and self.max_epoch_users < 1:
             raise ConfigError(f"MemoryEncoderConfig.max_epoch_users={self.max_epoch_users} must be >= 1 or None.")
         if self.max_train_events is not None and self.max_train_events < 2:

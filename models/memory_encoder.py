@@ -13,6 +13,7 @@ O(new events + one segment) and gives the same vector as encoding everything aga
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -35,6 +36,55 @@ __all__ = ["MemoryEncoder", "MemoryEncoderConfig", "MemoryStates"]
 logger = logging.getLogger(__name__)
 
 NO_TIME = np.iinfo(np.int64).min
+
+
+class WeightAverage:
+    """An exponential moving average of a module's parameters, updated after each optimizer step.
+
+    After ``t`` steps the average is ``sum_i (1 - decay) * decay ** (t - i) * w_i / (1 - decay ** t)``: the
+    weights of about the last ``1 / (1 - decay)`` steps, bias-corrected (as Adam's moments are) so that it does
+    not lean on the initial weights early on. Buffers are not averaged: :meth:`state_dict` takes them from the
+    module.
+    """
+
+    def __init__(self, net: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.steps = 0
+        self._sums = {name: torch.zeros_like(p, requires_grad=False) for name, p in net.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module) -> None:
+        for name, p in net.named_parameters():
+            self._sums[name].mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+        self.steps += 1
+
+    @property
+    def shadow(self) -> dict[str, torch.Tensor]:
+        """The averaged parameters (after at least one :meth:`update`)."""
+        if self.steps == 0:
+            raise RuntimeError("WeightAverage.update has not been called yet.")
+        correction = 1.0 - self.decay**self.steps
+        return {name: total / correction for name, total in self._sums.items()}
+
+    def state_dict(self, net: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """``net``'s state with the averaged parameters (copies)."""
+        shadow = self.shadow
+        return {k: shadow.get(k, v).detach().clone() for k, v in net.state_dict().items()}
+
+    @contextlib.contextmanager
+    def applied(self, net: torch.nn.Module) -> Iterator[None]:
+        """``net`` holds the averaged parameters inside the block and its own ones again after it."""
+        own = {name: p.detach().clone() for name, p in net.named_parameters()}
+        shadow = self.shadow
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                p.copy_(shadow[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in net.named_parameters():
+                    p.copy_(own[name])
 
 
 def _seed_everything(seed: int) -> None:
@@ -248,8 +298,15 @@ class MemoryEncoder:
             logits = logits.masked_fill(_seen_mask(batch, candidates, has_next, labels), float("-inf"))
         return F.cross_entropy(logits, labels)
 
-    def _epoch(self, net: MemoryNet, h: Histories, optimizer: torch.optim.Optimizer, rng: np.random.Generator) -> float:
-        """One pass over ``h``; returns the mean loss."""
+    def _epoch(
+        self,
+        net: MemoryNet,
+        h: Histories,
+        optimizer: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        average: WeightAverage | None = None,
+    ) -> float:
+        """One pass over ``h`` (``average`` follows every step); returns the mean loss."""
         net.train()
         losses = []
         for rows in self._batches(h, rng):
@@ -258,6 +315,8 @@ class MemoryEncoder:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             optimizer.step()
+            if average is not None:
+                average.update(net)
             losses.append(loss.item())
         net.eval()
         return float(np.mean(losses)) if losses else 0.0
@@ -275,16 +334,20 @@ class MemoryEncoder:
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
         optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        average = WeightAverage(net, cfg.ema_decay) if cfg.ema_decay is not None else None
         best, best_state, stale = -1.0, copy.deepcopy(net.state_dict()), 0
         epoch = 0
         bar = tqdm(range(cfg.epochs), desc="memory encoder", unit="epoch", disable=not cfg.show_progress)
         for epoch in bar:
-            loss = self._epoch(net, train, optimizer, rng)
-            ndcg = self._validate(train, valid_targets)
+            loss = self._epoch(net, train, optimizer, rng, average)
+            use = average if average is not None and average.steps else None  # (no step: no user with a target)
+            with use.applied(net) if use is not None else contextlib.nullcontext():
+                ndcg = self._validate(train, valid_targets)
             bar.set_postfix(loss=f"{loss:.3f}", ndcg10=f"{ndcg:.4f}")
             logger.info("epoch %d: loss %.4f, validation NDCG@10 %.4f", epoch, loss, ndcg)
             if ndcg > best:
-                best, best_state, stale = ndcg, copy.deepcopy(net.state_dict()), 0
+                state = net.state_dict() if use is None else use.state_dict(net)
+                best, best_state, stale = ndcg, copy.deepcopy(state), 0
             else:
                 stale += 1
                 if stale >= cfg.patience:

@@ -9,7 +9,7 @@ import torch
 
 from recsys.data import Histories
 from recsys.errors import ConfigError, DataError
-from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig, MemoryStates, _concat
+from recsys.models.memory_encoder import MemoryEncoder, MemoryEncoderConfig, MemoryStates, WeightAverage, _concat
 from recsys.models.memory_net import MemoryNetConfig, segment_mask
 from recsys.models.memory_recommender import MemoryRecommender, MemoryRecommenderConfig
 from recsys.models.text_encoder import TextEncoderConfig
@@ -210,6 +210,51 @@ def test_items_first_seen_in_validation_get_a_residual_only_in_the_refit():
     assert not before.net_.items.known[25] and float(before.net_.items.residual.weight[25].detach().abs().sum()) == 0.0
     after = MemoryEncoder(config).fit(train, random_vectors(30), valid)
     assert after.net_.items.known[25] and float(after.net_.items.residual.weight[25].detach().abs().sum()) > 0.0
+
+
+def test_weight_average_known_values_and_applied_restores_the_weights():
+    """Bias-corrected: after one step the average is that step's weights; buffers are the module's own."""
+    net = torch.nn.BatchNorm1d(1)  # weight 1.0 (a parameter), running_mean 0.0 (a buffer)
+    average = WeightAverage(net, decay=0.9)
+    with torch.no_grad():
+        net.weight.fill_(3.0)
+    average.update(net)  # 0.1 * 3 / (1 - 0.9) = 3
+    assert average.shadow["weight"].item() == pytest.approx(3.0)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+        net.running_mean.fill_(5.0)
+    average.update(net)  # (0.9 * 0.1 * 3 + 0.1 * 0) / (1 - 0.81) = 0.27 / 0.19
+    assert average.shadow["weight"].item() == pytest.approx(0.27 / 0.19)
+    state = average.state_dict(net)
+    assert state["weight"].item() == pytest.approx(0.27 / 0.19) and state["running_mean"].item() == 5.0
+    with average.applied(net):
+        assert net.weight.item() == pytest.approx(0.27 / 0.19)
+    assert net.weight.item() == 0.0
+
+
+def test_ema_training_keeps_the_averaged_weights(monkeypatch):
+    """With ``ema_decay`` the encoder keeps the average, not the last step's weights. Four users make one batch,
+    so each epoch is one step; with a validation score that rises every epoch, two epochs keep
+    ``(0.5 * w1 + w2) / 1.5`` at decay 0.5, where ``w1``, ``w2`` are the plain weights after each epoch."""
+    scores = iter(range(1000))
+    monkeypatch.setattr(MemoryEncoder, "_validate", lambda self, train, targets: float(next(scores)))
+    h = histories([6, 9, 5, 12], n_items=40, seed=3)
+    base = MemoryEncoderConfig(net=SMALL, epochs=1, n_negatives=16, refit_epochs=0, show_progress=False, seed=0)
+    w1 = MemoryEncoder(base).fit(h, random_vectors(40)).net_.state_dict()
+    two = MemoryEncoderConfig(**{**base.__dict__, "epochs": 2})
+    w2 = MemoryEncoder(two).fit(h, random_vectors(40)).net_.state_dict()
+    averaged = MemoryEncoder(MemoryEncoderConfig(**{**two.__dict__, "ema_decay": 0.5})).fit(h, random_vectors(40))
+    names = dict(averaged.net_.named_parameters())
+    moved = 0
+    for key, value in averaged.net_.state_dict().items():
+        if key in names:
+            assert torch.allclose(value, (0.5 * w1[key] + w2[key]) / 1.5, atol=1e-6), key
+            moved += int(not torch.allclose(w2[key], w1[key]))
+        else:
+            assert torch.equal(value, w2[key]), key  # buffers: the module's own
+    assert moved > 0
+    with pytest.raises(ConfigError, match="ema_decay"):
+        MemoryEncoderConfig(ema_decay=1.0)
 
 
 @pytest.mark.parametrize(("field", "value"), [("refit_epochs", -1), ("refit_lr_scale", 0.0), ("refit_lr_scale", 2.0)])
