@@ -346,8 +346,8 @@ class MemoryEncoder:
             bar.set_postfix(loss=f"{loss:.3f}", ndcg10=f"{ndcg:.4f}")
             logger.info("epoch %d: loss %.4f, validation NDCG@10 %.4f", epoch, loss, ndcg)
             if ndcg > best:
-                state = net.state_dict() if use is None else use.state_dict(net)
-                best, best_state, stale = ndcg, copy.deepcopy(state), 0
+                state = copy.deepcopy(net.state_dict()) if use is None else use.state_dict(net)  # copies
+                best, best_state, stale = ndcg, state, 0
             else:
                 stale += 1
                 if stale >= cfg.patience:
