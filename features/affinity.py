@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from recsys.data import Histories
 from recsys.errors import ConfigError, check_is_fitted
-from recsys.features._common import float32_columns, history_counts, pair_arrays, pair_blocks
+from recsys.features._common import DENSE_CELLS, float32_columns, history_counts, pair_arrays, sparse_values
 from recsys.features.base import QUERY, FeatureBlock, FitContext
 from recsys.schema import ITEM_IDX
 
@@ -147,15 +147,24 @@ class CategoryAffinity(FeatureBlock):
         lengths = np.maximum(histories.lengths, 1).astype(np.float32)
         counts = history_counts(histories, categories.shape[0]) @ categories  # (n_queries, n_categories)
         shares = (sp.diags(1.0 / lengths) @ counts).astype(np.float32).tocsr()
+        # One entry per (pair, candidate label), grouped by pair: the pair's share in that label. Items carry a
+        # few labels, so this touches a few entries per pair. A sparse elementwise product per block of pairs
+        # (the earlier way) took 0.054 s for the 216,000 candidate pairs of the 943 ml-100k users, this 0.024 s.
         n_labels = np.diff(categories.indptr)[items]  # (n_pairs,)
-        total = np.zeros(query.size, np.float32)
+        first = np.cumsum(n_labels) - n_labels  # (n_pairs,) each pair's first entry
+        pair = np.repeat(np.arange(query.size), n_labels)  # (n_entries,)
+        label = categories.indices[np.repeat(categories.indptr[items] - first, n_labels) + np.arange(pair.size)]
+        if shares.shape[0] * shares.shape[1] <= DENSE_CELLS:  # few queries x labels: read a dense copy
+            values = shares.toarray()[query[pair], label]  # (n_entries,)
+        else:
+            values = sparse_values(shares, query[pair], label)
+        # summed in float64 and rounded once, so that the mean does not depend on the order of the labels
+        mean = np.bincount(pair, weights=values, minlength=query.size) / np.maximum(n_labels, 1)
         best = np.zeros(query.size, np.float32)
-        for block in pair_blocks(query.size):
-            both = shares[query[block]].multiply(categories[items[block]]).tocsr()  # (b, n_categories)
-            total[block] = np.asarray(both.sum(axis=1)).ravel()
-            best[block] = both.max(axis=1).toarray().ravel() if both.shape[1] else 0.0
-        undefined = (n_labels == 0) | (histories.lengths[query] == 0)
-        mean = total / np.maximum(n_labels, 1)
+        labelled = n_labels > 0
+        if values.size:  # the entries of the pairs with labels are contiguous runs, one per pair, in pair order
+            best[labelled] = np.maximum.reduceat(values, first[labelled])
+        undefined = ~labelled | (histories.lengths[query] == 0)
         return float32_columns(
             candidates,
             {

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -35,12 +36,21 @@ from recsys.features._common import (
     check_history_items,
     check_positive_float,
     check_positive_int,
+    derived,
     float32_columns,
     pair_arrays,
 )
 from recsys.features.base import FeatureBlock, FitContext
 
 __all__ = ["Collaborative", "CollaborativeConfig"]
+
+DENSE_WEIGHT_BYTES = 64 << 20
+"""Up to this size (2,896 covered items) the scoring reads a dense float64 copy of ``B`` instead of the sparse one:
+each history row then adds whole rows of ``B``, which costs more arithmetic than the sparse product but less time
+on small catalogues, for bit-identical scores (the same float64 terms, added in the same order). ml-100k (1,679
+covered items, 500 weights per row), the 943 users' histories: 0.057 against 0.085 s; synthetic 3,000 items, 20
+events per history: 1.97x faster. The sparse product wins on large catalogues with long histories (4,385 items, 50
+events: 0.77x), and a dense copy of 10,000 items would take 800 MB."""
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +194,20 @@ class Collaborative(FeatureBlock):
         )
         return self
 
+    def _scoring_weights(self) -> sp.csr_matrix | np.ndarray:
+        """``B`` for the scoring products: a dense float64 copy (made once, never saved) up to
+        :data:`DENSE_WEIGHT_BYTES`, else the sparse ``weights_``."""
+        m = self.weights_.shape[0]
+        if m * m * 8 > DENSE_WEIGHT_BYTES:
+            return self.weights_
+        return cast(np.ndarray, derived(self, self.weights_, lambda w: w.toarray().astype(np.float64)))
+
+    def _scores(self, histories: Histories, start: int, stop: int) -> np.ndarray:
+        """float64 ``(stop - start, n_covered)``: the dense ``ease_score`` rows of queries ``start:stop``."""
+        rows = _binary_rows(histories, self.columns_, self.weights_.shape[0], start, stop)  # csr (c, m)
+        product = rows @ self._scoring_weights()
+        return product if isinstance(product, np.ndarray) else product.toarray()
+
     def score_all(self, histories: Histories) -> np.ndarray:
         """float32 ``(n_queries, n_items)``: ``ease_score`` of every catalogue item for every query (NaN where
         the item is not covered or the history is empty); the EASE baseline ranks by it."""
@@ -192,7 +216,7 @@ class Collaborative(FeatureBlock):
         out = np.full((histories.n_users, n_items), np.nan, np.float32)
         covered = np.flatnonzero(self.columns_ >= 0)  # (m,) item_idx of each covered index, ascending
         if m and covered.size:
-            dense = (_binary_rows(histories, self.columns_, m, 0, histories.n_users) @ self.weights_).toarray()
+            dense = self._scores(histories, 0, histories.n_users)  # (n_queries, m)
             out[:, covered] = dense[:, self.columns_[covered]]
         out[histories.lengths == 0] = np.nan
         return out
@@ -234,6 +258,6 @@ class Collaborative(FeatureBlock):
                 if lo == hi:
                     continue
                 sel = order[lo:hi]  # (p,) the chunk's pairs
-                dense = (_binary_rows(histories, self.columns_, m, start, stop) @ self.weights_).toarray()  # (c, m)
+                dense = self._scores(histories, start, stop)  # (c, m)
                 score[sel] = dense[query[sel] - start, cols[sel]]
         return float32_columns(candidates, {"ease_score": score})

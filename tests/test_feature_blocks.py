@@ -49,6 +49,7 @@ from recsys.features import (
     _common,
     lexical,
 )
+from recsys.features import affinity as affinity_module
 from recsys.features import collaborative as collaborative_module
 from recsys.features.cooccurrence import _scale_symmetric, cooccurrence_counts
 from recsys.features.ranking import GROUPS, FeatureConfig, RankingFeatures
@@ -497,7 +498,10 @@ def catalogue(**extra: Sequence[object]) -> pl.DataFrame:
     return pl.DataFrame({"item_id": range(6), "text": ["x"] * 6, **extra})
 
 
-def test_category_affinity_known_answer() -> None:
+@pytest.mark.parametrize("dense_cells", [affinity_module.DENSE_CELLS, 0], ids=["dense shares", "sparse shares"])
+def test_category_affinity_known_answer(dense_cells: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways of reading the history's shares: a dense copy (few queries x categories) and sparse lookups."""
+    monkeypatch.setattr(affinity_module, "DENSE_CELLS", dense_cells)
     block = CategoryAffinity().fit(context(histories_from_rows([[0]]), items=catalogue(genres=GENRES)))
     # history of query 0: Action 1/4, Comedy 3/4, Drama 1/4 of its events
     histories = histories_from_rows([[0, 1, 1, 4], [], [4]])
@@ -813,6 +817,22 @@ def test_collaborative_scores_in_chunks_equal_one_chunk(
     monkeypatch.setattr(collaborative_module, "DENSE_CELLS", 40)  # one or two queries per chunk
     np.testing.assert_array_equal(columns(block.transform(frame, histories), block.names), expected)
     assert np.isfinite(expected).any() and np.isnan(expected).any()
+
+
+def test_collaborative_dense_weights_score_exactly_like_the_sparse_ones(
+    fit_context: FitContext, queries: tuple[pl.DataFrame, Histories], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small catalogue scores through a dense float64 copy of ``B``: the same float64 terms in the same order as
+    the sparse product, so the same bits."""
+    frame, histories = queries
+    block = FACTORIES["collaborative"]().fit(fit_context)
+    assert isinstance(block._scoring_weights(), np.ndarray)  # this catalogue is small: the dense copy
+    dense_path = columns(block.transform(frame, histories), block.names), block.score_all(histories)
+    monkeypatch.setattr(collaborative_module, "DENSE_WEIGHT_BYTES", 0)
+    assert sp.issparse(block._scoring_weights())
+    np.testing.assert_array_equal(columns(block.transform(frame, histories), block.names), dense_path[0])
+    np.testing.assert_array_equal(block.score_all(histories), dense_path[1])
+    assert np.isfinite(dense_path[0]).sum() > 10 and np.unique(dense_path[0][np.isfinite(dense_path[0])]).size > 5
 
 
 def test_collaborative_top_items_are_the_best_positive_unseen_scores(
