@@ -61,6 +61,12 @@ class RankerConfig:
         for the memory encoder's 0.1) makes it the encoder's own logit. Measured in the memory pipeline
         (``retrieval_score``, weight 10; ml-100k validation targets, paired, same encoders): NDCG@10 +0.0029 and
         -0.0027 (seeds 0, 1) with about twice the trees, so the pipeline does not use it by default.
+    lambda_l2:
+        LightGBM's ``lambda_l2``: an L2 penalty on the leaf values, which shrinks leaves that few rows or small
+        gradients support (0: none).
+    path_smooth:
+        LightGBM's ``path_smooth``: pulls each leaf's value towards its parent's, more so for leaves with few
+        rows (0: none).
     n_threads:
         LightGBM threads (fixed for determinism), and the compiled predictor's.
     predictor:
@@ -83,6 +89,8 @@ class RankerConfig:
     truncation_level: int = 30
     base_feature: str | None = None
     base_weight: float = 10.0
+    lambda_l2: float = 0.0
+    path_smooth: float = 0.0
     n_threads: int = 2
     seed: int = 0
     predictor: str = "auto"
@@ -98,6 +106,10 @@ class RankerConfig:
             raise ConfigError(f"RankerConfig.truncation_level={self.truncation_level} must be >= 1.")
         if not self.base_weight > 0:
             raise ConfigError(f"RankerConfig.base_weight={self.base_weight} must be > 0.")
+        for name in ("lambda_l2", "path_smooth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise ConfigError(f"RankerConfig.{name}={value!r} must be a finite number >= 0 (0: off).")
         if self.predictor not in PREDICTORS:
             raise ConfigError(f"RankerConfig.predictor={self.predictor!r}; use one of {list(PREDICTORS)}.")
         if self.objective not in ("lambdarank", "rank_xendcg"):
@@ -113,6 +125,8 @@ class RankerConfig:
             "min_child_samples": self.min_child_samples,
             "feature_fraction": self.feature_fraction,
             "lambdarank_truncation_level": self.truncation_level,
+            "lambda_l2": self.lambda_l2,
+            "path_smooth": self.path_smooth,
             "num_threads": self.n_threads,
             "seed": self.seed,
             "deterministic": True,

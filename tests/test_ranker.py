@@ -173,7 +173,16 @@ def test_config_rejects_bad_settings() -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("feature_fraction", 0.0), ("feature_fraction", 1.5), ("truncation_level", 0)]
+    ("field", "value"),
+    [
+        ("feature_fraction", 0.0),
+        ("feature_fraction", 1.5),
+        ("truncation_level", 0),
+        ("lambda_l2", -1.0),
+        ("lambda_l2", float("inf")),
+        ("path_smooth", -0.5),
+        ("path_smooth", "10"),
+    ],
 )
 def test_config_rejects_bad_sampling_settings(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=field):
@@ -190,6 +199,19 @@ def test_feature_fraction_is_seeded_and_samples_features(data: dict[str, pl.Data
     np.testing.assert_array_equal(one.score(data["test"]), two.score(data["test"]))
     assert not np.array_equal(one.score(data["test"]), full.score(data["test"]))
     assert "feature_fraction: 0.5" in one.to_text()
+
+
+def test_leaf_penalties_shrink_the_trees_outputs(data: dict[str, pl.DataFrame]) -> None:
+    """A huge ``lambda_l2`` shrinks every leaf value to about 0; a huge ``path_smooth`` pulls every leaf to its
+    tree's root value, so all rows score alike. Both reach LightGBM's parameters and the saved text."""
+    test, n = data["test"], {"n_estimators": 5, "early_stopping_rounds": 5}
+    plain = LambdaRanker(RankerConfig(**{**FAST.__dict__, **n})).fit(data["train"], None, FEATURES).score(test)
+    for field in ("lambda_l2", "path_smooth"):
+        config = RankerConfig(**{**FAST.__dict__, **n, field: 1e9})
+        ranker = LambdaRanker(config).fit(data["train"], None, FEATURES)
+        scores = ranker.score(test)
+        assert np.ptp(scores) < 1e-4 * np.ptp(plain), field
+        assert f"{field}: 1e+09" in ranker.to_text() or f"{field}: 1000000000" in ranker.to_text()
 
 
 def test_base_feature_is_the_starting_score_of_fit_and_score(data: dict[str, pl.DataFrame]) -> None:
