@@ -184,7 +184,7 @@ def test_config_rejects_bad_settings() -> None:
         ("path_smooth", "10"),
     ],
 )
-def test_config_rejects_bad_sampling_settings(field: str, value: float) -> None:
+def test_config_rejects_bad_tree_settings(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         RankerConfig(**{field: value})
 
