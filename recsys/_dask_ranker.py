@@ -7,16 +7,20 @@ that way (everything else, including the training frame, is computed on the clie
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import polars as pl
 
 from recsys._dask_cluster import DaskConfig, connect, require_dask, worker_addresses
-from recsys.errors import DataError
+from recsys.errors import ConfigError, DataError
 from recsys.models.ranker import (
     LambdaRanker,
     RankerConfig,
@@ -34,6 +38,66 @@ __all__ = ["DaskRanker", "DaskRecommender", "ranker_frames"]
 logger = logging.getLogger(__name__)
 
 _PART = "_partition"
+_PORT_TRIES = 5
+_PATCH_LOCK = threading.Lock()
+
+
+def _free_port() -> int:
+    """A TCP port free on this host right now (run on a worker by :func:`open_ports`)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+def open_ports(client: Any, workers: Sequence[str]) -> dict[str, int]:
+    """A free port on each worker's host for LightGBM's network, distinct among the workers of one host.
+
+    Each worker binds port 0 and closes the socket again, so only plain ints travel back to the client.
+
+    Raises
+    ------
+    ConfigError
+        ``_PORT_TRIES`` rounds in a row handed two workers of one host the same port.
+    """
+    for _ in range(_PORT_TRIES):
+        ports = {worker: int(port) for worker, port in client.run(_free_port, workers=list(workers)).items()}
+        claimed = {(urlparse(worker).hostname, port) for worker, port in ports.items()}
+        if len(claimed) == len(ports):
+            return ports
+    raise ConfigError(
+        f"could not find distinct free ports for LightGBM on the workers {list(workers)} in {_PORT_TRIES} tries; "
+        "retry, or run fewer Dask workers per host."
+    )
+
+
+@contextlib.contextmanager
+def _ports_without_held_sockets() -> Iterator[None]:
+    """Within the block, ``DaskLGBMRanker`` finds its workers' ports with :func:`open_ports`.
+
+    LightGBM's own ``_assign_open_ports_to_workers`` keeps each port's socket open in a Dask future and reads
+    the port with a second task on that future. When the scheduler runs that task on another worker, Dask must
+    send the socket there, which it cannot serialize ("Could not serialize object of type _RemoteSocket"), and
+    ``fit`` waits forever (seen in our test suite, about once in a few dozen runs). Here no socket leaves its
+    worker: the cost is a short window between closing the probe socket and LightGBM binding the port, in which
+    another process could take it (LightGBM then fails with a socket error instead of hanging). A LightGBM
+    without that private function keeps its own behaviour.
+    """
+    import lightgbm.dask as lgb_dask
+
+    if not hasattr(lgb_dask, "_assign_open_ports_to_workers"):
+        yield
+        return
+
+    def assign(*, client: Any, workers: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
+        return {}, open_ports(client, workers)  # no socket futures: LightGBM skips their release
+
+    with _PATCH_LOCK:
+        original = lgb_dask._assign_open_ports_to_workers
+        lgb_dask._assign_open_ports_to_workers = assign
+        try:
+            yield
+        finally:
+            lgb_dask._assign_open_ports_to_workers = original
 
 
 class ValidationStop:
@@ -193,7 +257,8 @@ class DaskRanker(LambdaRanker):
         params["n_estimators"] = self.config.n_estimators
         model = DaskLGBMRanker(client=client, **params)
         matrix, labels, groups, *start = _dask_arrays(client, parts)
-        with warnings.catch_warnings(), client.as_current():  # LightGBM waits on futures with the default client
+        # LightGBM waits on futures with the default client
+        with warnings.catch_warnings(), client.as_current(), _ports_without_held_sockets():
             warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
             # the callback carries the validation set to every worker inside the task: sent once per worker anyway
             warnings.filterwarnings("ignore", message="Sending large graph")

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +25,8 @@ import polars as pl
 import pytest
 from conftest import TOPICS
 
+from recsys._dask_cluster import worker_addresses
+from recsys._dask_ranker import open_ports
 from recsys.batch import BatchConfig, BatchJob, BatchReport, bytes_per_user
 from recsys.data import DataWarning
 from recsys.distributed import (
@@ -374,6 +377,45 @@ def test_dask_ranker_ndcg_within_one_percent(ranker_data: tuple[pl.DataFrame, pl
     assert remote.ndcg(valid) > 0.55
     text = LambdaRanker.from_text(remote.to_text(), RANKER)
     np.testing.assert_array_equal(text.score(valid), remote.score(valid))
+
+
+def test_open_ports_gives_each_worker_a_distinct_free_port(client: Any):
+    workers = worker_addresses(client)
+    ports = open_ports(client, workers)
+    assert sorted(ports) == workers and len(set(ports.values())) == len(workers)  # both workers on 127.0.0.1
+    for port in ports.values():  # free: this process can bind each of them
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("", port))
+
+
+def test_open_ports_gives_up_on_ports_that_keep_colliding():
+    class SamePort:  # a cluster whose two workers on one host always report the same port
+        def run(self, function: Any, workers: list[str]) -> dict[str, int]:
+            return dict.fromkeys(workers, 4321)
+
+    with pytest.raises(ConfigError, match="distinct free ports"):
+        open_ports(SamePort(), ["tcp://10.0.0.1:1", "tcp://10.0.0.1:2"])
+    assert open_ports(SamePort(), ["tcp://10.0.0.1:1", "tcp://10.0.0.2:1"]) == {
+        "tcp://10.0.0.1:1": 4321,
+        "tcp://10.0.0.2:1": 4321,
+    }  # one per host: no collision
+
+
+def test_dask_ranker_keeps_lightgbms_sockets_on_their_workers(
+    ranker_data: tuple[pl.DataFrame, pl.DataFrame], on_cluster: DaskConfig, monkeypatch: pytest.MonkeyPatch
+):
+    """LightGBM's own port assignment holds sockets in Dask futures, which hangs ``fit`` when Dask moves one
+    between workers; the ranker never calls it (here it would raise) and puts it back afterwards."""
+    import lightgbm.dask as lgb_dask
+
+    def held_sockets(**_: Any) -> Any:
+        raise AssertionError("LightGBM's socket-holding port assignment was used")
+
+    monkeypatch.setattr(lgb_dask, "_assign_open_ports_to_workers", held_sockets)
+    train, valid = ranker_data
+    remote = DaskRanker(RANKER, on_cluster).fit(train, valid, ["a", "b", "c"])  # two partitions, two workers
+    assert remote.booster_.num_trees() > 0
+    assert lgb_dask._assign_open_ports_to_workers is held_sockets
 
 
 def test_dask_recommender_fits_a_plain_saved_model(
