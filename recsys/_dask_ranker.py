@@ -77,10 +77,10 @@ def _ports_without_held_sockets() -> Iterator[None]:
     LightGBM's own ``_assign_open_ports_to_workers`` keeps each port's socket open in a Dask future and reads
     the port with a second task on that future. When the scheduler runs that task on another worker, Dask must
     send the socket there, which it cannot serialize ("Could not serialize object of type _RemoteSocket"), and
-    ``fit`` waits forever (seen in our test suite, about once in a few dozen runs). Here no socket leaves its
-    worker: the cost is a short window between closing the probe socket and LightGBM binding the port, in which
-    another process could take it (LightGBM then fails with a socket error instead of hanging). A LightGBM
-    without that private function keeps its own behaviour.
+    ``fit`` waits forever (it hung one run of our test suite). Here no socket leaves its worker: the cost is a
+    short window between closing the probe socket and LightGBM binding the port, in which another process could
+    take it (LightGBM then fails with a socket error instead of hanging). A LightGBM without that private
+    function keeps its own behaviour.
     """
     import lightgbm.dask as lgb_dask
 
