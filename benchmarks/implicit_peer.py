@@ -100,8 +100,11 @@ class ImplicitRecommender:
 
     def _fit(self, events: pl.DataFrame, factors: int) -> Any:
         self.users_ = events.select(pl.col(USER_ID).unique().sort()).with_row_index("u")
-        model = self._model(factors)
-        with threadpool_limits(1, "blas"):  # implicit's own threads do the work (its advice, to avoid oversubscription)
+        import implicit.cpu.als  # noqa: F401  (loads its BLAS first: the limit below covers only loaded libraries)
+
+        # implicit's own threads do the work (its advice, to avoid oversubscription); it checks BLAS on construction
+        with threadpool_limits(1, "blas"):
+            model = self._model(factors)
             model.fit(self._matrix(events), show_progress=False)
         return model
 
